@@ -1,0 +1,63 @@
+#pragma once
+// The SAM network (image encoder, prompt encoder, mask decoder), in the official implementation's frame:
+// a 3 x 1024 x 1024 normalised, zero-padded input, and prompts in that 1024-pixel input frame.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sam/checkpoint.hpp"
+#include "sqasam/sam.hpp"
+
+namespace sqasam::sam {
+
+struct SamHyperParams {
+    int image_size = 1024;
+    int patch_size = 16;
+    int encoder_embed_dim = 768;
+    int encoder_depth = 12;
+    int encoder_num_heads = 12;
+    int window_size = 14;
+    std::vector<int> global_attn_indexes{2, 5, 8, 11};
+    int mlp_ratio = 4;
+    int prompt_embed_dim = 256;  // neck output channels, decoder width
+    int decoder_depth = 2;
+    int decoder_num_heads = 8;
+    int decoder_mlp_dim = 2048;
+    int num_multimask_outputs = 3;
+    int embedding_size() const { return image_size / patch_size; }  // 64
+    int low_res_size() const { return embedding_size() * 4; }       // 256
+};
+
+// Reads the hyper-parameters off the tensor shapes (embed dim, depth, global blocks, head dim).
+SamHyperParams detect_hyper_params(const Checkpoint& checkpoint);
+SamHyperParams hyper_params_for(ModelType type);  // the official vit_b / vit_l / vit_h (medsam = vit_b)
+
+// One prompt in the 1024 input frame (already resized, +0.5 is applied inside as the official code does).
+struct FramePrompt {
+    std::vector<float> point_xy;     // 2 * n_points
+    std::vector<int> point_labels;   // n_points: 1, 0 (or -1 for padding, added internally)
+    bool has_box = false;
+    float box[4] = {0, 0, 0, 0};
+};
+
+struct DecoderOutput {
+    std::vector<float> low_res_logits;  // K x 256 x 256
+    std::vector<float> iou_predictions; // K
+};
+
+class SamModel {
+public:
+    SamModel(const Checkpoint& checkpoint, const SamHyperParams& hp);
+    ~SamModel();
+    const SamHyperParams& hyper_params() const;
+
+    // input: 3 x S x S (S = image_size) preprocessed; embedding: prompt_embed_dim x E x E.
+    void encode_image(const float* input, float* embedding) const;
+    DecoderOutput decode(const float* embedding, const FramePrompt& prompt, bool multimask_output) const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sqasam::sam

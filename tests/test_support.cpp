@@ -1,0 +1,102 @@
+#include "test_support.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+namespace sqasam::test {
+
+std::string ref_dir() { return SQASAM_REF_DIR; }
+std::string shared_data_dir() { return SQASAM_SHARED_DATA; }
+std::string source_dir() { return SQASAM_SOURCE_DIR; }
+std::string cli_path() { return SQASAM_CLI; }
+
+std::string temp_dir(const std::string& name) {
+    namespace fs = std::filesystem;
+    fs::path dir = fs::path(SQASAM_REF_DIR).parent_path() / "test-tmp" / name;
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    return dir.string();
+}
+
+NpyArray read_npy(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw std::runtime_error("cannot open " + path);
+    char magic[8];
+    in.read(magic, 8);
+    if (!in || std::memcmp(magic, "\x93NUMPY", 6) != 0) throw std::runtime_error("not a .npy file: " + path);
+    uint32_t header_len = 0;
+    if (magic[6] == 1) {
+        uint16_t len16 = 0;
+        in.read(reinterpret_cast<char*>(&len16), 2);
+        header_len = len16;
+    } else {
+        in.read(reinterpret_cast<char*>(&header_len), 4);
+    }
+    std::string header(header_len, '\0');
+    in.read(header.data(), header_len);
+    NpyArray array;
+    auto descr_at = header.find("'descr': '");
+    if (descr_at == std::string::npos) throw std::runtime_error("npy header without descr: " + path);
+    array.dtype = header.substr(descr_at + 10, 3);
+    if (header.find("'fortran_order': True") != std::string::npos)
+        throw std::runtime_error("fortran-order npy not supported: " + path);
+    auto open = header.find('(', header.find("'shape'"));
+    auto close = header.find(')', open);
+    std::string dims = header.substr(open + 1, close - open - 1);
+    int64_t count = 1;
+    size_t pos = 0;
+    while (pos < dims.size()) {
+        size_t comma = dims.find(',', pos);
+        std::string token = dims.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        if (token.find_first_of("0123456789") != std::string::npos) {
+            array.shape.push_back(std::stoll(token));
+            count *= array.shape.back();
+        }
+        if (comma == std::string::npos) break;
+        pos = comma + 1;
+    }
+    array.values.resize(count);
+    auto read_as = [&](auto tag) {
+        using T = decltype(tag);
+        std::vector<T> raw(count);
+        in.read(reinterpret_cast<char*>(raw.data()), count * sizeof(T));
+        if (!in) throw std::runtime_error("truncated npy data: " + path);
+        for (int64_t i = 0; i < count; ++i) array.values[i] = static_cast<float>(raw[i]);
+    };
+    if (array.dtype == "<f4") read_as(float{});
+    else if (array.dtype == "<f8") read_as(double{});
+    else if (array.dtype == "|u1" || array.dtype == "|b1") read_as(uint8_t{});
+    else if (array.dtype == "<i4") read_as(int32_t{});
+    else if (array.dtype == "<i8") read_as(int64_t{});
+    else throw std::runtime_error("unsupported npy dtype " + array.dtype + ": " + path);
+    return array;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+    if (a.size() != b.size()) throw std::runtime_error("max_abs_diff: size mismatch");
+    double worst = 0;
+    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(double(a[i]) - double(b[i])));
+    return worst;
+}
+
+double max_abs(const std::vector<float>& a) {
+    double worst = 0;
+    for (float v : a) worst = std::max(worst, std::fabs(double(v)));
+    return worst;
+}
+
+double relative_l2(const std::vector<float>& a, const std::vector<float>& reference) {
+    if (a.size() != reference.size()) throw std::runtime_error("relative_l2: size mismatch");
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+        double d = double(a[i]) - double(reference[i]);
+        diff += d * d;
+        norm += double(reference[i]) * double(reference[i]);
+    }
+    return std::sqrt(diff / std::max(norm, 1e-30));
+}
+
+}  // namespace sqasam::test

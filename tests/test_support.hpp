@@ -1,0 +1,27 @@
+#pragma once
+// Small helpers shared by the test programs: where the reference data lives, reading .npy files.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sqasam::test {
+
+std::string ref_dir();          // reference outputs written by tests/reference/gen_*.py
+std::string shared_data_dir();  // ../shared/data beside the project
+std::string source_dir();
+std::string cli_path();         // the built sqasam executable
+std::string temp_dir(const std::string& name);  // a fresh, empty folder under the build tree
+
+struct NpyArray {
+    std::vector<int64_t> shape;
+    std::string dtype;           // "<f4", "|u1", "<i4", "<i8", "<f8"
+    std::vector<float> values;   // converted to float
+};
+NpyArray read_npy(const std::string& path);
+
+// Largest |a-b| and max |b|, for relative tolerances.
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b);
+double max_abs(const std::vector<float>& a);
+double relative_l2(const std::vector<float>& a, const std::vector<float>& reference);
+
+}  // namespace sqasam::test
