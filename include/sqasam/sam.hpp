@@ -12,11 +12,15 @@ namespace sqasam {
 
 // Vit* are the official SAM image encoders; MedSam is a vit_b checkpoint with MedSAM's own preprocessing
 // (direct resize to 1024x1024, min-max scaling to [0,1]) and its postprocessing. Auto reads the
-// architecture from the checkpoint's tensor shapes (it cannot tell MedSAM from SAM vit_b: say MedSam).
-enum class ModelType { Auto, VitB, VitL, VitH, MedSam, Custom };
+// architecture from the checkpoint's tensor shapes (it cannot tell MedSAM from SAM vit_b: say MedSam); it reports
+// Custom for shapes that match no official encoder (such as `sqasam make-test-model`'s small one).
+// VitT is MobileSAM (TinyViT encoder, SAM's pipeline at 1024); LiteMedSam is LiteMedSAM (TinyViT encoder at a
+// 256 input with the official CVPR24_LiteMedSAM_infer.py pre- and postprocessing); Auto tells both apart.
+enum class ModelType { Auto, VitB, VitL, VitH, MedSam, VitT, LiteMedSam, Custom };
 
 std::string to_string(ModelType type);
-ModelType model_type_from_string(const std::string& name);  // "vit_b", "vit_l", "vit_h", "medsam", "auto"
+// "vit_b", "vit_l", "vit_h", "medsam", "vit_t", "lite_medsam", "auto"
+ModelType model_type_from_string(const std::string& name);
 
 struct PointPrompt {
     float x = 0, y = 0;
@@ -33,24 +37,34 @@ struct Prompt {
 };
 
 // One prompt's result; K = 3 with multimask output, 1 without. Arrays are row-major K x H x W.
+// For MedSam, logits are the log-odds of MedSAM's upsampled probability (it upsamples sigmoid(low_res_logits),
+// not the logits), within +-20, so that masks = logits > 0 still holds.
 struct MaskPrediction {
     int num_masks = 0, height = 0, width = 0;
     std::vector<float> logits;          // K x H x W at the image's size
     std::vector<uint8_t> masks;         // K x H x W, 1 where logits > 0
     std::vector<float> low_res_logits;  // K x 256 x 256, the decoder's output
     std::vector<float> iou_predictions; // K
-    std::vector<float> stability_scores;// K: IoU of (logits > 1) and (logits > -1)
-    cv::Mat mask(int k) const;          // CV_8U H x W view-copy of mask k (0/1)
+    // K: |logits > 1| / |logits > -1|, the IoU of the mask thresholded one logit unit above and below 0
+    // (SAM's calculate_stability_score); 0 when no pixel exceeds -1.
+    std::vector<float> stability_scores;
+    cv::Mat mask(int k) const;          // CV_8U H x W copy of mask k (0/1)
 };
 
 struct SamInfo {
     ModelType type = ModelType::Auto;
+    bool tiny_vit = false;  // TinyViT encoder: the fields below describe its last stage, depth counts all blocks
+    int image_size = 1024;  // the network's square input
     int encoder_embed_dim = 0, encoder_depth = 0, encoder_num_heads = 0;
     std::vector<int> global_attn_indexes;
+    // "vit_b: ViT encoder, embed 768, depth 12, 12 heads, global attention at 2,5,8,11",
+    // "vit_t: TinyViT encoder, 1024-pixel input, last stage 320 wide with 10 heads, 12 blocks"
     std::string describe() const;
 };
 
+namespace sam {
 class SamModel;  // the network; defined in src/sam
+}
 
 class Sam {
 public:
@@ -61,14 +75,16 @@ public:
     Sam& operator=(Sam&&) noexcept;
 
     const SamInfo& info() const;
-    const SamModel& model() const;
+    const sam::SamModel& model() const;
 
 private:
-    explicit Sam(std::unique_ptr<SamModel> model, SamInfo info);
-    std::unique_ptr<SamModel> model_;
+    explicit Sam(std::unique_ptr<sam::SamModel> model, SamInfo info);
+    std::unique_ptr<sam::SamModel> model_;
     SamInfo info_;
 };
 
+// Embeds one image at a time (the slow part) and answers any number of prompts on it. Keeps a reference to
+// `sam`, which must outlive it.
 class SamPredictor {
 public:
     explicit SamPredictor(const Sam& sam);
@@ -81,6 +97,7 @@ public:
     // The 256 x 64 x 64 image embedding of the last set_image().
     const std::vector<float>& image_embedding() const;
 
+    // A prompt needs a point or a box; labels are 0 or 1; a box has x0 <= x1, y0 <= y1 (sqasam::Error otherwise).
     MaskPrediction predict(const Prompt& prompt, bool multimask_output = true) const;
     std::vector<MaskPrediction> predict(const std::vector<Prompt>& prompts, bool multimask_output = true) const;
 

@@ -1,30 +1,138 @@
 #pragma once
-// The one small op layer every model goes through. Row-major float32 throughout.
+// The op layer every network goes through. Row-major float32 throughout: matrix products run through oneDNN,
+// the rest are OpenMP loops written so the compiler vectorises them. OpenMP is the one threading runtime: an op
+// called inside a parallel region runs on the calling thread alone.
 // Each op has a plain reference implementation (namespace ref) that the tests compare the fast one against.
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 namespace sqasam::ops {
-
-// C[M,N] = A[M,K] * B^T + bias, with B stored [N,K] (a PyTorch Linear weight). bias may be null.
-// beta = 1 accumulates into C.
-void linear(const float* a, const float* weight, const float* bias, float* c, int64_t m, int64_t n, int64_t k,
-            float beta = 0.0f);
-// C[M,N] = A[M,K] * B[K,N] (+ beta*C), with explicit leading dimensions.
-void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
-            int64_t ldc, bool transpose_b, float beta = 0.0f);
-
-void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps);
-void gelu(float* x, int64_t n);  // exact (erf) GELU, as torch.nn.GELU()
-void relu(float* x, int64_t n);
-void softmax_rows(float* x, int64_t rows, int64_t cols);
-void add(float* y, const float* x, int64_t n);  // y += x
 
 int num_threads();
 void set_num_threads(int n);
 
-namespace ref {
+// What a matrix product does with its result.
+enum class Epilogue {
+    store,       // y = x W^T + b
+    gelu,        // y = GELU(x W^T + b), exact (erf) GELU as torch.nn.GELU()
+    relu,        // y = max(x W^T + b, 0)
+    accumulate,  // y += x W^T + b (a residual connection)
+};
+
+// A right-hand matrix B [k, n] repacked into the blocked layout oneDNN's kernels read directly, for many
+// products C[m, n] = alpha * A[m, k] B (+ bias, epilogue) with dense row-major A and C. B is given row-major as
+// [k, n] (row stride ldb) or, with transpose_b, as [n, k]. Copies share the packed data; packing again into a
+// matrix that is not shared reuses its storage.
+class PackedMatrix {
+public:
+    void pack(const float* b, int64_t k, int64_t n, int64_t ldb, bool transpose_b);
+    int64_t rows() const;  // k
+    int64_t cols() const;  // n
+    void multiply(const float* a, float* c, int64_t m, float alpha = 1.0f, const float* bias = nullptr,
+                  Epilogue epilogue = Epilogue::store) const;
+
+private:
+    struct Impl;
+    std::shared_ptr<Impl> impl_;
+};
+
+// A fully connected layer y[rows, out] = x[rows, in] W^T + b, W in PyTorch's [out, in] layout, both row-major.
+// The weight is packed once, at construction. Copies share it.
+class Linear {
+public:
+    Linear() = default;
+    Linear(const float* weight, const float* bias, int64_t out_features, int64_t in_features);
+    int64_t in_features() const { return weight_.rows(); }
+    int64_t out_features() const { return weight_.cols(); }
+    void forward(const float* x, float* y, int64_t rows, Epilogue epilogue = Epilogue::store) const;
+
+private:
+    PackedMatrix weight_;
+    std::vector<float> bias_;  // empty when the layer has none
+};
+
+// C[m,n] = alpha * A[m,k] B + beta * C with B stored [k,n], or [n,k] when transpose_b. Leading dimensions are
+// row strides in floats. Primitives are cached per thread by shape.
 void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
-            int64_t ldc, bool transpose_b, float beta = 0.0f);
+            int64_t ldc, bool transpose_b, float alpha = 1.0f, float beta = 0.0f);
+
+// Row-wise LayerNorm over the last dimension (also LayerNorm2d on channels-last data). y may alias x.
+void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps);
+void gelu(float* x, int64_t n);  // exact (erf) GELU, in place
+void softmax_rows(float* x, int64_t rows, int64_t cols);
+void add(float* y, const float* x, int64_t n);  // y += x
+void exp(float* x, int64_t n);                  // in place; the exponential the attention softmax uses
+// dst[c, r] = src[r, c] for a rows x cols matrix; strides are row strides in floats.
+void transpose(const float* src, float* dst, int64_t rows, int64_t cols, int64_t src_stride, int64_t dst_stride);
+
+// Multi-head attention over a batch of sequences. A row holds one token with the heads side by side
+// (head h at columns [h * head_dim, (h + 1) * head_dim)); strides are in floats.
+struct AttentionShape {
+    int64_t batch = 1, heads = 1, queries = 0, keys = 0, head_dim = 0;
+    int64_t q_row_stride = 0, k_row_stride = 0, v_row_stride = 0, out_row_stride = 0;
+    int64_t q_batch_stride = 0, k_batch_stride = 0, v_batch_stride = 0, out_batch_stride = 0;
+};
+
+// Decomposed relative-position terms (MViTv2, as in SAM's image encoder): queries and keys are the same
+// grid_h x grid_w grid in row-major order and the logit of (q, k) gains q . table_h[qh - kh + grid_h - 1] +
+// q . table_w[qw - kw + grid_w - 1], with the unscaled q. Tables are (2 * grid - 1) x head_dim.
+struct RelativePosition {
+    const float* table_h = nullptr;
+    const float* table_w = nullptr;
+    int64_t grid_h = 0, grid_w = 0;
+};
+
+// out = softmax(scale * q k^T [+ relative-position terms]) v, per batch item and head. Queries are processed in
+// tiles so the full queries x keys matrix never exists; with only a few keys (the mask decoder's image-to-token
+// attention) it runs as direct loops instead of matrix products.
+void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& shape, float scale,
+               const RelativePosition* rel_pos = nullptr);
+
+namespace ref {
+void linear(const float* x, const float* weight, const float* bias, float* y, int64_t rows, int64_t out_features,
+            int64_t in_features, Epilogue epilogue = Epilogue::store);
+void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
+            int64_t ldc, bool transpose_b, float alpha = 1.0f, float beta = 0.0f);
+void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps);
+void gelu(float* x, int64_t n);
+void relu(float* x, int64_t n);
+void softmax_rows(float* x, int64_t rows, int64_t cols);
+void add(float* y, const float* x, int64_t n);
+void exp(float* x, int64_t n);
+void transpose(const float* src, float* dst, int64_t rows, int64_t cols, int64_t src_stride, int64_t dst_stride);
+void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& shape, float scale,
+               const RelativePosition* rel_pos = nullptr);
+}  // namespace ref
+
+}  // namespace sqasam::ops
+
+// ---- Convolution (src/ops/conv.cpp) ----
+namespace sqasam::ops {
+
+// A 2-D convolution (PyTorch's Conv2d: square kernel, equal stride and zero padding on both axes) on one
+// channels-last image: x is height x width x in_channels rows, y is out_h x out_w x out_channels with
+// out = (in + 2 padding - kernel) / stride + 1. The weight is in PyTorch's (out, in / groups, kernel, kernel)
+// layout; groups = in = out is a depthwise convolution. Primitives are built once per input size and epilogue.
+class Conv2d {
+public:
+    Conv2d() = default;
+    Conv2d(const float* weight, const float* bias, int64_t out_channels, int64_t in_channels, int64_t kernel,
+           int64_t stride, int64_t padding, int64_t groups = 1);
+    int64_t in_channels() const;
+    int64_t out_channels() const;
+    int64_t output_size(int64_t input) const;
+    void forward(const float* x, float* y, int64_t height, int64_t width, Epilogue epilogue = Epilogue::store) const;
+
+private:
+    struct Impl;
+    std::shared_ptr<Impl> impl_;
+};
+
+namespace ref {
+void conv2d(const float* x, const float* weight, const float* bias, float* y, int64_t in_channels,
+            int64_t out_channels, int64_t height, int64_t width, int64_t kernel, int64_t stride, int64_t padding,
+            int64_t groups, Epilogue epilogue = Epilogue::store);
 }  // namespace ref
 
 }  // namespace sqasam::ops

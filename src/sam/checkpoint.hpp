@@ -1,5 +1,6 @@
 #pragma once
 // Reading model weights: PyTorch zip checkpoints (through our restricted unpickler) and safetensors.
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -11,7 +12,7 @@ namespace sqasam::sam {
 struct Tensor {
     std::vector<int64_t> shape;
     std::vector<float> data;
-    std::string source_dtype;  // "float32", "float16", "bfloat16", "float64"
+    std::string source_dtype;  // "float32", "float16", "bfloat16", "float64" (also "int64", "int32", ... "bool")
     int64_t numel() const;
     std::string shape_string() const;  // "[256, 3, 16, 16]"
 };
@@ -30,5 +31,9 @@ Checkpoint load_checkpoint(const std::string& path);
 Checkpoint load_torch_zip(const std::string& path);
 Checkpoint load_safetensors(const std::string& path);
 void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors);
+
+// The same readers over bytes already in memory; `name` stands for the file in error messages (the fuzzer uses
+// these).
+Checkpoint load_checkpoint_from_memory(const void* data, size_t size, const std::string& name);
 
 }  // namespace sqasam::sam

@@ -6,13 +6,19 @@
 #include <vector>
 
 #include "sam/checkpoint.hpp"
+#include "sam/tiny_vit.hpp"
 #include "sqasam/sam.hpp"
 
 namespace sqasam::sam {
 
+// The image encoder: SAM's ViT (the encoder_* fields below) or TinyViT (MobileSAM, LiteMedSAM: `tiny_vit`).
+enum class EncoderKind { Vit, TinyVit };
+
 struct SamHyperParams {
+    EncoderKind encoder_kind = EncoderKind::Vit;
+    TinyVitParams tiny_vit;  // used when encoder_kind is TinyVit
     int image_size = 1024;
-    int patch_size = 16;
+    int patch_size = 16;  // input pixels per embedding pixel (TinyViT: its total stride, 16 or 4)
     int encoder_embed_dim = 768;
     int encoder_depth = 12;
     int encoder_num_heads = 12;
@@ -30,7 +36,8 @@ struct SamHyperParams {
 
 // Reads the hyper-parameters off the tensor shapes (embed dim, depth, global blocks, head dim).
 SamHyperParams detect_hyper_params(const Checkpoint& checkpoint);
-SamHyperParams hyper_params_for(ModelType type);  // the official vit_b / vit_l / vit_h (medsam = vit_b)
+// The official vit_b / vit_l / vit_h (medsam = vit_b), vit_t (MobileSAM) and lite_medsam (LiteMedSAM).
+SamHyperParams hyper_params_for(ModelType type);
 
 // One prompt in the 1024 input frame (already resized, +0.5 is applied inside as the official code does).
 struct FramePrompt {
@@ -56,6 +63,7 @@ public:
     DecoderOutput decode(const float* embedding, const FramePrompt& prompt, bool multimask_output) const;
 
 private:
+    friend struct SamModelProbe;  // single stages for the module tests (sam/sam_modules.hpp)
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

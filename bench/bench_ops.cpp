@@ -1,0 +1,130 @@
+// Google Benchmark of the op layer at the shapes SAM vit_b runs (one 1024 x 1024 image, 64 x 64 tokens of 768
+// channels; 25 windows of 14 x 14 in the windowed blocks) and the mask decoder's attention shapes. Rates are
+// reported as FLOP/s so a change's effect can be read against the machine's peak. Run:
+//   build/bench/bench_ops --benchmark_min_time=1
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "ops/ops.hpp"
+
+namespace {
+
+using sqasam::ops::AttentionShape;
+using sqasam::ops::Epilogue;
+using sqasam::ops::Linear;
+using sqasam::ops::RelativePosition;
+
+constexpr int64_t kTokens = 64 * 64, kDim = 768, kHeads = 12, kHeadDim = kDim / kHeads;
+constexpr int64_t kWindows = 25, kWindowTokens = 14 * 14;
+
+std::vector<float> random_values(int64_t n, float scale = 1.0f) {
+    std::mt19937 rng(0);
+    std::normal_distribution<float> normal(0.0f, scale);
+    std::vector<float> values(n);
+    for (float& v : values) v = normal(rng);
+    return values;
+}
+
+void set_flops(benchmark::State& state, double flops_per_iteration) {
+    state.counters["FLOP/s"] =
+        benchmark::Counter(flops_per_iteration, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+
+// Arguments: rows, in_features, out_features, epilogue.
+void BM_Linear(benchmark::State& state) {
+    const int64_t rows = state.range(0), in = state.range(1), out = state.range(2);
+    const auto epilogue = static_cast<Epilogue>(state.range(3));
+    const std::vector<float> x = random_values(rows * in), weight = random_values(out * in, 0.02f),
+                             bias = random_values(out, 0.02f);
+    std::vector<float> y(rows * out);
+    const Linear layer(weight.data(), bias.data(), out, in);
+    for (auto _ : state) {
+        layer.forward(x.data(), y.data(), rows, epilogue);
+        benchmark::DoNotOptimize(y.data());
+    }
+    set_flops(state, 2.0 * rows * in * out);
+}
+BENCHMARK(BM_Linear)
+    ->ArgNames({"rows", "in", "out", "epilogue"})
+    ->Args({kWindows * kWindowTokens, kDim, 3 * kDim, int(Epilogue::store)})       // windowed qkv (padded 70x70)
+    ->Args({kTokens, kDim, 3 * kDim, int(Epilogue::store)})                        // global qkv
+    ->Args({kTokens, kDim, kDim, int(Epilogue::accumulate)})                       // attention proj + residual
+    ->Args({kTokens, kDim, 4 * kDim, int(Epilogue::gelu)})                         // mlp.lin1 + GELU
+    ->Args({kTokens, 4 * kDim, kDim, int(Epilogue::accumulate)})                   // mlp.lin2 + residual
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// Self-attention on a qkv buffer laid out as the encoder's qkv Linear writes it: rows of [q | k | v], heads side by
+// side. Arguments: batch, tokens, grid side (tokens = side^2), heads, head_dim, 1 = with relative positions.
+void BM_EncoderAttention(benchmark::State& state) {
+    const int64_t batch = state.range(0), tokens = state.range(1), side = state.range(2), heads = state.range(3),
+                  head_dim = state.range(4);
+    const bool with_rel_pos = state.range(5) != 0;
+    const int64_t dim = heads * head_dim;
+    const std::vector<float> qkv = random_values(batch * tokens * 3 * dim);
+    const std::vector<float> table_h = random_values((2 * side - 1) * head_dim, 0.02f),
+                             table_w = random_values((2 * side - 1) * head_dim, 0.02f);
+    std::vector<float> out(batch * tokens * dim);
+    AttentionShape shape;
+    shape.batch = batch, shape.heads = heads, shape.queries = tokens, shape.keys = tokens, shape.head_dim = head_dim;
+    shape.q_row_stride = shape.k_row_stride = shape.v_row_stride = 3 * dim;
+    shape.q_batch_stride = shape.k_batch_stride = shape.v_batch_stride = tokens * 3 * dim;
+    shape.out_row_stride = dim, shape.out_batch_stride = tokens * dim;
+    const RelativePosition rel_pos{table_h.data(), table_w.data(), side, side};
+    const float scale = 1.0f / std::sqrt(float(head_dim));
+    for (auto _ : state) {
+        sqasam::ops::attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, out.data(), shape, scale,
+                               with_rel_pos ? &rel_pos : nullptr);
+        benchmark::DoNotOptimize(out.data());
+    }
+    set_flops(state, 4.0 * batch * heads * tokens * tokens * head_dim);  // q k^T and weights v
+}
+BENCHMARK(BM_EncoderAttention)
+    ->ArgNames({"batch", "tokens", "side", "heads", "hd", "relpos"})
+    ->Args({kWindows, kWindowTokens, 14, kHeads, kHeadDim, 1})  // windowed block
+    ->Args({1, kTokens, 64, kHeads, kHeadDim, 1})               // global block
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// The mask decoder's cross attention (8 heads, internal width 128): tokens to image and image to tokens.
+// Arguments: queries, keys.
+void BM_DecoderCrossAttention(benchmark::State& state) {
+    const int64_t queries = state.range(0), keys = state.range(1), heads = 8, head_dim = 16, dim = heads * head_dim;
+    const std::vector<float> q = random_values(queries * dim), k = random_values(keys * dim),
+                             v = random_values(keys * dim);
+    std::vector<float> out(queries * dim);
+    AttentionShape shape;
+    shape.heads = heads, shape.queries = queries, shape.keys = keys, shape.head_dim = head_dim;
+    shape.q_row_stride = shape.k_row_stride = shape.v_row_stride = shape.out_row_stride = dim;
+    shape.q_batch_stride = queries * dim, shape.k_batch_stride = shape.v_batch_stride = keys * dim;
+    shape.out_batch_stride = queries * dim;
+    for (auto _ : state) {
+        sqasam::ops::attention(q.data(), k.data(), v.data(), out.data(), shape, 0.25f);
+        benchmark::DoNotOptimize(out.data());
+    }
+    set_flops(state, 4.0 * heads * queries * keys * head_dim);
+}
+BENCHMARK(BM_DecoderCrossAttention)
+    ->ArgNames({"queries", "keys"})
+    ->Args({7, kTokens})  // token to image (5 output tokens + point + box)
+    ->Args({kTokens, 7})  // image to token
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+void BM_LayerNorm(benchmark::State& state) {
+    const std::vector<float> x = random_values(kTokens * kDim), gamma = random_values(kDim), beta = random_values(kDim);
+    std::vector<float> y(x.size());
+    for (auto _ : state) {
+        sqasam::ops::layer_norm(x.data(), gamma.data(), beta.data(), y.data(), kTokens, kDim, 1e-6f);
+        benchmark::DoNotOptimize(y.data());
+    }
+    state.SetBytesProcessed(state.iterations() * int64_t(2 * x.size() * sizeof(float)));
+}
+BENCHMARK(BM_LayerNorm)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Times the official Segment Anything (segment_anything on PyTorch) the way `sqasam bench` times our engine.
+
+Same image, same prompts (bench_prompts below and in src/cli/bench.cpp), same repeats. Reports the median
+SamPredictor.set_image() time, the median per-prompt SamPredictor.predict() time, the per-prompt time of one batched
+predict_torch() over all prompts, and the process's peak RSS, as one JSON line printed last.
+
+Run it under its best conditions (bench/run.sh does): jemalloc preloaded with decay off, 2 threads. The script
+reports whether jemalloc is loaded so a table never silently compares against an untuned peer.
+
+  peer_pytorch.py --checkpoint CKPT --image IMG [--prompts N] [--repeat R] [--threads T] [--model-type vit_b]
+  peer_pytorch.py --write-random-checkpoint OUT.pth [--model-type vit_b]   # official init, seed 0
+"""
+import argparse
+import ctypes
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+from segment_anything import SamPredictor, sam_model_registry
+
+
+def bench_prompts(count, width, height):
+    """Prompt i of count: a foreground point spread along the image's diagonal band, with a box a quarter of the
+    image wide and high around it, clipped to the image. Mirrors bench_prompts() in src/cli/bench.cpp."""
+    prompts = []
+    for i in range(count):
+        fraction = (i + 1) / (count + 1)
+        cx, cy = fraction * width, (0.25 + 0.5 * fraction) * height
+        box = [max(0.0, cx - width / 8), max(0.0, cy - height / 8),
+               min(width - 1.0, cx + width / 8), min(height - 1.0, cy + height / 8)]
+        prompts.append(((cx, cy), box))
+    return prompts
+
+
+def loaded_libraries():
+    with open("/proc/self/maps") as maps:
+        return {line.split()[-1] for line in maps if ".so" in line}
+
+
+def blas_in_use():
+    """Debian's torch takes whatever libblas.so.3 the alternatives system points at; the reference BLAS is ~75x
+    slower than OpenBLAS for the encoder's Linear layers, so the result names it."""
+    blas = sorted(path for path in loaded_libraries() if "blas" in os.path.basename(path))
+    for path in blas:
+        if "openblas" in path:
+            library = ctypes.CDLL(path)
+            library.openblas_get_corename.restype = ctypes.c_char_p
+            threading = os.path.basename(os.path.dirname(path))  # Debian's openblas-pthread or openblas-openmp
+            return f"{threading} ({library.openblas_get_corename().decode()})"
+    return ", ".join(blas) or "none"
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # ru_maxrss is KiB on Linux
+
+
+def elapsed_ms(start):
+    return (time.perf_counter() - start) * 1000.0
+
+
+def time_predictor(predictor, image, prompts, repeat):
+    """One warm-up pass of everything, then `repeat` passes; returns lists of per-call milliseconds."""
+    points = [np.array([p], dtype=np.float32) for p, _ in prompts]
+    boxes = [np.array(b, dtype=np.float32) for _, b in prompts]
+    label = np.array([1])
+    height, width = image.shape[:2]
+
+    def batched_inputs():
+        coords = torch.as_tensor(np.stack(points))  # N x 1 x 2
+        coords = predictor.transform.apply_coords_torch(coords, (height, width))
+        labels = torch.ones(len(prompts), 1, dtype=torch.int)
+        box_tensor = predictor.transform.apply_boxes_torch(torch.as_tensor(np.stack(boxes)), (height, width))
+        return coords, labels, box_tensor
+
+    encoder_ms, decoder_ms, batched_ms_per_prompt = [], [], []
+    for run in range(repeat + 1):
+        warm_up = run == 0
+        start = time.perf_counter()
+        predictor.set_image(image)
+        if not warm_up:
+            encoder_ms.append(elapsed_ms(start))
+        for point, box in zip(points, boxes):
+            start = time.perf_counter()
+            predictor.predict(point_coords=point, point_labels=label, box=box, multimask_output=True)
+            if not warm_up:
+                decoder_ms.append(elapsed_ms(start))
+        start = time.perf_counter()  # the batched path includes its own coordinate transform, as predict() does
+        coords, labels, box_tensor = batched_inputs()
+        predictor.predict_torch(coords, labels, box_tensor, multimask_output=True)
+        if not warm_up:
+            batched_ms_per_prompt.append(elapsed_ms(start) / len(prompts))
+    return encoder_ms, decoder_ms, batched_ms_per_prompt
+
+
+def write_random_checkpoint(path, model_type):
+    torch.manual_seed(0)
+    sam = sam_model_registry[model_type](checkpoint=None)
+    torch.save(sam.state_dict(), path)
+    print(f"wrote {path}: {model_type} with the official random initialisation (seed 0)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--image")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads; 0 keeps torch's default")
+    parser.add_argument("--model-type", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    parser.add_argument("--write-random-checkpoint", metavar="OUT")
+    args = parser.parse_args()
+
+    if args.write_random_checkpoint:
+        write_random_checkpoint(args.write_random_checkpoint, args.model_type)
+        return
+    if not args.checkpoint or not args.image:
+        parser.error("--checkpoint and --image are required")
+    if args.prompts < 1 or args.repeat < 1:
+        parser.error("--prompts and --repeat must be at least 1")
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    image = np.array(Image.open(args.image).convert("RGB"))
+    height, width = image.shape[:2]
+    prompts = bench_prompts(args.prompts, width, height)
+
+    with torch.inference_mode():
+        start = time.perf_counter()
+        sam = sam_model_registry[args.model_type](checkpoint=args.checkpoint).eval()
+        load_ms = elapsed_ms(start)
+        encoder_ms, decoder_ms, batched_ms = time_predictor(SamPredictor(sam), image, prompts, args.repeat)
+
+    result = {
+        "implementation": "pytorch",
+        "torch": torch.__version__,
+        "model_type": args.model_type,
+        "image": args.image,
+        "image_size": [width, height],
+        "prompts": args.prompts,
+        "repeat": args.repeat,
+        "load_ms": round(load_ms, 1),
+        "encoder_ms": round(statistics.median(encoder_ms), 2),
+        "decoder_ms_per_prompt": round(statistics.median(decoder_ms), 3),
+        "decoder_ms_per_prompt_batched": round(statistics.median(batched_ms), 3),
+        "encoder_ms_all": [round(t, 2) for t in encoder_ms],
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "threads": torch.get_num_threads(),
+        "precision": "fp32",
+        "jemalloc": any("jemalloc" in path for path in loaded_libraries()),
+        "blas": blas_in_use(),
+    }
+    print(f"pytorch peer: encoder {result['encoder_ms']} ms, decoder {result['decoder_ms_per_prompt']} ms/prompt "
+          f"({result['decoder_ms_per_prompt_batched']} batched), peak RSS {result['peak_rss_mb']} MB, "
+          f"{result['threads']} threads, jemalloc {'on' if result['jemalloc'] else 'off'}, BLAS {result['blas']}", file=sys.stderr)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

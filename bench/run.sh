@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Runs `sqasam bench` and the official PyTorch SAM (bench/peer_pytorch.py) back to back on the same image, prompts
+# and repeats, prints a side-by-side table and writes bench/results/<date>_<time>.json. See bench/NOTES.md.
+#
+#   bench/run.sh [--checkpoint CKPT] [--image IMG] [--prompts N] [--repeat R] [--threads T] [--model-type vit_b]
+#                [--rounds K]
+#
+# --rounds K runs the two programs alternately K times and reports medians over the rounds (for a busy machine).
+# Without --checkpoint it uses (and first makes, with the official code) a random-weight vit_b checkpoint in the
+# build folder: no pretrained weights can be downloaded here, and the timings do not depend on the weights' values.
+# The sqasam binary is taken from $SQASAM_BUILD_DIR (default: build).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "$repo" && realpath -m "${SQASAM_BUILD_DIR:-build}")
+python="$repo/.venv/bin/python"
+shared="${SQASAM_SHARED_DIR:-$repo/../shared}"
+
+checkpoint="" model_type=vit_b prompts=8 repeat=3 threads=2 rounds=1
+image="$shared/data/polyp_polypgen_test/images/10_endocv2021_positive_1087.jpg"  # 1920x1080, CC BY 4.0
+while (($#)); do
+  case "$1" in
+    --checkpoint) checkpoint=$2; shift 2 ;;
+    --image) image=$2; shift 2 ;;
+    --prompts) prompts=$2; shift 2 ;;
+    --repeat) repeat=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --model-type) model_type=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    *) echo "bench/run.sh: unknown argument '$1' (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "bench/run.sh: --rounds wants a positive integer, got '$rounds'" >&2; exit 2; }
+sqasam="$build/sqasam"
+[ -x "$sqasam" ] || { echo "bench/run.sh: $sqasam not built (cmake --build $build --target sqasam)" >&2; exit 1; }
+[ -f "$image" ] || { echo "bench/run.sh: image $image not found" >&2; exit 1; }
+openblas=/usr/lib/x86_64-linux-gnu/openblas-openmp
+[ -d "$openblas" ] || { echo "bench/run.sh: $openblas missing (bash scripts/deps.sh installs it)" >&2; exit 1; }
+random_weights=false
+if [ -z "$checkpoint" ]; then
+  checkpoint="$build/bench/${model_type}_random_seed0.pth"
+  random_weights=true
+  if [ ! -f "$checkpoint" ]; then
+    mkdir -p "$(dirname "$checkpoint")"
+    "$python" "$repo/bench/peer_pytorch.py" --write-random-checkpoint "$checkpoint" --model-type "$model_type"
+  fi
+fi
+
+load() { cut -d' ' -f1 /proc/loadavg; }
+busy=$(awk -v l="$(load)" -v n="$(nproc)" 'BEGIN { print (l > 0.5 * n) ? 1 : 0 }')
+((busy)) && echo "bench/run.sh: warning: load average $(load) on $(nproc) cores; timings will be noisy" >&2
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+common=(--checkpoint "$checkpoint" --image "$image" --prompts "$prompts" --repeat "$repeat" --threads "$threads")
+
+loads=()
+for ((round = 1; round <= rounds; round++)); do
+  loads+=("$(load)")
+  echo "== round $round/$rounds: sqasam bench" >&2
+  "$sqasam" bench "${common[@]}" --model-type "$model_type" --precision fp32 | tee "$work/ours$round.json" >&2
+  loads+=("$(load)")
+  # The peer under its best conditions (bench/NOTES.md has the measurements): OpenBLAS's OpenMP build, which
+  # shares torch's OpenMP threads (the pthread build oversubscribes the cores), left to pick its own kernels;
+  # jemalloc with decay off (freed pages stay mapped for the next pass).
+  echo "== round $round/$rounds: pytorch peer" >&2
+  env -u OPENBLAS_CORETYPE LD_LIBRARY_PATH="$openblas${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \
+    "$python" "$repo/bench/peer_pytorch.py" "${common[@]}" --model-type "$model_type" | tee "$work/peer$round.json" >&2
+done
+loads+=("$(load)")
+
+commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$repo" diff --quiet HEAD 2>/dev/null || commit="$commit+changes"
+"$python" - "$work/conditions.json" "$commit" "$checkpoint" "$random_weights" "${loads[@]}" <<'EOF'
+import datetime, json, os, platform, sys
+out, commit, checkpoint, random_weights, *loads = sys.argv[1:]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
+conditions = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "commit": commit,
+              "cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(), "checkpoint": checkpoint,
+              "random_weights": random_weights == "true",
+              # 1-minute load average before each program and at the end: sqasam, pytorch, sqasam, ..., end
+              "load_average": [float(load) for load in loads]}
+json.dump(conditions, open(out, "w"), indent=2)
+EOF
+mkdir -p "$repo/bench/results"
+inputs=()
+for ((round = 1; round <= rounds; round++)); do inputs+=(--ours "$work/ours$round.json" --peer "$work/peer$round.json"); done
+"$python" "$repo/bench/compare.py" "${inputs[@]}" \
+  --conditions "$work/conditions.json" --out "$repo/bench/results/$(date +%Y-%m-%d_%H%M).json"

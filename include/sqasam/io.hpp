@@ -1,0 +1,83 @@
+#pragma once
+// Reading what a user points sqasam at: images, predicted label maps, probability maps, ground truth, and the
+// pairing of files across folders (or a manifest). Every failure is an sqasam::Error naming the file.
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <opencv2/core.hpp>
+
+namespace sqasam {
+
+// PNG, JPEG, TIFF and BMP, by extension (case-insensitive).
+bool is_supported_image_file(const std::filesystem::path& path);
+
+// An image for SAM: CV_8UC3 in RGB order. Gray becomes three equal channels, alpha is dropped, 16-bit is scaled
+// to 8-bit (v / 257) and float is taken as [0,1] (x 255). Pixels are read as stored (EXIF orientation ignored),
+// which is how the masks beside them are read too.
+cv::Mat read_rgb_image(const std::string& path);
+
+// How a mask file's values were interpreted.
+enum class MapKind {
+    Binary,  // {0, full scale}: foreground is label 1
+    Labels,  // integer label map: 0 background, every other value is a class label kept as is
+    Soft,    // scores/probabilities, thresholded into foreground label 1
+};
+std::string to_string(MapKind kind);
+
+struct LabelMap {
+    cv::Mat labels;  // CV_32S, 0 background
+    MapKind kind = MapKind::Binary;
+};
+
+// The rule that tells binary masks, label maps and soft maps apart, for a single-channel 8-bit, 16-bit or float
+// image (full scale: 255, 65535, 1.0):
+// - only the values 0 and full scale: Binary;
+// - integer values otherwise: Labels, unless there are more than kMaxLabels distinct values or (8/16-bit) full
+//   scale occurs beside other values, which make it Soft;
+// - any non-integer value (float): Soft.
+// Soft maps become foreground (label 1) where value > threshold x full scale; threshold 0.5 unless given.
+// So a label map whose classes are coded as spread-out gray levels reaching 255 (0, 85, 170, 255) reads as soft.
+// Negative, NaN or infinite values, and soft float values above 1, make the file a bad mask (Error).
+inline constexpr int kMaxLabels = 32;
+LabelMap label_map_from_values(const cv::Mat& values, std::optional<double> soft_threshold = {},
+                               const std::string& file = "");
+// Reads a prediction or ground-truth mask. Multi-channel files are accepted when their colour channels are
+// equal (a gray image saved as RGB); coloured masks are rejected.
+LabelMap read_label_map(const std::string& path, std::optional<double> soft_threshold = {});
+
+// A probability map scaled to [0,1]: 8-bit / 255, 16-bit / 65535, float as is (must lie in [0,1]). CV_32F.
+cv::Mat read_probability_map(const std::string& path);
+
+// Replaces path's contents all at once: writes a temporary file beside it, flushes it to disk and renames it over
+// path, so a reader (or a killed run) never sees a half-written file.
+void write_file_atomically(const std::filesystem::path& path, const std::string& contents);
+
+// One image to score and the files that belong to it; a path is empty where the file is missing.
+struct DatasetItem {
+    std::string name;  // base name (file name without its last extension)
+    std::string image, pred, prob, gt;
+    std::string problem;  // set when the files cannot be paired (two files share the base name in one folder)
+};
+
+struct Dataset {
+    std::vector<DatasetItem> items;  // sorted by name, unique names
+    bool has_prob = false, has_gt = false;  // whether probability maps / ground truth were asked for
+};
+
+struct DatasetFolders {
+    std::string images, pred;
+    std::string prob, gt;  // optional: empty when not given
+};
+
+// Pairs files by base name (extensions may differ). Every base name found in the images or prediction folder
+// becomes an item; files of other types are ignored. A missing or empty folder is an Error.
+Dataset match_folders(const DatasetFolders& folders);
+
+// A CSV with a header naming the columns image and pred, optionally prob and gt (any order; quoting as in
+// RFC 4180). Relative paths are relative to the manifest's folder; an empty cell is a missing file. The item name
+// is the image's base name; two rows with the same name are an Error.
+Dataset read_manifest(const std::string& csv_path);
+
+}  // namespace sqasam

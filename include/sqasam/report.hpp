@@ -1,0 +1,57 @@
+#pragma once
+// What `sqasam score` writes: images.csv, objects.csv, summary.json and a self-contained report.html.
+// Every file is written atomically (a temporary file in the same folder, then renamed over the target).
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+
+#include "sqasam/eval.hpp"
+#include "sqasam/results.hpp"
+
+namespace sqasam {
+
+// The pictures behind one image's overlay in report.html. The score command fills these for the
+// lowest-scored images only (see keep_lowest_scored); points and boxes come from the image's ObjectResults.
+struct ImageOverlay {
+    std::string image;         // base name, as in ImageResult::image
+    double score = 0;          // the image score, to rank overlays
+    cv::Mat bgr;               // CV_8UC3 as cv::imread gives it (a CV_8UC1 grey image is accepted too)
+    cv::Mat prediction;        // CV_8UC1, nonzero = predicted object (all classes)
+    cv::Mat sam_point_mask;    // CV_8UC1, union over objects of SAM's mask for the point prompt
+    cv::Mat sam_box_mask;      // CV_8UC1, union over objects of SAM's mask for the box prompt
+};
+
+inline constexpr std::size_t kReportOverlays = 8;
+
+// Adds overlay to kept if it is among the `limit` lowest scores seen so far (ties: the earlier one stays);
+// kept stays sorted by score ascending. Lets the score command stream images while holding few pictures.
+void keep_lowest_scored(std::vector<ImageOverlay>& kept, ImageOverlay overlay, std::size_t limit = kReportOverlays);
+
+struct ReportInput {
+    std::vector<ImageResult> images;
+    std::vector<ObjectResult> objects;
+    Evaluation evaluation;     // from evaluate(images, objects, options)
+    EvalOptions eval_options;  // what the evaluation used (threshold, bootstrap), recorded in summary.json
+    // The run's configuration: its row is marked in the ablation table.
+    Reducer reducer = Reducer::Max;
+    MaskChoice mask_choice = MaskChoice::BestPredictedIou;
+    ImageAggregation aggregation = ImageAggregation::Mean;
+    nlohmann::json config = nlohmann::json::object();  // anything else worth recording (paths, thresholds, ...)
+    nlohmann::json model = nlohmann::json::object();   // checkpoint, model type, ...
+    std::vector<ImageOverlay> overlays;                // lowest-scored images, any order
+};
+
+// Each writes one file atomically; failures throw sqasam::Error naming the file.
+void write_images_csv(const std::string& path, const std::vector<ImageResult>& images);
+void write_objects_csv(const std::string& path, const std::vector<ObjectResult>& objects);
+nlohmann::json summary_json(const ReportInput& input);
+void write_summary_json(const std::string& path, const ReportInput& input);
+void write_report_html(const std::string& path, const ReportInput& input);
+
+// images.csv, objects.csv, summary.json and report.html into folder (created if missing).
+void write_report_folder(const std::string& folder, const ReportInput& input);
+
+}  // namespace sqasam

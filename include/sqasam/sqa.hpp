@@ -1,0 +1,169 @@
+#pragma once
+// SQA-SAM (Zhang et al. 2023, arXiv 2312.09899): score a segmentation prediction without ground truth. Every
+// predicted object (a connected component of one class) prompts SAM twice, with its centre point and with its
+// bounding box; the Dice between the object and SAM's mask is high where SAM "agrees" with the prediction.
+// Object score = reduce(point Dice, box Dice); image score = mean over objects.
+//
+// Known limits of the method: SAM is class-agnostic and only ever sees the predicted objects, so a correct shape
+// with the wrong class label, and objects the model missed altogether, do not lower the score. An image whose
+// prediction is empty has no score (flags empty_prediction, no_objects): the method cannot say whether that is
+// right, so such images deserve a look of their own; n_objects is recorded for the same reason.
+#include <cstddef>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+
+#include "sqasam/io.hpp"
+#include "sqasam/results.hpp"
+#include "sqasam/sam.hpp"
+
+namespace sqasam {
+
+// ---- Objects and prompts ----
+
+struct ObjectOptions {
+    int connectivity = 8;  // 8 or 4
+    long min_area = 0;     // components with fewer pixels are dropped (0: keep all)
+};
+
+// One predicted object: a connected component of one class of the label map.
+struct PredictedObject {
+    int class_label = 0;
+    int component = 0;  // OpenCV's component id within the class (raster order of first pixel), 1-based
+    long area = 0;
+    cv::Rect bounds;  // tight bounding box
+    cv::Mat mask;     // CV_8U 0/1 over bounds
+    cv::Point2f point;  // the point prompt, image pixel coordinates (see prompt_point)
+};
+
+// Objects of every class (ascending label, then component id). labels: CV_32S, 0 = background.
+std::vector<PredictedObject> find_objects(const cv::Mat& labels, const ObjectOptions& options = {});
+
+// The point prompt for an object mask (CV_8U 0/1) with the given centroid, both in the mask's coordinates: the
+// centroid itself when the pixel containing it (rounded to the nearest pixel) belongs to the object, otherwise
+// the object pixel farthest from the background (exact Euclidean distance transform; outside the mask counts as
+// background; ties go to the first pixel in raster order), which keeps the point inside C- or ring-shaped objects.
+cv::Point2f prompt_point(const cv::Mat& mask, cv::Point2d centroid);
+
+// The box prompt in the official XYXY pixel convention of segment-anything (as its masks-to-boxes utilities
+// produce): x0, y0 = first column and row of the object, x1, y1 = its last column and row, inclusive. A
+// one-pixel object therefore has x0 == x1.
+BoxPrompt prompt_box(const cv::Rect& bounds);
+
+// Dice and IoU of an object against a full-image 0/1 mask. Both empty counts as perfect agreement (1, 1).
+struct Overlap {
+    double dice = 0, iou = 0;
+};
+Overlap overlap(const PredictedObject& object, const cv::Mat& image_mask);
+// Dice of two same-size masks (nonzero = foreground); both empty -> 1.
+double dice(const cv::Mat& a, const cv::Mat& b);
+
+// ---- Scoring with SAM ----
+
+// SAM's masks for a batch of prompts on one image's embedding (SamPredictor::predict in the CLI, any stand-in in
+// tests).
+using MaskSource = std::function<std::vector<MaskPrediction>(const std::vector<Prompt>&, bool multimask_output)>;
+// Prepares SAM for one RGB image (computes its embedding once) and returns the mask source for that image.
+using Segmenter = std::function<MaskSource(const cv::Mat& rgb)>;
+Segmenter sam_segmenter(SamPredictor& predictor);
+
+// How the agreement between the object and SAM's masks is picked:
+// - BestPredictedIou: of the 3 multimask outputs, the one SAM rates best (as the official demos do);
+// - BestDice: of the 3, the one that agrees best with the object. It looks at the prediction when choosing, so
+//   it is an upper bound ("oracle-ish") rather than an independent opinion of SAM;
+// - SingleMask: the single-mask output (multimask_output=False).
+// Every object gets 4 predictions (point and box, multimask and single) so all choices are recorded.
+struct ScoreOptions {
+    ObjectOptions objects;
+    Reducer reducer = Reducer::Max;
+    MaskChoice mask_choice = MaskChoice::BestPredictedIou;
+    ImageAggregation aggregation = ImageAggregation::Mean;
+};
+
+struct ScoredObjects {
+    std::vector<ObjectResult> objects;
+    // Union over objects of SAM's mask (for the configured mask choice) per prompt kind, CV_8U 0/1 at image size.
+    cv::Mat sam_point_mask, sam_box_mask;
+};
+ScoredObjects score_objects(const std::string& image_name, const std::vector<PredictedObject>& objects,
+                            cv::Size image_size, const MaskSource& sam, const ScoreOptions& options);
+
+// Mean (or area-weighted mean) of the objects' scores; empty without objects.
+std::optional<double> image_score(const std::vector<ObjectResult>& objects, ImageAggregation aggregation);
+
+// ---- Ground truth and the model-confidence baseline ----
+
+struct TrueDice {
+    double dice = 1;  // mean over classes present in either map; 1 when both maps are empty
+    std::vector<std::pair<int, double>> class_dice;  // per class present in either map, ascending label
+};
+// For binary maps this is the foreground Dice. Both maps: CV_32S labels of the same size.
+TrueDice true_dice(const cv::Mat& pred_labels, const cv::Mat& gt_labels);
+
+// The Model-Confidence baseline: mean over pixels of max(p, 1 - p), p in [0,1] (CV_32F).
+double model_confidence(const cv::Mat& probability);
+
+// ---- One image, a whole dataset ----
+
+struct PipelineOptions {
+    ScoreOptions score;
+    std::optional<double> pred_threshold;  // for soft predictions, fraction of full scale (default 0.5)
+};
+
+struct ImageOutcome {
+    ImageResult image;
+    std::vector<ObjectResult> objects;
+    cv::Mat sam_point_mask, sam_box_mask;  // as in ScoredObjects; empty when SAM did not run
+};
+
+// Reads the item's files and scores it. Problems with one file become flags and messages in the result (see
+// ImageResult::flags), never an exception; SAM runs only when the image has objects.
+ImageOutcome score_item(const DatasetItem& item, const Dataset& dataset, const Segmenter& segmenter,
+                        const PipelineOptions& options);
+
+// Finished images of a run, kept in out/.partial/ so a killed run can continue (--resume): journal.jsonl holds
+// one line per image (the image and its objects, appended and flushed as each image finishes; a torn last line
+// is dropped) and masks/<name>.png the SAM mask unions for the report's overlays (bit 0 point, bit 1 box),
+// written before the line. config.json records the run's configuration; resuming under another one is an Error.
+class Journal {
+public:
+    Journal(const std::filesystem::path& out_dir, const nlohmann::json& config, bool resume);
+
+    // The images earlier runs finished (read when the journal was opened), without their masks.
+    const std::vector<ImageOutcome>& finished() const { return finished_; }
+    bool contains(const std::string& image) const { return names_.count(image) > 0; }
+    // Records a finished image (on disk at once; finished() does not change).
+    void append(const ImageOutcome& outcome);
+    // The SAM mask unions stored for an image: {point, box}, empty Mats when there are none.
+    std::pair<cv::Mat, cv::Mat> masks(const std::string& image) const;
+
+private:
+    std::filesystem::path dir_;
+    std::vector<ImageOutcome> finished_;
+    std::set<std::string> names_;
+};
+
+struct RunResult {
+    std::vector<ImageResult> images;    // in dataset order (sorted by name)
+    std::vector<ObjectResult> objects;  // grouped by image in the same order, then by class and component
+    std::size_t resumed = 0;            // images taken from the journal
+};
+// Where a run stands after an image, for progress and ETA.
+struct RunProgress {
+    std::size_t finished = 0, total = 0;       // images done (taken from the journal or computed), all images
+    std::size_t computed = 0, to_compute = 0;  // images computed by this run so far, and in all
+    std::string image;                         // the image just done
+};
+using ProgressCallback = std::function<void(const RunProgress&)>;
+
+// Scores every item not yet in the journal, appending each as it finishes, and returns all results in order.
+RunResult score_dataset(const Dataset& dataset, const Segmenter& segmenter, const PipelineOptions& options,
+                        Journal& journal, const ProgressCallback& progress = {});
+
+}  // namespace sqasam

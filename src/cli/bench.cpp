@@ -1,0 +1,161 @@
+// sqasam bench: times our SAM engine the way bench/peer_pytorch.py times the official one (same prompts, same
+// repeats, medians) and prints one JSON line last, for bench/run.sh to put beside the peer's.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+
+#include "cli/commands.hpp"
+#include "ops/ops.hpp"
+#include "sqasam/error.hpp"
+#include "sqasam/io.hpp"
+#include "sqasam/sam.hpp"
+
+namespace sqasam::cli {
+namespace {
+
+struct BenchOptions {
+    std::string checkpoint, image, precision = "fp32", model_type = "auto";
+    int prompts = 8, repeat = 3, threads = 0;
+};
+
+// Prompt i of count: a foreground point spread along the image's diagonal band, with a box a quarter of the image
+// wide and high around it, clipped to the image. Mirrors bench_prompts() in bench/peer_pytorch.py.
+std::vector<Prompt> bench_prompts(int count, int width, int height) {
+    std::vector<Prompt> prompts;
+    for (int i = 0; i < count; ++i) {
+        const double fraction = double(i + 1) / (count + 1);
+        const double cx = fraction * width, cy = (0.25 + 0.5 * fraction) * height;
+        Prompt prompt;
+        prompt.points.push_back({float(cx), float(cy), 1});
+        prompt.box = BoxPrompt{float(std::max(0.0, cx - width / 8.0)), float(std::max(0.0, cy - height / 8.0)),
+                               float(std::min(width - 1.0, cx + width / 8.0)),
+                               float(std::min(height - 1.0, cy + height / 8.0))};
+        prompts.push_back(prompt);
+    }
+    return prompts;
+}
+
+// Without --image: a fixed-seed noise image of a typical colonoscopy frame's size. Timing does not depend on the
+// pixels, only on the size (the encoder input is always 1024 x 1024; postprocessing scales with the image).
+cv::Mat synthetic_image() {
+    cv::Mat image(1080, 1920, CV_8UC3);
+    cv::RNG rng(0);
+    rng.fill(image, cv::RNG::UNIFORM, 0, 256);
+    return image;
+}
+
+double median(std::vector<double> values) {
+    std::sort(values.begin(), values.end());
+    const size_t n = values.size();
+    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+double peak_rss_mb() {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_maxrss / 1024.0;  // ru_maxrss is KiB on Linux
+}
+
+using Clock = std::chrono::steady_clock;
+double elapsed_ms(Clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+double rounded(double value, int decimals) {
+    const double scale = std::pow(10.0, decimals);
+    return std::round(value * scale) / scale;
+}
+
+void run_bench(const BenchOptions& options) {
+    if (options.precision != "fp32")
+        throw Error("--precision", "only fp32 is implemented so far; " + options.precision + " is not available yet");
+    if (options.threads > 0) ops::set_num_threads(options.threads);
+    const ModelType type = model_type_from_string(options.model_type);
+    const cv::Mat image = options.image.empty() ? synthetic_image() : read_rgb_image(options.image);
+    const std::vector<Prompt> prompts = bench_prompts(options.prompts, image.cols, image.rows);
+
+    auto start = Clock::now();
+    const Sam sam = Sam::load(options.checkpoint, type);
+    const double load_ms = elapsed_ms(start);
+    SamPredictor predictor(sam);
+
+    // Pass 0 warms up (oneDNN primitive creation, first-touch allocations) and is not counted.
+    std::vector<double> encoder_ms, decoder_ms, batched_ms_per_prompt;
+    for (int pass = 0; pass <= options.repeat; ++pass) {
+        const bool warm_up = pass == 0;
+        start = Clock::now();
+        predictor.set_image(image);
+        if (!warm_up) encoder_ms.push_back(elapsed_ms(start));
+        for (const Prompt& prompt : prompts) {
+            start = Clock::now();
+            predictor.predict(prompt, true);
+            if (!warm_up) decoder_ms.push_back(elapsed_ms(start));
+        }
+        start = Clock::now();
+        predictor.predict(prompts, true);
+        if (!warm_up) batched_ms_per_prompt.push_back(elapsed_ms(start) / double(prompts.size()));
+    }
+
+    std::vector<double> encoder_rounded;
+    for (double ms : encoder_ms) encoder_rounded.push_back(rounded(ms, 2));
+    const nlohmann::ordered_json result = {  // ordered: the line reads like the peer's
+        {"implementation", "sqasam"},
+        {"model_type", to_string(sam.info().type)},
+        {"image", options.image.empty() ? "synthetic" : options.image},
+        {"image_size", {image.cols, image.rows}},
+        {"prompts", options.prompts},
+        {"repeat", options.repeat},
+        {"load_ms", rounded(load_ms, 1)},
+        {"encoder_ms", rounded(median(encoder_ms), 2)},
+        {"decoder_ms_per_prompt", rounded(median(decoder_ms), 3)},
+        {"decoder_ms_per_prompt_batched", rounded(median(batched_ms_per_prompt), 3)},
+        {"encoder_ms_all", encoder_rounded},
+        {"peak_rss_mb", rounded(peak_rss_mb(), 1)},
+        {"threads", ops::num_threads()},
+        {"precision", options.precision},
+    };
+    std::cout << "sqasam bench: " << sam.info().describe() << "\n"
+              << "encoder " << result["encoder_ms"] << " ms, decoder " << result["decoder_ms_per_prompt"]
+              << " ms/prompt (" << result["decoder_ms_per_prompt_batched"] << " batched), peak RSS "
+              << result["peak_rss_mb"] << " MB, " << result["threads"] << " threads\n"
+              << result.dump() << "\n";
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+    auto options = std::make_shared<BenchOptions>();
+    CLI::App* cmd = app.add_subcommand(
+        "bench", "Time the SAM engine: image encoder (set_image) and mask decoder (predict) medians and peak RSS; "
+                 "the last line printed is JSON");
+    cmd->add_option("--checkpoint", options->checkpoint, "SAM checkpoint: official .pth or .safetensors")
+        ->required();
+    cmd->add_option("--image", options->image, "image file (default: a 1920x1080 noise image)");
+    cmd->add_option("--prompts", options->prompts, "point + box prompts per image")
+        ->check(CLI::Range(1, 10000))
+        ->capture_default_str();
+    cmd->add_option("--repeat", options->repeat, "timed passes after one warm-up pass")
+        ->check(CLI::Range(1, 1000))
+        ->capture_default_str();
+    cmd->add_option("--precision", options->precision, "fp32 (bf16 is planned)")
+        ->check(CLI::IsMember({"fp32", "bf16"}))
+        ->capture_default_str();
+    cmd->add_option("--model-type", options->model_type,
+                    "vit_b, vit_l, vit_h, medsam or auto (read from the checkpoint)")
+        ->check(CLI::IsMember({"auto", "vit_b", "vit_l", "vit_h", "medsam"}))
+        ->capture_default_str();
+    cmd->add_option("--threads", options->threads, "OpenMP threads (default: OpenMP's own default)")
+        ->check(CLI::Range(1, 1024));
+    cmd->callback([options] { run_bench(*options); });
+}
+
+}  // namespace sqasam::cli

@@ -1,0 +1,287 @@
+// The element-wise, normalisation and attention kernels: OpenMP loops shaped so the compiler vectorises them.
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "ops/ops.hpp"
+
+namespace sqasam::ops {
+namespace {
+
+// Below this many elements a parallel region costs more than it saves.
+constexpr int64_t kParallelGrain = 1 << 14;
+
+// expf by Cody-Waite range reduction and a degree-6 polynomial (Cephes' coefficients, about 1 ulp), written
+// without calls or branches so loops over it vectorise. Inputs are clamped to the range where 2^n stays normal;
+// n is rounded by the 1.5 * 2^23 trick, exact for |n| < 2^22.
+inline float fast_exp(float x) {
+    x = x > -87.3f ? x : -87.3f;
+    x = x < 88.7f ? x : 88.7f;
+    constexpr float kRound = 12582912.0f;
+    const float n = (x * 1.44269504088896341f + kRound) - kRound;
+    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+}
+
+// erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7), branch-free on |x|.
+inline float fast_erf(float x) {
+    const float a = x < 0.0f ? -x : x;
+    const float t = 1.0f / (1.0f + 0.3275911f * a);
+    float p = 1.061405429f;
+    p = p * t - 1.453152027f;
+    p = p * t + 1.421413741f;
+    p = p * t - 0.284496736f;
+    p = p * t + 0.254829592f;
+    const float magnitude = 1.0f - p * t * fast_exp(-a * a);
+    return x < 0.0f ? -magnitude : magnitude;
+}
+
+// Subtracts the row maximum, exponentiates in place and returns the sum.
+float exp_shifted_row(float* row, int64_t n) {
+    float top = row[0];
+#pragma omp simd reduction(max : top)
+    for (int64_t i = 0; i < n; ++i) top = row[i] > top ? row[i] : top;
+    float sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < n; ++i) {
+        row[i] = fast_exp(row[i] - top);
+        sum += row[i];
+    }
+    return sum;
+}
+
+// Grows, never shrinks: attention's scratch stays mapped across calls (first touch of fresh pages is slow).
+float* thread_scratch(size_t floats) {
+    thread_local std::vector<float> scratch;
+    if (scratch.size() < floats) scratch.resize(floats);
+    return scratch.data();
+}
+
+}  // namespace
+
+void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps) {
+#pragma omp parallel for schedule(static) if (rows * dim >= kParallelGrain)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* in = x + r * dim;
+        float* out = y + r * dim;
+        float sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < dim; ++i) sum += in[i];
+        const float mean = sum / dim;
+        float squares = 0;
+#pragma omp simd reduction(+ : squares)
+        for (int64_t i = 0; i < dim; ++i) squares += (in[i] - mean) * (in[i] - mean);
+        const float inv_std = 1.0f / std::sqrt(squares / dim + eps);
+#pragma omp simd
+        for (int64_t i = 0; i < dim; ++i) out[i] = (in[i] - mean) * inv_std * gamma[i] + beta[i];
+    }
+}
+
+void add(float* y, const float* x, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelGrain)
+    for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void gelu(float* x, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelGrain)
+    for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + fast_erf(x[i] * 0.70710678118654752f));
+}
+
+void exp(float* x, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelGrain)
+    for (int64_t i = 0; i < n; ++i) x[i] = fast_exp(x[i]);
+}
+
+void softmax_rows(float* x, int64_t rows, int64_t cols) {
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelGrain)
+    for (int64_t r = 0; r < rows; ++r) {
+        float* row = x + r * cols;
+        const float inv = 1.0f / exp_shifted_row(row, cols);
+#pragma omp simd
+        for (int64_t i = 0; i < cols; ++i) row[i] *= inv;
+    }
+}
+
+namespace {
+
+constexpr int64_t kLanes = 16;  // floats per accumulator block: one AVX-512 register
+
+// A relative-position table rearranged so that, for query grid row (or column) p, the terms against every key
+// row are a contiguous run: expanded[p][c][kp] = table[p - kp + grid - 1][c], kp padded to whole lane blocks.
+std::vector<float> expand_rel_table(const float* table, int64_t grid, int64_t head_dim) {
+    const int64_t padded = (grid + kLanes - 1) / kLanes * kLanes;
+    std::vector<float> expanded(grid * head_dim * padded, 0.0f);
+    for (int64_t p = 0; p < grid; ++p)
+        for (int64_t kp = 0; kp < grid; ++kp)
+            for (int64_t c = 0; c < head_dim; ++c)
+                expanded[(p * head_dim + c) * padded + kp] = table[(p - kp + grid - 1) * head_dim + c];
+    return expanded;
+}
+
+// One register of floats (GCC/Clang vector extension; alignment relaxed so it loads from any float address).
+using Lanes = float __attribute__((vector_size(kLanes * sizeof(float)), aligned(sizeof(float))));
+
+// For four queries at once, terms_i[kp] = sum_c q_i[c] * expanded_i[c][kp]: four independent sums per lane
+// block hide the multiply-add latency, and each stays in a register.
+void rel_terms4(const float* const q[4], const float* const expanded[4], int64_t head_dim, int64_t grid,
+                float* const terms[4]) {
+    const int64_t padded = (grid + kLanes - 1) / kLanes * kLanes;
+    for (int64_t block = 0; block < padded; block += kLanes) {
+        Lanes acc[4] = {};
+        for (int64_t c = 0; c < head_dim; ++c)
+            for (int i = 0; i < 4; ++i) acc[i] += q[i][c] * *reinterpret_cast<const Lanes*>(expanded[i] + c * padded + block);
+        for (int i = 0; i < 4; ++i)
+            for (int64_t lane = 0; lane < std::min(kLanes, grid - block); ++lane) terms[i][block + lane] = acc[i][lane];
+    }
+}
+
+// row[kh * grid_w + kw] += term_h[kh] + term_w[kw]
+void add_rel_terms(float* row, const float* term_h, const float* term_w, int64_t grid_h, int64_t grid_w) {
+    for (int64_t kh = 0; kh < grid_h; ++kh) {
+        float* run = row + kh * grid_w;
+        const float add_h = term_h[kh];
+#pragma omp simd
+        for (int64_t kw = 0; kw < grid_w; ++kw) run[kw] += add_h + term_w[kw];
+    }
+}
+
+// Attention with only a few keys (the mask decoder's image-to-token attention): too little work per query for
+// matrix-product calls, so the queries are transposed, the softmax runs across the keys in vector lanes (one
+// query per lane), and the result is transposed back.
+// Up to this many keys, attention runs without matrix-product calls.
+constexpr int64_t kFewKeys = 32;
+
+void attention_few_keys(const float* q, const float* k, const float* v, float* out, const AttentionShape& s,
+                        float scale) {
+    const int64_t hd = s.head_dim, keys = s.keys, n = s.queries;
+    const int64_t ld = (n + kLanes - 1) / kLanes * kLanes + kLanes;  // padded: power-of-two strides alias in caches
+    const int64_t tasks = s.batch * s.heads;
+#pragma omp parallel for schedule(static) if (tasks > 1 && tasks * n * keys * hd >= kParallelGrain)
+    for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t b = task / s.heads, h = task % s.heads;
+        float* queries_t = thread_scratch(2 * hd * ld);
+        float* out_t = queries_t + hd * ld;
+        transpose(q + b * s.q_batch_stride + h * hd, queries_t, n, hd, s.q_row_stride, ld);
+        const float* k_head = k + b * s.k_batch_stride + h * hd;
+        const float* v_head = v + b * s.v_batch_stride + h * hd;
+        // One lane block of queries at a time; its weights against every key stay in registers or L1.
+        for (int64_t i0 = 0; i0 < n; i0 += kLanes) {
+            Lanes weight[kFewKeys];
+            for (int64_t j = 0; j < keys; ++j) {
+                const float* kj = k_head + j * s.k_row_stride;
+                Lanes acc = {};
+                for (int64_t c = 0; c < hd; ++c) acc += (scale * kj[c]) * *reinterpret_cast<const Lanes*>(queries_t + c * ld + i0);
+                weight[j] = acc;
+            }
+            Lanes top = weight[0];
+            for (int64_t j = 1; j < keys; ++j) top = weight[j] > top ? weight[j] : top;
+            Lanes sum = {};
+            for (int64_t j = 0; j < keys; ++j) {
+                for (int64_t lane = 0; lane < kLanes; ++lane) weight[j][lane] = fast_exp(weight[j][lane] - top[lane]);
+                sum += weight[j];
+            }
+            const Lanes inv = 1.0f / sum;
+            for (int64_t c = 0; c < hd; ++c) {
+                Lanes acc = {};
+                for (int64_t j = 0; j < keys; ++j) acc += v_head[j * s.v_row_stride + c] * weight[j];
+                *reinterpret_cast<Lanes*>(out_t + c * ld + i0) = acc * inv;
+            }
+        }
+        transpose(out_t, out + b * s.out_batch_stride + h * hd, hd, n, ld, s.out_row_stride);
+    }
+}
+
+
+// Attention through matrix products, for many queries and many keys (the image encoder). Per batch item and
+// head, keys (transposed) and values are packed once for oneDNN's kernels; queries then run in tiles whose logits stay within a core's L2: logits = scale q k^T, plus the
+// relative-position terms, exponentiated in place, times v, divided by the row sums.
+void attention_tiled(const float* q, const float* k, const float* v, float* out, const AttentionShape& s,
+                     float scale, const RelativePosition* rel_pos) {
+    const int64_t hd = s.head_dim, keys = s.keys, queries = s.queries;
+    const int64_t tile = std::min(queries, std::max<int64_t>(32, 128 * 1024 / keys));
+    const int64_t tiles = (queries + tile - 1) / tile;
+    // Heads are the unit of work; when there are too few of them to share, tiles are split between tasks too
+    // (each task then packs its own copy of the head's keys and values).
+    const int64_t heads = s.batch * s.heads;
+    const int64_t groups = std::min(tiles, std::max<int64_t>(1, (2 * num_threads() + heads - 1) / heads));
+    const int64_t tiles_per_group = (tiles + groups - 1) / groups;
+
+    std::vector<float> expanded_h, expanded_w;
+    const int64_t grid_h = rel_pos ? rel_pos->grid_h : 0, grid_w = rel_pos ? rel_pos->grid_w : 0;
+    const int64_t padded_h = (grid_h + kLanes - 1) / kLanes * kLanes, padded_w = (grid_w + kLanes - 1) / kLanes * kLanes;
+    if (rel_pos) {
+        expanded_h = expand_rel_table(rel_pos->table_h, grid_h, hd);
+        expanded_w = expand_rel_table(rel_pos->table_w, grid_w, hd);
+    }
+
+#pragma omp parallel for schedule(dynamic, 1) if (heads * groups > 1)
+    for (int64_t task = 0; task < heads * groups; ++task) {
+        const int64_t b = task / groups / s.heads, h = task / groups % s.heads, group = task % groups;
+        const int64_t first_tile = group * tiles_per_group, last_tile = std::min(tiles, first_tile + tiles_per_group);
+        float* q_tile = thread_scratch(size_t(tile * (hd + keys + grid_h + grid_w + 1)));
+        float* logits = q_tile + tile * hd;
+        float* terms = logits + tile * keys;  // per row: grid_h terms, then grid_w
+        float* sums = terms + tile * (grid_h + grid_w);
+        thread_local PackedMatrix keys_t, values;
+        keys_t.pack(k + b * s.k_batch_stride + h * hd, hd, keys, s.k_row_stride, true);
+        values.pack(v + b * s.v_batch_stride + h * hd, keys, hd, s.v_row_stride, false);
+
+        for (int64_t t = first_tile; t < last_tile; ++t) {
+            const int64_t first = t * tile, rows = std::min(tile, queries - first);
+            const float* q_rows = q + b * s.q_batch_stride + first * s.q_row_stride + h * hd;
+            for (int64_t r = 0; r < rows; ++r) std::copy_n(q_rows + r * s.q_row_stride, hd, q_tile + r * hd);
+            keys_t.multiply(q_tile, logits, rows, scale);
+            if (rel_pos) {
+                // terms of row r: grid_h against each key row, then grid_w against each key column
+                for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+                    const float *q4[4], *table_h[4], *table_w[4];
+                    float *terms_h[4], *terms_w[4];
+                    for (int i = 0; i < 4; ++i) {
+                        const int64_t r = std::min(r0 + i, rows - 1), query = first + r;  // a short group repeats
+                        q4[i] = q_tile + r * hd;
+                        table_h[i] = expanded_h.data() + query / grid_w * hd * padded_h;
+                        table_w[i] = expanded_w.data() + query % grid_w * hd * padded_w;
+                        terms_h[i] = terms + r * (grid_h + grid_w);
+                        terms_w[i] = terms_h[i] + grid_h;
+                    }
+                    rel_terms4(q4, table_h, hd, grid_h, terms_h);
+                    rel_terms4(q4, table_w, hd, grid_w, terms_w);
+                }
+            }
+            for (int64_t r = 0; r < rows; ++r) {
+                float* row = logits + r * keys;
+                const float* term_h = terms + r * (grid_h + grid_w);
+                if (rel_pos) add_rel_terms(row, term_h, term_h + grid_h, grid_h, grid_w);
+                sums[r] = exp_shifted_row(row, keys);
+            }
+            values.multiply(logits, q_tile, rows);  // q_tile now holds the output
+            float* out_rows = out + b * s.out_batch_stride + first * s.out_row_stride + h * hd;
+            for (int64_t r = 0; r < rows; ++r) {
+                const float inv = 1.0f / sums[r];
+                float* o = out_rows + r * s.out_row_stride;
+#pragma omp simd
+                for (int64_t c = 0; c < hd; ++c) o[c] = q_tile[r * hd + c] * inv;
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& s, float scale,
+               const RelativePosition* rel_pos) {
+    if (s.queries == 0 || s.batch == 0 || s.heads == 0) return;
+    if (!rel_pos && s.keys <= kFewKeys) return attention_few_keys(q, k, v, out, s, scale);
+    attention_tiled(q, k, v, out, s, scale, rel_pos);
+}
+
+}  // namespace sqasam::ops

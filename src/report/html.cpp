@@ -1,0 +1,370 @@
+// report.html: one self-contained page (inline CSS, inline SVG plots, PNG data: URIs) that opens offline.
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <sstream>
+
+#include "report/report_internal.hpp"
+#include "sqasam/io.hpp"
+
+namespace sqasam {
+namespace {
+
+using report_detail::fixed;
+using report_detail::html_escape;
+
+constexpr std::size_t kLowestListed = 15;
+
+constexpr const char* kStyle = R"css(
+:root{--ink:#1d2733;--muted:#667382;--line:#dde2e8;--soft:#eef1f4;--accent:#2e6fbb;--bad:#d1495b;--bg:#f4f6f8}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--ink);font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+main{max-width:1140px;margin:0 auto;padding:34px 28px 60px}
+h1{font-size:27px;margin:0 0 2px;letter-spacing:-.01em}
+h2{font-size:18px;margin:0 0 6px}
+p{margin:6px 0}
+.subtitle,.muted{color:var(--muted)}
+.note{color:var(--muted);font-size:13px;margin:10px 0 0}
+section{background:#fff;border:1px solid var(--line);border-radius:10px;padding:22px 26px;margin-top:22px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px;margin-top:22px}
+.card{background:#fff;border:1px solid var(--line);border-radius:10px;padding:12px 16px}
+.card .value{font-size:25px;font-weight:650}
+.card .label{color:var(--muted);font-size:13px}
+table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums;margin-top:12px}
+th,td{padding:6px 10px;text-align:right;vertical-align:top}
+th:first-child,td:first-child,.left{text-align:left}
+thead th{font-weight:600;border-bottom:1.5px solid var(--ink)}
+tbody tr{border-bottom:1px solid var(--soft)}
+table.paper{border-top:2px solid var(--ink);border-bottom:2px solid var(--ink)}
+table.paper td{padding:9px 12px}
+.ci{display:block;color:var(--muted);font-size:12px}
+.best{font-weight:700}
+tr.current{background:#eaf2fc}
+.badge{display:inline-block;margin-left:6px;padding:0 7px;border-radius:9px;background:var(--accent);color:#fff;font-size:11px;font-weight:600}
+table.wide td{white-space:nowrap}
+.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:18px;margin-top:14px}
+.plots h3{font-size:14px;margin:0 0 4px;font-weight:600}
+svg.plot{width:100%;height:auto}
+svg text.tick{font-size:11px;fill:#667382}
+svg text.axis{font-size:12.5px;fill:#1d2733}
+svg text.halo{paint-order:stroke;stroke:#fbfcfd;stroke-width:3px}
+.notice{background:#fff8e5;border:1px solid #f0d58c;padding:11px 15px;border-radius:8px;margin-top:12px}
+.tag{display:inline-block;padding:0 8px;border-radius:10px;background:#fde8eb;color:#a3283b;font-size:12px;margin:1px 3px 1px 0}
+.error{color:#a3283b;font-size:13px}
+.overlay{border-top:1px solid var(--line);padding:16px 0 6px}
+.overlay:first-of-type{border-top:none}
+.overlay-head{display:flex;gap:18px;align-items:baseline;flex-wrap:wrap}
+.overlay-head strong{font-size:15px}
+.panels{display:flex;gap:12px;flex-wrap:wrap;margin-top:8px}
+figure{margin:0}
+figure img{display:block;max-width:300px;border-radius:6px;border:1px solid var(--line)}
+figcaption{font-size:12px;color:var(--muted);text-align:center;margin-top:3px}
+.legend{display:flex;gap:18px;flex-wrap:wrap;font-size:13px;color:var(--muted);margin-top:8px}
+.swatch{display:inline-block;width:12px;height:12px;border-radius:3px;margin-right:6px;vertical-align:-1px}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 18px;margin:10px 0 0;font-size:14px}
+dt{color:var(--muted)}dd{margin:0;word-break:break-all}
+footer{color:var(--muted);font-size:13px;margin-top:26px;text-align:center}
+)css";
+
+std::string number(const std::optional<double>& value, int decimals = 3) {
+    return value ? fixed(*value, decimals) : "&mdash;";
+}
+
+// One metric cell of the paper table: value, interval below it, bold when best.
+std::string metric_cell(const std::optional<double>& value, const std::optional<Interval>& interval, bool best) {
+    std::string cell = std::string("<td") + (best ? " class=\"best\"" : "") + ">" + number(value);
+    if (interval) cell += "<span class=\"ci\">[" + fixed(interval->low, 3) + ", " + fixed(interval->high, 3) + "]</span>";
+    return cell + "</td>";
+}
+
+struct Column {
+    const char* title;
+    std::optional<double> Metrics::*value;
+    std::optional<Interval> Metrics::*interval;  // nullptr when the metric has no interval
+    bool higher_is_better;
+};
+
+const Column kColumns[] = {
+    {"Pearson&nbsp;&uarr;", &Metrics::pearson, &Metrics::pearson_ci, true},
+    {"Spearman&nbsp;&uarr;", &Metrics::spearman, &Metrics::spearman_ci, true},
+    {"Bottom-25%&nbsp;&uarr;", &Metrics::bottom25, nullptr, true},
+    {"Bottom-50%&nbsp;&uarr;", &Metrics::bottom50, nullptr, true},
+    {"AUROC&nbsp;&uarr;", &Metrics::auroc, &Metrics::auroc_ci, true},
+    {"AURC&nbsp;&darr;", &Metrics::aurc, &Metrics::aurc_ci, false},
+};
+
+// Whether row's value in column is the best among rows (ties are all best).
+bool is_best(const Column& column, const Metrics& row, const std::vector<const Metrics*>& rows) {
+    const auto& value = row.*column.value;
+    if (!value) return false;
+    for (const Metrics* other : rows) {
+        const auto& theirs = other->*column.value;
+        if (theirs && (column.higher_is_better ? *theirs > *value : *theirs < *value)) return false;
+    }
+    return rows.size() > 1;
+}
+
+std::string paper_table(const Evaluation& e, const EvalOptions& options) {
+    std::vector<std::pair<std::string, const Metrics*>> rows{{"SQA-SAM", &e.sqa}};
+    if (e.model_confidence) rows.emplace_back("Model confidence", &*e.model_confidence);
+    std::vector<const Metrics*> all;
+    for (const auto& [name, metrics] : rows) all.push_back(metrics);
+
+    std::ostringstream html;
+    html << "<table class=\"paper\"><thead><tr><th>Quality measure</th><th>n</th>";
+    for (const auto& column : kColumns) html << "<th>" << column.title << "</th>";
+    html << "</tr></thead><tbody>";
+    for (const auto& [name, metrics] : rows) {
+        html << "<tr><td>" << name << "</td><td>" << metrics->n << "</td>";
+        for (const auto& column : kColumns) {
+            const std::optional<Interval> interval =
+                column.interval ? metrics->*column.interval : std::optional<Interval>{};
+            html << metric_cell(metrics->*column.value, interval, is_best(column, *metrics, all));
+        }
+        html << "</tr>";
+    }
+    html << "</tbody></table>";
+    html << "<p class=\"note\">n: images with both the measure and a true Dice. Brackets: "
+         << fixed(100 * options.confidence, 0) << "% percentile bootstrap intervals (" << options.bootstrap_resamples
+         << " resamples, seed " << options.seed << "). Bottom-K: share of the K% worst images by true Dice that are "
+         << "among the K% lowest by the measure (n<sub>K</sub> = &lceil;K&middot;n&rceil;, ties by image name). "
+         << "AUROC: how well a low value detects a failure (true Dice &lt; " << fixed(options.failure_threshold, 2)
+         << "; " << e.sqa.n_failures << " of " << e.sqa.n << " images). AURC: area under the risk&ndash;coverage curve, "
+         << "risk = 1 &minus; Dice, most trusted images first; the best any measure could reach here is "
+         << number(e.sqa.optimal_aurc) << ".</p>";
+    return html.str();
+}
+
+std::vector<report_detail::ScatterPoint> scatter_points(const std::vector<ImageResult>& images,
+                                                        std::optional<double> ImageResult::*value) {
+    std::vector<report_detail::ScatterPoint> points;
+    for (const auto& image : images)
+        if (image.*value && image.true_dice) points.push_back({image.image, *(image.*value), *image.true_dice});
+    return points;
+}
+
+std::string plot_block(const std::string& title, const std::string& svg) {
+    return "<div><h3>" + title + "</h3>" + svg + "</div>";
+}
+
+std::string plots_section(const ReportInput& input, bool with_ground_truth) {
+    const auto& e = input.evaluation;
+    std::ostringstream html;
+    html << "<section><h2>" << (with_ground_truth ? "Score against true Dice" : "Score distribution") << "</h2>";
+    if (with_ground_truth)
+        html << "<p class=\"muted\">Each dot is one image; <span style=\"color:#d1495b\">red</span>: true Dice below "
+                "the failure threshold. Hover a dot for its name.</p>";
+    html << "<div class=\"plots\">";
+    if (with_ground_truth) {
+        html << plot_block("SQA-SAM score &nbsp;<span class=\"muted\">Spearman " + number(e.sqa.spearman) + "</span>",
+                           report_detail::scatter_svg(scatter_points(input.images, &ImageResult::score),
+                                                      "SQA-SAM score", input.eval_options.failure_threshold));
+        if (e.model_confidence)
+            html << plot_block(
+                "Model confidence &nbsp;<span class=\"muted\">Spearman " + number(e.model_confidence->spearman) +
+                    "</span>",
+                report_detail::scatter_svg(scatter_points(input.images, &ImageResult::model_confidence),
+                                           "model confidence", input.eval_options.failure_threshold));
+    } else {
+        std::vector<double> scores, confidences;
+        for (const auto& image : input.images) {
+            if (image.score) scores.push_back(*image.score);
+            if (image.model_confidence) confidences.push_back(*image.model_confidence);
+        }
+        html << plot_block("SQA-SAM score", report_detail::histogram_svg(scores, "SQA-SAM score"));
+        if (!confidences.empty())
+            html << plot_block("Model confidence", report_detail::histogram_svg(confidences, "model confidence"));
+    }
+    html << "</div></section>";
+    return html.str();
+}
+
+std::string ablation_section(const ReportInput& input) {
+    const auto& rows = input.evaluation.ablation;
+    std::vector<const AblationRow*> ranked;
+    std::vector<const Metrics*> all;
+    for (const auto& row : rows) {
+        ranked.push_back(&row);
+        all.push_back(&row.metrics);
+    }
+    // Best Spearman first; undefined ones last, in their original order.
+    std::stable_sort(ranked.begin(), ranked.end(), [](const AblationRow* a, const AblationRow* b) {
+        return a->metrics.spearman.value_or(-2) > b->metrics.spearman.value_or(-2);
+    });
+    std::ostringstream html;
+    html << "<section><h2>Which scoring configuration tracks Dice best</h2><p class=\"muted\">Image scores recomputed "
+            "from the same SAM masks for every object reducer &times; mask choice &times; image aggregation, sorted "
+            "by Spearman correlation. The configuration of this run is highlighted; the best value of each column is "
+            "bold.</p><table class=\"wide\"><thead><tr><th>Reducer</th><th class=\"left\">Mask choice</th><th class=\"left\">Image "
+            "aggregation</th><th>n</th>";
+    for (const auto& column : kColumns) html << "<th>" << column.title << "</th>";
+    html << "</tr></thead><tbody>";
+    for (const AblationRow* row : ranked) {
+        const bool current = row->reducer == input.reducer && row->mask_choice == input.mask_choice &&
+                             row->aggregation == input.aggregation;
+        html << "<tr" << (current ? " class=\"current\"" : "") << "><td>" << to_string(row->reducer)
+             << (current ? "<span class=\"badge\">this run</span>" : "") << "</td><td class=\"left\">" << to_string(row->mask_choice)
+             << "</td><td class=\"left\">" << to_string(row->aggregation) << "</td><td>" << row->metrics.n << "</td>";
+        for (const auto& column : kColumns)
+            html << metric_cell(row->metrics.*column.value, std::nullopt, is_best(column, row->metrics, all));
+        html << "</tr>";
+    }
+    html << "</tbody></table></section>";
+    return html.str();
+}
+
+std::string tags(const ImageResult& image) {
+    std::string html;
+    for (const auto& flag : image.flags) html += "<span class=\"tag\">" + html_escape(flag) + "</span>";
+    return html;
+}
+
+std::vector<const ImageResult*> lowest_scored(const std::vector<ImageResult>& images) {
+    std::vector<const ImageResult*> scored;
+    for (const auto& image : images)
+        if (image.score) scored.push_back(&image);
+    std::stable_sort(scored.begin(), scored.end(), [](const ImageResult* a, const ImageResult* b) {
+        return *a->score != *b->score ? *a->score < *b->score : a->image < b->image;
+    });
+    return scored;
+}
+
+std::string lowest_section(const ReportInput& input) {
+    const auto scored = lowest_scored(input.images);
+    const bool with_truth = input.evaluation.n_with_ground_truth > 0;
+    const bool with_confidence = input.evaluation.model_confidence.has_value();
+    std::ostringstream html;
+    html << "<section><h2>Predictions to check first</h2>";
+    if (scored.empty()) return html.str() + "<p class=\"notice\">No image received a score.</p></section>";
+    html << "<p class=\"muted\">The " << std::min(kLowestListed, scored.size())
+         << " lowest SQA-SAM scores: the predictions least likely to be right.</p><table><thead><tr><th>Image</th>"
+            "<th>Score</th><th>Objects</th>"
+         << (with_truth ? "<th>True Dice</th>" : "") << (with_confidence ? "<th>Model confidence</th>" : "") << "<th class=\"left\">Flags</th></tr></thead><tbody>";
+    for (std::size_t i = 0; i < std::min(kLowestListed, scored.size()); ++i) {
+        const ImageResult& image = *scored[i];
+        html << "<tr><td>" << html_escape(image.image) << "</td><td>" << number(image.score) << "</td><td>"
+             << image.n_objects << "</td>";
+        if (with_truth) html << "<td>" << number(image.true_dice) << "</td>";
+        if (with_confidence) html << "<td>" << number(image.model_confidence) << "</td>";
+        html << "<td class=\"left\">" << tags(image) << "</td></tr>";
+    }
+    html << "</tbody></table></section>";
+    return html.str();
+}
+
+std::string overlays_section(const ReportInput& input) {
+    if (input.overlays.empty()) return "";
+    std::map<std::string, const ImageResult*> image_named;
+    for (const auto& image : input.images) image_named[image.image] = &image;
+    std::map<std::string, std::vector<const ObjectResult*>> objects_of;
+    for (const auto& object : input.objects) objects_of[object.image].push_back(&object);
+    std::vector<const ImageOverlay*> overlays;
+    for (const auto& overlay : input.overlays) overlays.push_back(&overlay);
+    std::stable_sort(overlays.begin(), overlays.end(),
+                     [](const ImageOverlay* a, const ImageOverlay* b) { return a->score < b->score; });
+
+    std::ostringstream html;
+    html << "<section><h2>Lowest-scored images, up close</h2><div class=\"legend\">"
+            "<span><span class=\"swatch\" style=\"background:#ffd700\"></span>predicted contour</span>"
+            "<span><span class=\"swatch\" style=\"background:#14a0eb\"></span>SAM mask from the centre point</span>"
+            "<span><span class=\"swatch\" style=\"background:#c83cc8\"></span>SAM mask from the bounding box</span>"
+            "<span><span class=\"swatch\" style=\"background:#e62828\"></span>prompts</span></div>";
+    for (const ImageOverlay* overlay : overlays) {
+        const auto found = image_named.find(overlay->image);
+        const ImageResult* image = found == image_named.end() ? nullptr : found->second;
+        html << "<div class=\"overlay\"><div class=\"overlay-head\"><strong>" << html_escape(overlay->image)
+             << "</strong><span>score " << fixed(overlay->score, 3) << "</span>";
+        if (image && image->true_dice) html << "<span>true Dice " << fixed(*image->true_dice, 3) << "</span>";
+        if (image) html << "<span>" << image->n_objects << " object" << (image->n_objects == 1 ? "" : "s")
+                        << "</span><span>" << tags(*image) << "</span>";
+        const auto objects = objects_of.find(overlay->image);
+        html << "</div><div class=\"panels\">"
+             << report_detail::overlay_panels_html(
+                    *overlay, objects == objects_of.end() ? std::vector<const ObjectResult*>{} : objects->second)
+             << "</div></div>";
+    }
+    html << "</section>";
+    return html.str();
+}
+
+std::string flagged_section(const std::vector<ImageResult>& images) {
+    std::ostringstream html;
+    html << "<section><h2>Flagged images</h2>";
+    std::size_t n_flagged = 0;
+    std::ostringstream rows;
+    for (const auto& image : images) {
+        if (image.flags.empty() && image.error.empty()) continue;
+        ++n_flagged;
+        rows << "<tr><td>" << html_escape(image.image) << "</td><td class=\"left\">" << tags(image)
+             << "</td><td class=\"left error\">" << html_escape(image.error) << "</td></tr>";
+    }
+    if (n_flagged == 0) return html.str() + "<p class=\"muted\">No image was flagged.</p></section>";
+    html << "<p class=\"muted\">" << n_flagged << " image" << (n_flagged == 1 ? "" : "s")
+         << " could not be scored normally.</p><table><thead><tr><th>Image</th><th class=\"left\">Flags</th>"
+            "<th class=\"left\">Problem</th></tr></thead><tbody>"
+         << rows.str() << "</tbody></table></section>";
+    return html.str();
+}
+
+std::string card(const std::string& value, const std::string& label) {
+    return "<div class=\"card\"><div class=\"value\">" + value + "</div><div class=\"label\">" + label + "</div></div>";
+}
+
+std::string json_text(const nlohmann::json& value) {
+    return value.is_string() ? value.get<std::string>() : value.dump();
+}
+
+std::string configuration_section(const ReportInput& input) {
+    const nlohmann::json summary = summary_json(input);
+    std::ostringstream html;
+    html << "<section><h2>Run configuration</h2><dl>";
+    for (const auto& [key, value] : summary["model"].items())
+        html << "<dt>model " << html_escape(key) << "</dt><dd>" << html_escape(json_text(value)) << "</dd>";
+    for (const auto& [key, value] : summary["config"].items())
+        html << "<dt>" << html_escape(key) << "</dt><dd>" << html_escape(json_text(value)) << "</dd>";
+    html << "</dl></section>";
+    return html.str();
+}
+
+}  // namespace
+
+void write_report_html(const std::string& path, const ReportInput& input) {
+    const Evaluation& e = input.evaluation;
+    const bool with_ground_truth = e.n_with_ground_truth > 0;
+    std::vector<double> scores;
+    std::size_t n_flagged = 0;
+    for (const auto& image : input.images) {
+        if (image.score) scores.push_back(*image.score);
+        if (!image.flags.empty() || !image.error.empty()) ++n_flagged;
+    }
+    std::optional<double> median;
+    if (!scores.empty()) median = percentile(scores, 50);
+
+    std::ostringstream html;
+    html << "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
+            "content=\"width=device-width,initial-scale=1\"><title>SQA-SAM quality report</title><style>"
+         << kStyle << "</style></head><body><main><header><h1>SQA-SAM quality report</h1><p class=\"subtitle\">"
+         << "Segmentation quality estimated without ground truth by prompting the Segment Anything Model with each "
+            "predicted object's centre point and bounding box (Zhang et al. 2023).</p></header><div class=\"cards\">"
+         << card(std::to_string(e.n_images), "images") << card(std::to_string(scores.size()), "scored")
+         << card(std::to_string(input.objects.size()), "objects") << card(number(median), "median score")
+         << card(std::to_string(e.n_with_ground_truth), "with ground truth")
+         << card(std::to_string(n_flagged), "flagged") << "</div>";
+
+    html << "<section><h2>How well the score tracks the true Dice</h2>";
+    if (with_ground_truth)
+        html << paper_table(e, input.eval_options);
+    else
+        html << "<p class=\"notice\">No ground truth was given, so the scores cannot be checked against the true Dice "
+                "here. Run again with ground-truth masks to get correlations, bottom-K accuracy, AUROC and AURC.</p>";
+    html << "</section>";
+    html << plots_section(input, with_ground_truth);
+    if (with_ground_truth) html << ablation_section(input);
+    html << lowest_section(input) << overlays_section(input) << flagged_section(input.images)
+         << configuration_section(input);
+    html << "<footer>Written by sqasam. Every figure is embedded in this file; it opens offline.</footer>"
+            "</main></body></html>\n";
+    write_file_atomically(path, html.str());
+}
+
+}  // namespace sqasam

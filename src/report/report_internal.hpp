@@ -1,0 +1,28 @@
+#pragma once
+// Pieces shared by the report writers: number and text formatting, the SVG plots, the overlays.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sqasam/report.hpp"
+
+namespace sqasam::report_detail {
+
+std::string fixed(double value, int decimals);  // "0.8125"
+std::string html_escape(const std::string& text);
+std::string base64(const std::vector<unsigned char>& bytes);
+
+struct ScatterPoint {
+    std::string name;
+    double x = 0, y = 0;
+};
+// Quality value (x) against true Dice (y, 0..1) with the failure threshold drawn; inline SVG.
+std::string scatter_svg(const std::vector<ScatterPoint>& points, const std::string& x_label, double failure_threshold);
+// Counts of values in [0, 1] in ten bins; inline SVG.
+std::string histogram_svg(const std::vector<double>& values, const std::string& x_label);
+
+// Three panels for one image (prediction, SAM point-prompt mask, SAM box-prompt mask) as <img> tags with
+// PNG data: URIs; objects give the prompts drawn on top.
+std::string overlay_panels_html(const ImageOverlay& overlay, const std::vector<const ObjectResult*>& objects);
+
+}  // namespace sqasam::report_detail

@@ -1,0 +1,191 @@
+// images.csv, objects.csv and summary.json; the folder writer; which overlays to keep.
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "report/report_internal.hpp"
+#include "sqasam/io.hpp"
+#include "sqasam/error.hpp"
+
+namespace sqasam {
+namespace {
+
+using report_detail::fixed;
+
+// RFC 4180: quote a field holding a separator, a quote, a line break or edge spaces; double inner quotes.
+std::string csv_field(const std::string& text) {
+    const bool needs_quotes = text.find_first_of(",\"\r\n") != std::string::npos ||
+                              (!text.empty() && (text.front() == ' ' || text.back() == ' '));
+    if (!needs_quotes) return text;
+    std::string quoted = "\"";
+    for (char c : text) {
+        if (c == '"') quoted += '"';
+        quoted += c;
+    }
+    return quoted + '"';
+}
+
+std::string csv_number(const std::optional<double>& value) { return value ? fixed(*value, 6) : std::string(); }
+
+void csv_row(std::ostringstream& out, const std::vector<std::string>& fields) {
+    for (std::size_t i = 0; i < fields.size(); ++i) out << (i ? "," : "") << csv_field(fields[i]);
+    out << "\n";
+}
+
+std::string join(const std::vector<std::string>& parts, const std::string& separator) {
+    std::string joined;
+    for (std::size_t i = 0; i < parts.size(); ++i) joined += (i ? separator : "") + parts[i];
+    return joined;
+}
+
+nlohmann::json optional_json(const std::optional<double>& value) {
+    return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
+}
+
+nlohmann::json interval_json(const std::optional<Interval>& interval) {
+    return interval ? nlohmann::json::array({interval->low, interval->high}) : nlohmann::json(nullptr);
+}
+
+nlohmann::json metrics_json(const Metrics& m) {
+    return {{"n", m.n},
+            {"n_failures", m.n_failures},
+            {"pearson", optional_json(m.pearson)},
+            {"pearson_ci", interval_json(m.pearson_ci)},
+            {"spearman", optional_json(m.spearman)},
+            {"spearman_ci", interval_json(m.spearman_ci)},
+            {"bottom25", optional_json(m.bottom25)},
+            {"bottom50", optional_json(m.bottom50)},
+            {"auroc", optional_json(m.auroc)},
+            {"auroc_ci", interval_json(m.auroc_ci)},
+            {"aurc", optional_json(m.aurc)},
+            {"aurc_ci", interval_json(m.aurc_ci)},
+            {"optimal_aurc", optional_json(m.optimal_aurc)},
+            {"e_aurc", optional_json(m.e_aurc)}};
+}
+
+}  // namespace
+
+void write_images_csv(const std::string& path, const std::vector<ImageResult>& images) {
+    std::set<int> labels;
+    for (const auto& image : images)
+        for (const auto& [label, dice] : image.class_dice) labels.insert(label);
+    const bool per_class = labels.size() > 1;  // one class: its Dice is true_dice already
+
+    std::ostringstream out;
+    std::vector<std::string> header{"image", "score", "n_objects", "flags", "error", "true_dice", "model_confidence"};
+    if (per_class)
+        for (int label : labels) header.push_back("dice_class_" + std::to_string(label));
+    csv_row(out, header);
+    for (const auto& image : images) {
+        std::vector<std::string> row{image.image,          csv_number(image.score),     std::to_string(image.n_objects),
+                                     join(image.flags, ";"), image.error,                 csv_number(image.true_dice),
+                                     csv_number(image.model_confidence)};
+        if (per_class)
+            for (int label : labels) {
+                const auto found = std::find_if(image.class_dice.begin(), image.class_dice.end(),
+                                                [&](const auto& entry) { return entry.first == label; });
+                row.push_back(found == image.class_dice.end() ? "" : fixed(found->second, 6));
+            }
+        csv_row(out, row);
+    }
+    write_file_atomically(path, out.str());
+}
+
+void write_objects_csv(const std::string& path, const std::vector<ObjectResult>& objects) {
+    std::ostringstream out;
+    std::vector<std::string> header{"image", "class", "component", "area", "x0",     "y0",
+                                    "x1",    "y1",    "point_x",   "point_y"};
+    for (const std::string prompt : {"point", "box"})
+        for (const auto choice : kAllMaskChoices)
+            for (const std::string measure : {"dice", "iou", "predicted_iou"})
+                header.push_back(prompt + "_" + to_string(choice) + "_" + measure);
+    header.push_back("score");
+    csv_row(out, header);
+    for (const auto& o : objects) {
+        std::vector<std::string> row{o.image,
+                                     std::to_string(o.class_label),
+                                     std::to_string(o.component),
+                                     std::to_string(o.area),
+                                     std::to_string(o.box[0]),
+                                     std::to_string(o.box[1]),
+                                     std::to_string(o.box[2]),
+                                     std::to_string(o.box[3]),
+                                     fixed(o.point[0], 2),
+                                     fixed(o.point[1], 2)};
+        for (const PromptAgreement* agreement : {&o.point_prompt, &o.box_prompt})
+            for (std::size_t c = 0; c < kAllMaskChoices.size(); ++c) {
+                row.push_back(fixed(agreement->dice[c], 6));
+                row.push_back(fixed(agreement->iou[c], 6));
+                row.push_back(fixed(agreement->predicted_iou[c], 6));
+            }
+        row.push_back(fixed(o.score, 6));
+        csv_row(out, row);
+    }
+    write_file_atomically(path, out.str());
+}
+
+nlohmann::json summary_json(const ReportInput& input) {
+    const Evaluation& e = input.evaluation;
+    nlohmann::json config = input.config;
+    config["reducer"] = to_string(input.reducer);
+    config["mask_choice"] = to_string(input.mask_choice);
+    config["aggregation"] = to_string(input.aggregation);
+    config["failure_threshold"] = input.eval_options.failure_threshold;
+    config["bootstrap"] = {{"resamples", input.eval_options.bootstrap_resamples},
+                           {"confidence", input.eval_options.confidence},
+                           {"seed", input.eval_options.seed},
+                           {"method", "percentile"}};
+
+    nlohmann::json ablation = nlohmann::json::array();
+    for (const auto& row : e.ablation) {
+        nlohmann::json entry = {{"reducer", to_string(row.reducer)},
+                                {"mask_choice", to_string(row.mask_choice)},
+                                {"aggregation", to_string(row.aggregation)}};
+        entry.update(metrics_json(row.metrics));
+        ablation.push_back(entry);
+    }
+    std::map<std::string, int> flag_counts;
+    int n_scored = 0;
+    for (const auto& image : input.images) {
+        for (const auto& flag : image.flags) ++flag_counts[flag];
+        if (image.score) ++n_scored;
+    }
+    return {{"n_images", e.n_images},
+            {"n_scored", n_scored},
+            {"n_with_ground_truth", e.n_with_ground_truth},
+            {"n_objects", input.objects.size()},
+            {"sqa", metrics_json(e.sqa)},
+            {"model_confidence", e.model_confidence ? metrics_json(*e.model_confidence) : nlohmann::json(nullptr)},
+            {"config", config},
+            {"ablation", ablation},
+            {"flags", flag_counts},
+            {"model", input.model}};
+}
+
+void write_summary_json(const std::string& path, const ReportInput& input) {
+    write_file_atomically(path, summary_json(input).dump(2) + "\n");
+}
+
+void write_report_folder(const std::string& folder, const ReportInput& input) {
+    namespace fs = std::filesystem;
+    std::error_code error;
+    fs::create_directories(folder, error);
+    if (error) throw Error(folder, "cannot create the output folder: " + error.message());
+    const fs::path dir(folder);
+    write_images_csv((dir / "images.csv").string(), input.images);
+    write_objects_csv((dir / "objects.csv").string(), input.objects);
+    write_summary_json((dir / "summary.json").string(), input);
+    write_report_html((dir / "report.html").string(), input);
+}
+
+void keep_lowest_scored(std::vector<ImageOverlay>& kept, ImageOverlay overlay, std::size_t limit) {
+    const auto position = std::upper_bound(kept.begin(), kept.end(), overlay.score,
+                                           [](double score, const ImageOverlay& o) { return score < o.score; });
+    if (static_cast<std::size_t>(position - kept.begin()) >= limit) return;
+    kept.insert(position, std::move(overlay));
+    if (kept.size() > limit) kept.pop_back();
+}
+
+}  // namespace sqasam

@@ -1,0 +1,850 @@
+// The SAM network after the official segment_anything/modeling code: ViT image encoder with windowed and global
+// attention, prompt encoder, two-way-transformer mask decoder.
+//
+// Layout: activations are channels-last and row-major, [tokens, channels], so every linear layer, 1x1
+// convolution and per-pixel LayerNorm2d is one op over all rows. The image embedding crosses the API
+// channels-first (C x E x E) as in the official code. Weights are looked up by their state-dict names with shape
+// checks; every tensor of the checkpoint must be used (mask_downscaling.* is accepted unused: no mask input).
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ops/ops.hpp"
+#include "sam/hyper_params.hpp"
+#include "sam/sam_model.hpp"
+#include "sam/sam_modules.hpp"
+#include "sqasam/error.hpp"
+
+namespace sqasam::sam {
+namespace {
+
+constexpr float kEncoderNormEps = 1e-6f;    // ImageEncoderViT's LayerNorm and every LayerNorm2d
+constexpr float kDecoderNormEps = 1e-5f;    // TwoWayTransformer's nn.LayerNorm default
+constexpr float kTwoPi = 6.28318530717958647692f;
+constexpr int kPatchChannels = 3;
+constexpr int kNeckKernel = 3;
+const char* const kUnusedPrefix = "prompt_encoder.mask_downscaling.";  // mask prompts are not supported
+
+using Shape = std::vector<int64_t>;
+
+// Hands out checkpoint tensors by name with shape checks and records which were taken, so that a tensor the
+// architecture does not know is reported rather than silently ignored.
+class WeightReader {
+public:
+    explicit WeightReader(const Checkpoint& checkpoint) : checkpoint_(checkpoint) {}
+
+    const float* data(const std::string& name, const Shape& shape) {
+        used_.insert(name);
+        return checkpoint_.get(name, shape).data.data();
+    }
+    std::vector<float> copy(const std::string& name, const Shape& shape) {
+        const float* values = data(name, shape);
+        int64_t count = 1;
+        for (int64_t d : shape) count *= d;
+        return std::vector<float>(values, values + count);
+    }
+    ops::Linear linear(const std::string& prefix, int64_t out, int64_t in, bool has_bias = true) {
+        const float* bias = has_bias ? data(prefix + ".bias", {out}) : nullptr;
+        return ops::Linear(data(prefix + ".weight", {out, in}), bias, out, in);
+    }
+    void check_all_used(const std::string& architecture) const {
+        for (const auto& [name, tensor] : checkpoint_.tensors) {
+            if (used_.count(name) || name.rfind(kUnusedPrefix, 0) == 0) continue;
+            throw Error(checkpoint_.path, "unexpected tensor '" + name + "' " + tensor.shape_string() +
+                                              ": not part of " + architecture);
+        }
+    }
+
+private:
+    const Checkpoint& checkpoint_;
+    std::set<std::string> used_;
+};
+
+struct LayerNorm {
+    std::vector<float> gamma, beta;
+    float eps = 0;
+
+    LayerNorm() = default;
+    LayerNorm(WeightReader& weights, const std::string& prefix, int64_t dim, float eps)
+        : gamma(weights.copy(prefix + ".weight", {dim})), beta(weights.copy(prefix + ".bias", {dim})), eps(eps) {}
+    void operator()(const float* x, float* y, int64_t rows) const {
+        ops::layer_norm(x, gamma.data(), beta.data(), y, rows, int64_t(gamma.size()), eps);
+    }
+};
+
+// A 2x2, stride-2 ConvTranspose2d never overlaps: each input pixel yields a 2x2 block of output pixels, i.e. one
+// linear layer with 4 * out features ((dy, dx, o) order). Its output rows are kept in that blocked pixel order
+// (see MaskDecoder::upscale).
+ops::Linear transposed_conv2x2(WeightReader& weights, const std::string& prefix, int64_t in, int64_t out) {
+    const float* w = weights.data(prefix + ".weight", {in, out, 2, 2});  // PyTorch (in, out, kh, kw)
+    const float* b = weights.data(prefix + ".bias", {out});
+    std::vector<float> linear_weight(4 * out * in), linear_bias(4 * out);
+    for (int64_t d = 0; d < 4; ++d)
+        for (int64_t o = 0; o < out; ++o) {
+            linear_bias[d * out + o] = b[o];
+            for (int64_t c = 0; c < in; ++c) linear_weight[(d * out + o) * in + c] = w[(c * out + o) * 4 + d];
+        }
+    return ops::Linear(linear_weight.data(), linear_bias.data(), 4 * out, in);
+}
+
+// Workspaces are reused across calls, since first touches of fresh pages are slow; concurrent callers each get
+// their own.
+template <class Workspace>
+class WorkspacePool {
+public:
+    class Lease {
+    public:
+        Lease(WorkspacePool& pool, std::unique_ptr<Workspace> workspace) : pool_(pool), workspace_(std::move(workspace)) {}
+        Lease(const Lease&) = delete;
+        Lease& operator=(const Lease&) = delete;
+        ~Lease() { pool_.give_back(std::move(workspace_)); }
+        Workspace& operator*() { return *workspace_; }
+        Workspace* operator->() { return workspace_.get(); }
+
+    private:
+        WorkspacePool& pool_;
+        std::unique_ptr<Workspace> workspace_;
+    };
+
+    Lease take() {
+        std::lock_guard lock(mutex_);
+        if (idle_.empty()) return Lease(*this, std::make_unique<Workspace>());
+        auto workspace = std::move(idle_.back());
+        idle_.pop_back();
+        return Lease(*this, std::move(workspace));
+    }
+
+private:
+    void give_back(std::unique_ptr<Workspace> workspace) {
+        std::lock_guard lock(mutex_);
+        idle_.push_back(std::move(workspace));
+    }
+    std::mutex mutex_;
+    std::vector<std::unique_ptr<Workspace>> idle_;
+};
+
+void ensure_size(std::vector<float>& buffer, size_t floats) {
+    if (buffer.size() < floats) buffer.resize(floats);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Image encoder
+
+struct EncoderBlock {
+    LayerNorm norm1, norm2;
+    ops::Linear qkv, proj, mlp_lin1, mlp_lin2;
+    std::vector<float> qkv_bias;              // what padding tokens project to
+    std::vector<float> rel_pos_h, rel_pos_w;  // (2 * grid - 1) x head_dim
+    int window = 0;                           // 0: global attention over the whole grid
+};
+
+struct EncoderWorkspace {
+    std::vector<float> tokens;   // E*E x D, the residual stream
+    std::vector<float> normed;   // E*E x max(D, neck channels)
+    std::vector<float> windows;  // padded windows x D: attention output
+    std::vector<float> scratch;  // qkv rows (windowed blocks: partitioned), or the patch im2col
+    std::vector<float> hidden;   // E*E x mlp width; windowed blocks: their qkv rows before partitioning
+};
+
+// Gathers a grid (E x E x D) into windows of w x w tokens (window-major, row-major inside), padding the grid to a
+// multiple of w with copies of pad_row, as window_partition does with zeros.
+void window_partition(const float* grid, float* windows, int64_t size, int64_t dim, int64_t w, const float* pad_row) {
+    const int64_t per_side = (size + w - 1) / w;
+#pragma omp parallel for schedule(static)
+    for (int64_t row = 0; row < per_side * w * per_side; ++row) {  // one window row per iteration
+        const int64_t wy = row / (w * per_side), y_in = row / per_side % w, wx = row % per_side;
+        const int64_t y = wy * w + y_in;
+        for (int64_t x_in = 0; x_in < w; ++x_in) {
+            const int64_t x = wx * w + x_in;
+            float* dst = windows + (((wy * per_side + wx) * w + y_in) * w + x_in) * dim;
+            std::copy_n(y < size && x < size ? grid + (y * size + x) * dim : pad_row, dim, dst);
+        }
+    }
+}
+
+// The inverse, dropping the padding.
+void window_unpartition(const float* windows, float* grid, int64_t size, int64_t dim, int64_t w) {
+    const int64_t per_side = (size + w - 1) / w;
+#pragma omp parallel for schedule(static)
+    for (int64_t y = 0; y < size; ++y)
+        for (int64_t x = 0; x < size; ++x) {
+            const int64_t window = y / w * per_side + x / w;
+            std::copy_n(windows + ((window * w + y % w) * w + x % w) * dim, dim, grid + (y * size + x) * dim);
+        }
+}
+
+class ImageEncoder {
+public:
+    ImageEncoder(WeightReader& weights, const SamHyperParams& hp)
+        : hp_(hp),
+          grid_(hp.embedding_size()),
+          dim_(hp.encoder_embed_dim),
+          head_dim_(hp.encoder_embed_dim / hp.encoder_num_heads),
+          patch_features_(int64_t(kPatchChannels) * hp.patch_size * hp.patch_size),
+          neck_channels_(hp.prompt_embed_dim) {
+        const std::string p = "image_encoder.";
+        patch_embed_ = ops::Linear(weights.data(p + "patch_embed.proj.weight", {dim_, kPatchChannels, hp.patch_size, hp.patch_size}),
+                                   weights.data(p + "patch_embed.proj.bias", {dim_}), dim_, patch_features_);
+        pos_embed_ = weights.copy(p + "pos_embed", {1, grid_, grid_, dim_});
+        const int64_t mlp = dim_ * hp.mlp_ratio;
+        for (int i = 0; i < hp.encoder_depth; ++i) {
+            const std::string b = p + "blocks." + std::to_string(i) + ".";
+            EncoderBlock block;
+            bool global = std::count(hp.global_attn_indexes.begin(), hp.global_attn_indexes.end(), i) > 0;
+            block.window = global ? 0 : hp.window_size;
+            const int64_t rel_size = 2 * (global ? grid_ : hp.window_size) - 1;
+            block.norm1 = LayerNorm(weights, b + "norm1", dim_, kEncoderNormEps);
+            block.norm2 = LayerNorm(weights, b + "norm2", dim_, kEncoderNormEps);
+            block.qkv = weights.linear(b + "attn.qkv", 3 * dim_, dim_);
+            block.qkv_bias = weights.copy(b + "attn.qkv.bias", {3 * dim_});
+            block.proj = weights.linear(b + "attn.proj", dim_, dim_);
+            block.rel_pos_h = weights.copy(b + "attn.rel_pos_h", {rel_size, head_dim_});
+            block.rel_pos_w = weights.copy(b + "attn.rel_pos_w", {rel_size, head_dim_});
+            block.mlp_lin1 = weights.linear(b + "mlp.lin1", mlp, dim_);
+            block.mlp_lin2 = weights.linear(b + "mlp.lin2", dim_, mlp);
+            blocks_.push_back(std::move(block));
+        }
+        neck_conv1_ = ops::Linear(weights.data(p + "neck.0.weight", {neck_channels_, dim_, 1, 1}), nullptr,
+                                  neck_channels_, dim_);
+        neck_norm1_ = LayerNorm(weights, p + "neck.1", neck_channels_, kEncoderNormEps);
+        neck_norm2_ = LayerNorm(weights, p + "neck.3", neck_channels_, kEncoderNormEps);
+        neck_conv2_ = ops::Conv2d(weights.data(p + "neck.2.weight", {neck_channels_, neck_channels_, kNeckKernel, kNeckKernel}),
+                                  nullptr, neck_channels_, neck_channels_, kNeckKernel, 1, kNeckKernel / 2);
+    }
+
+    const EncoderBlock& block(int i) const { return blocks_.at(i); }
+    int64_t grid() const { return grid_; }
+
+    void encode(const float* image, float* embedding) const {
+        auto ws = workspaces_.take();
+        prepare(*ws);
+        const int64_t tokens = grid_ * grid_;
+        patchify(image, ws->scratch.data());
+        patch_embed_.forward(ws->scratch.data(), ws->tokens.data(), tokens);
+        ops::add(ws->tokens.data(), pos_embed_.data(), tokens * dim_);
+        for (const EncoderBlock& b : blocks_) run_block(b, *ws);
+        neck(*ws, embedding);
+    }
+
+    // The Attention module (qkv, attention, proj) on `batch` square grids of `side` tokens, rows in, rows out.
+    void attention(const EncoderBlock& b, const float* x, float* out, int64_t batch, int64_t side) const {
+        std::vector<float> qkv(batch * side * side * 3 * dim_), attended(batch * side * side * dim_);
+        b.qkv.forward(x, qkv.data(), batch * side * side);
+        attention_core(b, qkv.data(), attended.data(), batch, side);
+        b.proj.forward(attended.data(), out, batch * side * side);
+    }
+
+    void run_block(const EncoderBlock& b, EncoderWorkspace& ws) const {
+        const int64_t tokens = grid_ * grid_;
+        float* x = ws.tokens.data();
+        float* normed = ws.normed.data();
+        b.norm1(x, normed, tokens);
+        if (b.window > 0) {
+            // The official code pads the normed grid with zeros before qkv, so padding tokens have q, k, v = the
+            // qkv bias and still act as keys. Projecting the grid first and padding with the bias is the same and
+            // skips the padding rows' products.
+            const int64_t per_side = (grid_ + b.window - 1) / b.window;
+            b.qkv.forward(normed, ws.hidden.data(), tokens);
+            window_partition(ws.hidden.data(), ws.scratch.data(), grid_, 3 * dim_, b.window, b.qkv_bias.data());
+            attention_core(b, ws.scratch.data(), ws.windows.data(), per_side * per_side, b.window);
+            window_unpartition(ws.windows.data(), normed, grid_, dim_, b.window);
+            b.proj.forward(normed, x, tokens, ops::Epilogue::accumulate);
+        } else {
+            b.qkv.forward(normed, ws.scratch.data(), tokens);
+            attention_core(b, ws.scratch.data(), ws.windows.data(), 1, grid_);
+            b.proj.forward(ws.windows.data(), x, tokens, ops::Epilogue::accumulate);
+        }
+        b.norm2(x, normed, tokens);
+        b.mlp_lin1.forward(normed, ws.hidden.data(), tokens, ops::Epilogue::gelu);
+        b.mlp_lin2.forward(ws.hidden.data(), x, tokens, ops::Epilogue::accumulate);
+    }
+
+    // Conv 1x1, LayerNorm2d, conv 3x3 (pad 1), LayerNorm2d on the E x E x D grid in ws.tokens; writes C x E x E.
+    void neck(EncoderWorkspace& ws, float* embedding) const {
+        const int64_t tokens = grid_ * grid_, c = neck_channels_;
+        float* features = ws.normed.data();
+        neck_conv1_.forward(ws.tokens.data(), features, tokens);
+        neck_norm1_(features, features, tokens);
+        float* out = ws.hidden.data();
+        neck_conv2_.forward(features, out, grid_, grid_);
+        neck_norm2_(out, out, tokens);
+        ops::transpose(out, embedding, tokens, c, c, tokens);
+    }
+
+    // Sizes the buffers for this network once; later images reuse them.
+    void prepare(EncoderWorkspace& ws) const {
+        const int64_t tokens = grid_ * grid_;
+        const int64_t per_side = (grid_ + hp_.window_size - 1) / hp_.window_size;
+        const int64_t padded = std::max(tokens, per_side * per_side * int64_t(hp_.window_size) * hp_.window_size);
+        ensure_size(ws.tokens, tokens * dim_);
+        ensure_size(ws.normed, tokens * std::max(dim_, neck_channels_));
+        ensure_size(ws.windows, padded * dim_);
+        ensure_size(ws.scratch, std::max(padded * 3 * dim_, tokens * patch_features_));
+        ensure_size(ws.hidden, tokens * std::max({dim_ * hp_.mlp_ratio, 3 * dim_, neck_channels_}));
+    }
+
+    WorkspacePool<EncoderWorkspace>& workspaces() const { return workspaces_; }
+
+private:
+    // softmax((q * scale) k^T + decomposed rel-pos) v for each head, over `batch` grids of side x side tokens
+    // whose qkv rows are given.
+    void attention_core(const EncoderBlock& b, const float* qkv, float* out, int64_t batch, int64_t side) const {
+        const int64_t tokens = side * side;
+        const int64_t row = 3 * dim_;
+        ops::AttentionShape shape{.batch = batch, .heads = hp_.encoder_num_heads, .queries = tokens, .keys = tokens,
+                                  .head_dim = head_dim_, .q_row_stride = row, .k_row_stride = row,
+                                  .v_row_stride = row, .out_row_stride = dim_, .q_batch_stride = tokens * row,
+                                  .k_batch_stride = tokens * row, .v_batch_stride = tokens * row,
+                                  .out_batch_stride = tokens * dim_};
+        ops::RelativePosition rel{b.rel_pos_h.data(), b.rel_pos_w.data(), side, side};
+        ops::attention(qkv, qkv + dim_, qkv + 2 * dim_, out, shape, 1.0f / std::sqrt(float(head_dim_)), &rel);
+    }
+
+    // im2col of the 3 x S x S input into E*E rows of (c, ky, kx), the order of the conv weight.
+    void patchify(const float* image, float* patches) const {
+        const int64_t p = hp_.patch_size, size = hp_.image_size;
+#pragma omp parallel for schedule(static)
+        for (int64_t py = 0; py < grid_; ++py)
+            for (int64_t px = 0; px < grid_; ++px) {
+                float* dst = patches + (py * grid_ + px) * patch_features_;
+                for (int64_t c = 0; c < kPatchChannels; ++c)
+                    for (int64_t ky = 0; ky < p; ++ky)
+                        std::copy_n(image + (c * size + py * p + ky) * size + px * p, p, dst + (c * p + ky) * p);
+            }
+    }
+
+    SamHyperParams hp_;
+    int64_t grid_, dim_, head_dim_, patch_features_, neck_channels_;
+    ops::Linear patch_embed_;
+    std::vector<float> pos_embed_;
+    std::vector<EncoderBlock> blocks_;
+    ops::Linear neck_conv1_;
+    ops::Conv2d neck_conv2_;
+    LayerNorm neck_norm1_, neck_norm2_;
+    mutable WorkspacePool<EncoderWorkspace> workspaces_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Prompt encoder
+
+class PromptEncoder {
+public:
+    PromptEncoder(WeightReader& weights, const SamHyperParams& hp)
+        : image_size_(float(hp.image_size)), grid_(hp.embedding_size()), dim_(hp.prompt_embed_dim) {
+        const std::string p = "prompt_encoder.";
+        gaussian_ = weights.copy(p + "pe_layer.positional_encoding_gaussian_matrix", {2, dim_ / 2});
+        for (int i = 0; i < 4; ++i)
+            point_embeddings_.push_back(weights.copy(p + "point_embeddings." + std::to_string(i) + ".weight", {1, dim_}));
+        not_a_point_ = weights.copy(p + "not_a_point_embed.weight", {1, dim_});
+        no_mask_ = weights.copy(p + "no_mask_embed.weight", {1, dim_});
+        dense_pe_.resize(grid_ * grid_ * dim_);
+        for (int64_t y = 0; y < grid_; ++y)
+            for (int64_t x = 0; x < grid_; ++x)
+                encode_position((x + 0.5f) / grid_, (y + 0.5f) / grid_, dense_pe_.data() + (y * grid_ + x) * dim_);
+    }
+
+    // The sparse embedding: one row per point (plus the padding point when there is no box), then two box corners.
+    std::vector<float> sparse(const FramePrompt& prompt) const {
+        const size_t points = prompt.point_labels.size();
+        if (prompt.point_xy.size() != 2 * points)
+            throw Error("", "prompt has " + std::to_string(prompt.point_xy.size()) + " point coordinates for " +
+                                std::to_string(points) + " labels");
+        const bool pad = points > 0 && !prompt.has_box;
+        const size_t rows = points + (pad ? 1 : 0) + (prompt.has_box ? 2 : 0);
+        std::vector<float> out(rows * dim_);
+        for (size_t i = 0; i < points; ++i) {
+            const int label = prompt.point_labels[i];
+            if (label < -1 || label > 1)
+                throw Error("", "point label " + std::to_string(label) + " is not 1 (foreground), 0 (background) or -1");
+            embed_point(prompt.point_xy[2 * i], prompt.point_xy[2 * i + 1], label, out.data() + i * dim_);
+        }
+        if (pad) embed_point(0.0f, 0.0f, -1, out.data() + points * dim_, false);
+        if (prompt.has_box) {
+            float* corners = out.data() + (rows - 2) * dim_;
+            for (int corner = 0; corner < 2; ++corner) {
+                float* row = corners + corner * dim_;
+                encode_position((prompt.box[2 * corner] + 0.5f) / image_size_,
+                                (prompt.box[2 * corner + 1] + 0.5f) / image_size_, row);
+                ops::add(row, point_embeddings_[2 + corner].data(), dim_);
+            }
+        }
+        return out;
+    }
+
+    const std::vector<float>& dense_pe() const { return dense_pe_; }  // E*E x C
+    const std::vector<float>& no_mask() const { return no_mask_; }
+
+private:
+    // PositionEmbeddingRandom: [sin(2 pi (2 p - 1) G), cos(2 pi (2 p - 1) G)] for p normalised to [0, 1]^2.
+    void encode_position(float x, float y, float* out) const {
+        const int64_t half = dim_ / 2;
+        const float cx = 2.0f * x - 1.0f, cy = 2.0f * y - 1.0f;
+        for (int64_t j = 0; j < half; ++j) {
+            const float angle = kTwoPi * (cx * gaussian_[j] + cy * gaussian_[half + j]);
+            out[j] = std::sin(angle);
+            out[half + j] = std::cos(angle);
+        }
+    }
+
+    // Official _embed_points: coordinates shift to pixel centres (the padding point does not); label -1 is a
+    // zero position code plus not_a_point_embed, labels 0 and 1 add point_embeddings 0 and 1.
+    void embed_point(float x, float y, int label, float* out, bool shift = true) const {
+        if (label == -1) {
+            std::copy(not_a_point_.begin(), not_a_point_.end(), out);
+            return;
+        }
+        const float offset = shift ? 0.5f : 0.0f;
+        encode_position((x + offset) / image_size_, (y + offset) / image_size_, out);
+        ops::add(out, point_embeddings_[label].data(), dim_);
+    }
+
+    float image_size_;
+    int64_t grid_, dim_;
+    std::vector<float> gaussian_, not_a_point_, no_mask_, dense_pe_;
+    std::vector<std::vector<float>> point_embeddings_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Mask decoder
+
+struct DecoderWorkspace {
+    // Per image: the decoder's first layer sees the image tokens before any prompt has touched them, so these stay
+    // valid for every prompt on the same embedding (the copy identifies it).
+    std::vector<float> embedding;         // C x E x E, the embedding the cache below belongs to
+    std::vector<float> src;               // E*E x C: embedding + no-mask dense embedding, as token rows
+    std::vector<float> first_keys;        // layer 0 token-to-image keys, k_proj(src + pe)
+    std::vector<float> first_values;      // layer 0 token-to-image values, v_proj(src)
+    std::vector<float> first_image_queries;  // layer 0 image-to-token queries, q_proj(src + pe)
+    // Per prompt
+    std::vector<float> keys, keys_pe;      // E*E x C: image tokens, and image tokens + positional encoding
+    std::vector<float> queries, query_in;  // tokens x C
+    std::vector<float> q, k, v, attended;  // projections, up to E*E x C
+    std::vector<float> upscaled1, upscaled2, masks;
+};
+
+// Attention with an optional down-projection of the internal width (TwoWayTransformer's Attention), split into
+// its projections so that projections of unchanged inputs can be reused.
+struct DecoderAttention {
+    ops::Linear q_proj, k_proj, v_proj, out_proj;
+    int64_t heads = 0, internal = 0;
+
+    DecoderAttention() = default;
+    DecoderAttention(WeightReader& weights, const std::string& prefix, int64_t dim, int64_t heads, int64_t downsample)
+        : q_proj(weights.linear(prefix + ".q_proj", dim / downsample, dim)),
+          k_proj(weights.linear(prefix + ".k_proj", dim / downsample, dim)),
+          v_proj(weights.linear(prefix + ".v_proj", dim / downsample, dim)),
+          out_proj(weights.linear(prefix + ".out_proj", dim, dim / downsample)),
+          heads(heads),
+          internal(dim / downsample) {}
+
+    // out = out_proj(attention(queries, keys, values)) of projected inputs, or out += that with accumulate.
+    void attend(const float* queries, int64_t query_count, const float* keys, const float* values, int64_t key_count,
+                float* out, ops::Epilogue epilogue, float* attended) const {
+        const int64_t head_dim = internal / heads;
+        ops::AttentionShape shape{.heads = heads, .queries = query_count, .keys = key_count, .head_dim = head_dim,
+                                  .q_row_stride = internal, .k_row_stride = internal, .v_row_stride = internal,
+                                  .out_row_stride = internal};
+        ops::attention(queries, keys, values, attended, shape, 1.0f / std::sqrt(float(head_dim)));
+        out_proj.forward(attended, out, query_count, epilogue);
+    }
+
+    // The whole module on unprojected inputs.
+    void forward(const float* q, int64_t query_count, const float* k, const float* v, int64_t key_count, float* out,
+                 ops::Epilogue epilogue, DecoderWorkspace& ws) const {
+        q_proj.forward(q, ws.q.data(), query_count);
+        k_proj.forward(k, ws.k.data(), key_count);
+        v_proj.forward(v, ws.v.data(), key_count);
+        attend(ws.q.data(), query_count, ws.k.data(), ws.v.data(), key_count, out, epilogue, ws.attended.data());
+    }
+};
+
+struct TwoWayLayer {
+    DecoderAttention self_attn, token_to_image, image_to_token;
+    LayerNorm norm1, norm2, norm3, norm4;
+    ops::Linear mlp_lin1, mlp_lin2;
+};
+
+// A small MLP with ReLU between layers (mask_decoder.MLP).
+struct Mlp {
+    std::vector<ops::Linear> layers;
+
+    Mlp() = default;
+    Mlp(WeightReader& weights, const std::string& prefix, int64_t in, int64_t hidden, int64_t out, int depth) {
+        for (int i = 0; i < depth; ++i)
+            layers.push_back(weights.linear(prefix + ".layers." + std::to_string(i), i == depth - 1 ? out : hidden,
+                                            i == 0 ? in : hidden));
+    }
+    std::vector<float> operator()(const float* x) const {
+        std::vector<float> current(x, x + layers.front().in_features()), next;
+        for (size_t i = 0; i < layers.size(); ++i) {
+            next.resize(layers[i].out_features());
+            layers[i].forward(current.data(), next.data(), 1,
+                              i + 1 < layers.size() ? ops::Epilogue::relu : ops::Epilogue::store);
+            current.swap(next);
+        }
+        return current;
+    }
+};
+
+// x + pe into sum
+void add_positions(float* sum, const float* x, const float* pe, int64_t count) {
+    std::copy_n(x, count, sum);
+    ops::add(sum, pe, count);
+}
+
+class MaskDecoder {
+public:
+    MaskDecoder(WeightReader& weights, const SamHyperParams& hp)
+        : grid_(hp.embedding_size()), dim_(hp.prompt_embed_dim), mask_tokens_count_(hp.num_multimask_outputs + 1) {
+        const std::string p = "mask_decoder.", t = p + "transformer.";
+        const int64_t heads = hp.decoder_num_heads;
+        iou_token_ = weights.copy(p + "iou_token.weight", {1, dim_});
+        mask_tokens_ = weights.copy(p + "mask_tokens.weight", {mask_tokens_count_, dim_});
+        for (int i = 0; i < hp.decoder_depth; ++i) {
+            const std::string l = t + "layers." + std::to_string(i) + ".";
+            TwoWayLayer layer;
+            layer.self_attn = DecoderAttention(weights, l + "self_attn", dim_, heads, 1);
+            layer.token_to_image = DecoderAttention(weights, l + "cross_attn_token_to_image", dim_, heads, kAttentionDownsampleRate);
+            layer.image_to_token = DecoderAttention(weights, l + "cross_attn_image_to_token", dim_, heads, kAttentionDownsampleRate);
+            layer.norm1 = LayerNorm(weights, l + "norm1", dim_, kDecoderNormEps);
+            layer.norm2 = LayerNorm(weights, l + "norm2", dim_, kDecoderNormEps);
+            layer.norm3 = LayerNorm(weights, l + "norm3", dim_, kDecoderNormEps);
+            layer.norm4 = LayerNorm(weights, l + "norm4", dim_, kDecoderNormEps);
+            layer.mlp_lin1 = weights.linear(l + "mlp.lin1", hp.decoder_mlp_dim, dim_);
+            layer.mlp_lin2 = weights.linear(l + "mlp.lin2", dim_, hp.decoder_mlp_dim);
+            layers_.push_back(std::move(layer));
+        }
+        final_attn_ = DecoderAttention(weights, t + "final_attn_token_to_image", dim_, heads, kAttentionDownsampleRate);
+        norm_final_ = LayerNorm(weights, t + "norm_final_attn", dim_, kDecoderNormEps);
+        upscale1_ = transposed_conv2x2(weights, p + "output_upscaling.0", dim_, dim_ / 4);
+        upscale_norm_ = LayerNorm(weights, p + "output_upscaling.1", dim_ / 4, kEncoderNormEps);
+        upscale2_ = transposed_conv2x2(weights, p + "output_upscaling.3", dim_ / 4, dim_ / 8);
+        for (int64_t i = 0; i < mask_tokens_count_; ++i)
+            hypernetworks_.emplace_back(weights, p + "output_hypernetworks_mlps." + std::to_string(i), dim_, dim_,
+                                        dim_ / 8, 3);
+        iou_head_ = Mlp(weights, p + "iou_prediction_head", dim_, kIouHeadHiddenDim, mask_tokens_count_, kIouHeadDepth);
+    }
+
+    int64_t mask_token_count() const { return mask_tokens_count_; }
+    int64_t low_res_size() const { return 4 * grid_; }
+
+    // tokens = [iou token, mask tokens, sparse prompt rows]
+    std::vector<float> tokens(const std::vector<float>& sparse) const {
+        std::vector<float> out(iou_token_);
+        out.insert(out.end(), mask_tokens_.begin(), mask_tokens_.end());
+        out.insert(out.end(), sparse.begin(), sparse.end());
+        return out;
+    }
+
+    // Loads the image side: src = embedding (C x E x E, as token rows) + dense (one row broadcast), and the first
+    // layer's projections of it. Skipped when the workspace already holds this embedding.
+    void set_image(const float* embedding, const float* dense, const float* key_pe, DecoderWorkspace& ws) const {
+        const int64_t image = grid_ * grid_, count = image * dim_;
+        if (std::equal(embedding, embedding + count, ws.embedding.begin())) return;
+        ws.embedding.assign(embedding, embedding + count);
+        float* src = ws.src.data();
+        ops::transpose(embedding, src, dim_, image, image, dim_);
+#pragma omp parallel for schedule(static)
+        for (int64_t t = 0; t < image; ++t)
+            for (int64_t c = 0; c < dim_; ++c) src[t * dim_ + c] += dense[c];
+        add_positions(ws.keys_pe.data(), src, key_pe, count);
+        layers_[0].token_to_image.k_proj.forward(ws.keys_pe.data(), ws.first_keys.data(), image);
+        layers_[0].token_to_image.v_proj.forward(src, ws.first_values.data(), image);
+        layers_[0].image_to_token.q_proj.forward(ws.keys_pe.data(), ws.first_image_queries.data(), image);
+    }
+
+    // TwoWayTransformer on the image set by set_image() and these token rows; leaves ws.queries and ws.keys.
+    void transformer(const std::vector<float>& token_rows, const float* key_pe, DecoderWorkspace& ws) const {
+        const int64_t n = int64_t(token_rows.size()) / dim_, image = grid_ * grid_;
+        const float* query_pe = token_rows.data();
+        float* queries = ws.queries.data();
+        float* q = ws.query_in.data();
+        float* keys = ws.keys.data();
+        float* keys_pe = ws.keys_pe.data();
+        std::copy(token_rows.begin(), token_rows.end(), queries);
+        std::copy_n(ws.src.data(), image * dim_, keys);
+        for (size_t i = 0; i < layers_.size(); ++i) {
+            const TwoWayLayer& l = layers_[i];
+            if (i == 0) {  // the first layer's self-attention has no positional term and no residual
+                std::copy_n(queries, n * dim_, q);
+                l.self_attn.forward(q, n, q, q, n, queries, ops::Epilogue::store, ws);
+            } else {
+                add_positions(q, queries, query_pe, n * dim_);
+                l.self_attn.forward(q, n, q, queries, n, queries, ops::Epilogue::accumulate, ws);
+            }
+            l.norm1(queries, queries, n);
+
+            // Tokens attend to the image. The image side is the cached one in the first layer.
+            const float *image_keys = ws.first_keys.data(), *image_values = ws.first_values.data();
+            if (i > 0) {
+                add_positions(keys_pe, keys, key_pe, image * dim_);
+                l.token_to_image.k_proj.forward(keys_pe, ws.k.data(), image);
+                l.token_to_image.v_proj.forward(keys, ws.v.data(), image);
+                image_keys = ws.k.data();
+                image_values = ws.v.data();
+            }
+            add_positions(q, queries, query_pe, n * dim_);
+            l.token_to_image.q_proj.forward(q, ws.q.data(), n);
+            l.token_to_image.attend(ws.q.data(), n, image_keys, image_values, image, queries,
+                                    ops::Epilogue::accumulate, ws.attended.data());
+            l.norm2(queries, queries, n);
+
+            l.mlp_lin1.forward(queries, ws.attended.data(), n, ops::Epilogue::relu);
+            l.mlp_lin2.forward(ws.attended.data(), queries, n, ops::Epilogue::accumulate);
+            l.norm3(queries, queries, n);
+
+            // The image attends to the tokens; keys are unchanged since the token-to-image step, so its keys_pe
+            // (or, in the first layer, the cached projection) serves as the image queries.
+            add_positions(q, queries, query_pe, n * dim_);
+            const float* image_queries = ws.first_image_queries.data();
+            if (i > 0) {
+                l.image_to_token.q_proj.forward(keys_pe, ws.q.data(), image);
+                image_queries = ws.q.data();
+            }
+            l.image_to_token.k_proj.forward(q, ws.k.data(), n);
+            l.image_to_token.v_proj.forward(queries, ws.v.data(), n);
+            l.image_to_token.attend(image_queries, image, ws.k.data(), ws.v.data(), n, keys,
+                                    ops::Epilogue::accumulate, ws.attended.data());
+            l.norm4(keys, keys, image);
+        }
+        add_positions(q, queries, query_pe, n * dim_);
+        add_positions(keys_pe, keys, key_pe, image * dim_);
+        final_attn_.forward(q, n, keys_pe, keys, image, queries, ops::Epilogue::accumulate, ws);
+        norm_final_(queries, queries, n);
+    }
+
+    // output_upscaling on ws.keys: two 2x2 transposed convs (LayerNorm2d + GELU, then GELU). The result, in
+    // ws.upscaled2, has 16 E^2 pixel rows of C/8 channels in blocked order: row ((p * 4 + d1) * 4 + d2) is pixel
+    // (4 y + 2 dy1 + dy2, 4 x + 2 dx1 + dx2) for grid pixel p = (y, x) and d = dy * 2 + dx.
+    void upscale(DecoderWorkspace& ws) const {
+        const int64_t image = grid_ * grid_;
+        upscale1_.forward(ws.keys.data(), ws.upscaled1.data(), image);
+        upscale_norm_(ws.upscaled1.data(), ws.upscaled1.data(), 4 * image);
+        ops::gelu(ws.upscaled1.data(), 4 * image * (dim_ / 4));
+        upscale2_.forward(ws.upscaled1.data(), ws.upscaled2.data(), 4 * image, ops::Epilogue::gelu);
+    }
+
+    // Copies `channels` planes from the blocked pixel order of upscale() to row-major 4E x 4E images.
+    void unblock(const float* blocked, float* images, int64_t channels, bool channels_last_source) const {
+        const int64_t side = 4 * grid_, pixels = side * side;
+#pragma omp parallel for schedule(static)
+        for (int64_t y = 0; y < grid_; ++y)
+            for (int64_t x = 0; x < grid_; ++x)
+                for (int64_t d1 = 0; d1 < 4; ++d1)
+                    for (int64_t d2 = 0; d2 < 4; ++d2) {
+                        const int64_t row = ((y * grid_ + x) * 4 + d1) * 4 + d2;
+                        const int64_t out_y = 4 * y + 2 * (d1 / 2) + d2 / 2, out_x = 4 * x + 2 * (d1 % 2) + d2 % 2;
+                        for (int64_t c = 0; c < channels; ++c)
+                            images[c * pixels + out_y * side + out_x] =
+                                channels_last_source ? blocked[row * channels + c] : blocked[c * pixels + row];
+                    }
+    }
+
+    DecoderOutput run(const float* embedding, const std::vector<float>& sparse, const PromptEncoder& prompts,
+                      bool multimask) const {
+        auto ws = workspaces_.take();
+        prepare(*ws, int64_t(sparse.size()) / dim_);
+        set_image(embedding, prompts.no_mask().data(), prompts.dense_pe().data(), *ws);
+        transformer(tokens(sparse), prompts.dense_pe().data(), *ws);
+        upscale(*ws);
+
+        const int64_t first = multimask ? 1 : 0, count = multimask ? mask_tokens_count_ - 1 : 1;
+        const int64_t c8 = dim_ / 8, pixels = 16 * grid_ * grid_;
+        std::vector<float> hyper(count * c8);
+        for (int64_t m = 0; m < count; ++m) {
+            auto row = hypernetworks_[first + m](ws->queries.data() + (1 + first + m) * dim_);
+            std::copy(row.begin(), row.end(), hyper.begin() + m * c8);
+        }
+        ops::matmul(hyper.data(), ws->upscaled2.data(), ws->masks.data(), count, pixels, c8, c8, c8, pixels, true);
+        DecoderOutput out;
+        out.low_res_logits.resize(count * pixels);
+        unblock(ws->masks.data(), out.low_res_logits.data(), count, false);
+        auto iou = iou_head_(ws->queries.data());
+        out.iou_predictions.assign(iou.begin() + first, iou.begin() + first + count);
+        return out;
+    }
+
+    void prepare(DecoderWorkspace& ws, int64_t sparse_rows) const {
+        const int64_t image = grid_ * grid_, tokens = 1 + mask_tokens_count_ + sparse_rows;
+        if (ws.embedding.empty()) ws.embedding.assign(image * dim_, std::nanf(""));  // matches no embedding
+        for (auto* buffer : {&ws.src, &ws.keys, &ws.keys_pe}) ensure_size(*buffer, image * dim_);
+        for (auto* buffer : {&ws.first_keys, &ws.first_values, &ws.first_image_queries})
+            ensure_size(*buffer, image * dim_ / kAttentionDownsampleRate);
+        ensure_size(ws.queries, tokens * dim_);
+        ensure_size(ws.query_in, tokens * dim_);
+        // projections: image rows at the cross-attention width, or token rows at the full or MLP width
+        const int64_t mlp = layers_[0].mlp_lin1.out_features();
+        const int64_t projection = std::max(image * dim_ / kAttentionDownsampleRate, tokens * std::max(dim_, mlp));
+        for (auto* buffer : {&ws.q, &ws.k, &ws.v, &ws.attended}) ensure_size(*buffer, projection);
+        ensure_size(ws.upscaled1, 4 * image * (dim_ / 4));
+        ensure_size(ws.upscaled2, 16 * image * (dim_ / 8));
+        ensure_size(ws.masks, mask_tokens_count_ * 16 * image);
+    }
+
+private:
+    int64_t grid_, dim_, mask_tokens_count_;
+    std::vector<float> iou_token_, mask_tokens_;
+    std::vector<TwoWayLayer> layers_;
+    DecoderAttention final_attn_;
+    LayerNorm norm_final_, upscale_norm_;
+    ops::Linear upscale1_, upscale2_;
+    std::vector<Mlp> hypernetworks_;
+    Mlp iou_head_;
+    mutable WorkspacePool<DecoderWorkspace> workspaces_;
+};
+
+void check_hyper_params(const SamHyperParams& hp, const std::string& file) {
+    auto require = [&](bool ok, const std::string& what) {
+        if (!ok) throw Error(file, "unsupported SAM hyper-parameters: " + what);
+    };
+    require(hp.patch_size > 0 && hp.image_size > 0 && hp.image_size % hp.patch_size == 0,
+            "image_size must be a multiple of patch_size");
+    if (hp.encoder_kind == EncoderKind::Vit) {  // TinyVitEncoder checks its own configuration
+        require(hp.encoder_num_heads > 0 && hp.encoder_embed_dim % hp.encoder_num_heads == 0,
+                "encoder_embed_dim must be a multiple of encoder_num_heads");
+        require(hp.window_size > 0 && hp.encoder_depth > 0 && hp.mlp_ratio > 0, "window_size, depth and mlp_ratio must be positive");
+        for (int index : hp.global_attn_indexes)
+            require(index >= 0 && index < hp.encoder_depth, "global attention index " + std::to_string(index) + " outside the encoder");
+    }
+    require(hp.prompt_embed_dim % 16 == 0, "prompt_embed_dim must be a multiple of 16");
+    require(hp.decoder_num_heads > 0 && (hp.prompt_embed_dim / kAttentionDownsampleRate) % hp.decoder_num_heads == 0,
+            "decoder_num_heads must divide the decoder's attention width");
+    require(hp.num_multimask_outputs > 0 && hp.decoder_depth > 0, "num_multimask_outputs and decoder_depth must be positive");
+}
+
+std::string describe(const SamHyperParams& hp) {
+    if (hp.encoder_kind == EncoderKind::TinyVit)
+        return "a SAM with a TinyViT image encoder for " + std::to_string(hp.image_size) + "-pixel input";
+    return "a SAM with a " + std::to_string(hp.encoder_depth) + "-block, " + std::to_string(hp.encoder_embed_dim) +
+           "-wide image encoder";
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------------
+
+struct SamModel::Impl {
+    SamHyperParams hp;
+    std::unique_ptr<ImageEncoder> encoder;          // EncoderKind::Vit
+    std::unique_ptr<TinyVitEncoder> tiny_vit;       // EncoderKind::TinyVit
+    std::unique_ptr<PromptEncoder> prompt_encoder;
+    std::unique_ptr<MaskDecoder> decoder;
+};
+
+SamModel::SamModel(const Checkpoint& checkpoint, const SamHyperParams& hp) : impl_(std::make_unique<Impl>()) {
+    check_hyper_params(hp, checkpoint.path);
+    WeightReader weights(checkpoint);
+    impl_->hp = hp;
+    if (hp.encoder_kind == EncoderKind::TinyVit) {
+        impl_->tiny_vit = std::make_unique<TinyVitEncoder>(
+            [&weights](const std::string& name, const Shape& shape) { return weights.data(name, shape); }, hp.tiny_vit,
+            checkpoint.path);
+        if (impl_->tiny_vit->embedding_size() != hp.embedding_size() || hp.tiny_vit.out_chans != hp.prompt_embed_dim)
+            throw Error(checkpoint.path, "the TinyViT encoder's " + std::to_string(hp.tiny_vit.out_chans) + " x " +
+                                             std::to_string(impl_->tiny_vit->embedding_size()) + "^2 embedding does not "
+                                             "fit the mask decoder's " + std::to_string(hp.prompt_embed_dim) + " x " +
+                                             std::to_string(hp.embedding_size()) + "^2");
+    } else {
+        impl_->encoder = std::make_unique<ImageEncoder>(weights, hp);
+    }
+    impl_->prompt_encoder = std::make_unique<PromptEncoder>(weights, hp);
+    impl_->decoder = std::make_unique<MaskDecoder>(weights, hp);
+    weights.check_all_used(describe(hp));
+}
+
+SamModel::~SamModel() = default;
+
+const SamHyperParams& SamModel::hyper_params() const { return impl_->hp; }
+
+void SamModel::encode_image(const float* input, float* embedding) const {
+    if (impl_->tiny_vit) impl_->tiny_vit->encode(input, embedding);
+    else impl_->encoder->encode(input, embedding);
+}
+
+DecoderOutput SamModel::decode(const float* embedding, const FramePrompt& prompt, bool multimask_output) const {
+    return impl_->decoder->run(embedding, impl_->prompt_encoder->sparse(prompt), *impl_->prompt_encoder, multimask_output);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Single stages for the module tests: each runs the code encode_image / decode run.
+
+std::vector<float> SamModelProbe::encoder_attention(const SamModel& model, int block, const std::vector<float>& x,
+                                                    int64_t batch) {
+    const ImageEncoder& encoder = *model.impl_->encoder;
+    const EncoderBlock& b = encoder.block(block);
+    const int64_t side = b.window > 0 ? b.window : encoder.grid();
+    std::vector<float> out(x.size());
+    encoder.attention(b, x.data(), out.data(), batch, side);
+    return out;
+}
+
+std::vector<float> SamModelProbe::encoder_block(const SamModel& model, int block, const std::vector<float>& x) {
+    const ImageEncoder& encoder = *model.impl_->encoder;
+    auto ws = encoder.workspaces().take();
+    encoder.prepare(*ws);
+    std::copy(x.begin(), x.end(), ws->tokens.begin());
+    encoder.run_block(encoder.block(block), *ws);
+    return std::vector<float>(ws->tokens.begin(), ws->tokens.begin() + x.size());
+}
+
+std::vector<float> SamModelProbe::neck(const SamModel& model, const std::vector<float>& x) {
+    const ImageEncoder& encoder = *model.impl_->encoder;
+    auto ws = encoder.workspaces().take();
+    encoder.prepare(*ws);
+    std::copy(x.begin(), x.end(), ws->tokens.begin());
+    std::vector<float> out(model.impl_->hp.prompt_embed_dim * encoder.grid() * encoder.grid());
+    encoder.neck(*ws, out.data());
+    return out;
+}
+
+std::vector<float> SamModelProbe::sparse_embedding(const SamModel& model, const FramePrompt& prompt) {
+    return model.impl_->prompt_encoder->sparse(prompt);
+}
+
+std::vector<float> SamModelProbe::dense_positional_encoding(const SamModel& model) {
+    return model.impl_->prompt_encoder->dense_pe();
+}
+
+std::vector<float> SamModelProbe::no_mask_embedding(const SamModel& model) {
+    return model.impl_->prompt_encoder->no_mask();
+}
+
+void SamModelProbe::two_way_transformer(const SamModel& model, const std::vector<float>& src,
+                                        const std::vector<float>& pos, const std::vector<float>& tokens,
+                                        std::vector<float>& queries, std::vector<float>& keys) {
+    const MaskDecoder& decoder = *model.impl_->decoder;
+    const int64_t dim = model.impl_->hp.prompt_embed_dim, n = int64_t(tokens.size()) / dim;
+    const int64_t image = int64_t(src.size()) / dim;
+    DecoderWorkspace ws;  // not from the pool: its image cache would hold this src under a foreign dense / pe
+    decoder.prepare(ws, n - 1 - decoder.mask_token_count());
+    std::vector<float> pos_rows(pos.size()), no_dense(dim, 0.0f);
+    ops::transpose(pos.data(), pos_rows.data(), dim, image, image, dim);
+    decoder.set_image(src.data(), no_dense.data(), pos_rows.data(), ws);
+    decoder.transformer(tokens, pos_rows.data(), ws);
+    queries.assign(ws.queries.begin(), ws.queries.begin() + n * dim);
+    keys.assign(ws.keys.begin(), ws.keys.begin() + image * dim);
+}
+
+std::vector<float> SamModelProbe::upscale(const SamModel& model, const std::vector<float>& src) {
+    const MaskDecoder& decoder = *model.impl_->decoder;
+    const int64_t dim = model.impl_->hp.prompt_embed_dim, image = int64_t(src.size()) / dim;
+    DecoderWorkspace ws;
+    decoder.prepare(ws, 0);
+    ops::transpose(src.data(), ws.keys.data(), dim, image, image, dim);
+    decoder.upscale(ws);
+    const int64_t side = decoder.low_res_size();
+    std::vector<float> out(dim / 8 * side * side);
+    decoder.unblock(ws.upscaled2.data(), out.data(), dim / 8, true);
+    return out;
+}
+
+DecoderOutput SamModelProbe::mask_decoder(const SamModel& model, const float* embedding,
+                                          const std::vector<float>& sparse, bool multimask) {
+    return model.impl_->decoder->run(embedding, sparse, *model.impl_->prompt_encoder, multimask);
+}
+
+}  // namespace sqasam::sam

@@ -1,0 +1,204 @@
+// The run journal behind --resume (see Journal in sqa.hpp).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include <opencv2/imgcodecs.hpp>
+
+#include "sqasam/error.hpp"
+#include "sqasam/sqa.hpp"
+
+namespace sqasam {
+namespace fs = std::filesystem;
+using nlohmann::json;
+namespace {
+
+// SAM's IoU predictions come from a network and could be NaN, which JSON cannot hold.
+json number(double value) { return std::isfinite(value) ? json(value) : json(nullptr); }
+double number_from(const json& value) {
+    return value.is_null() ? std::numeric_limits<double>::quiet_NaN() : value.get<double>();
+}
+
+json agreement_record(const PromptAgreement& agreement) {
+    json record = {{"dice", json::array()}, {"iou", json::array()}, {"predicted_iou", json::array()}};
+    for (size_t i = 0; i < agreement.dice.size(); ++i) {
+        record["dice"].push_back(number(agreement.dice[i]));
+        record["iou"].push_back(number(agreement.iou[i]));
+        record["predicted_iou"].push_back(number(agreement.predicted_iou[i]));
+    }
+    return record;
+}
+
+PromptAgreement agreement_from(const json& record) {
+    PromptAgreement agreement;
+    for (size_t i = 0; i < agreement.dice.size(); ++i) {
+        agreement.dice[i] = number_from(record.at("dice").at(i));
+        agreement.iou[i] = number_from(record.at("iou").at(i));
+        agreement.predicted_iou[i] = number_from(record.at("predicted_iou").at(i));
+    }
+    return agreement;
+}
+
+json optional_number(const std::optional<double>& value) { return value ? number(*value) : json(nullptr); }
+std::optional<double> optional_from(const json& value) {
+    if (value.is_null()) return std::nullopt;
+    return value.get<double>();
+}
+
+json outcome_record(const ImageOutcome& outcome) {
+    const ImageResult& image = outcome.image;
+    json record;
+    record["image"] = {{"image", image.image},
+                       {"score", optional_number(image.score)},
+                       {"n_objects", image.n_objects},
+                       {"flags", image.flags},
+                       {"error", image.error},
+                       {"true_dice", optional_number(image.true_dice)},
+                       {"class_dice", image.class_dice},
+                       {"model_confidence", optional_number(image.model_confidence)}};
+    record["objects"] = json::array();
+    for (const ObjectResult& object : outcome.objects)
+        record["objects"].push_back({{"class_label", object.class_label},
+                                     {"component", object.component},
+                                     {"area", object.area},
+                                     {"box", object.box},
+                                     {"point", object.point},
+                                     {"point_prompt", agreement_record(object.point_prompt)},
+                                     {"box_prompt", agreement_record(object.box_prompt)},
+                                     {"score", number(object.score)}});
+    return record;
+}
+
+ImageOutcome outcome_from(const json& record) {
+    ImageOutcome outcome;
+    const json& image = record.at("image");
+    ImageResult& result = outcome.image;
+    result.image = image.at("image").get<std::string>();
+    result.score = optional_from(image.at("score"));
+    result.n_objects = image.at("n_objects").get<int>();
+    result.flags = image.at("flags").get<std::vector<std::string>>();
+    result.error = image.at("error").get<std::string>();
+    result.true_dice = optional_from(image.at("true_dice"));
+    result.class_dice = image.at("class_dice").get<std::vector<std::pair<int, double>>>();
+    result.model_confidence = optional_from(image.at("model_confidence"));
+    for (const json& entry : record.at("objects")) {
+        ObjectResult object;
+        object.image = result.image;
+        object.class_label = entry.at("class_label").get<int>();
+        object.component = entry.at("component").get<int>();
+        object.area = entry.at("area").get<long>();
+        for (int c = 0; c < 4; ++c) object.box[c] = entry.at("box").at(c).get<int>();
+        for (int c = 0; c < 2; ++c) object.point[c] = entry.at("point").at(c).get<float>();
+        object.point_prompt = agreement_from(entry.at("point_prompt"));
+        object.box_prompt = agreement_from(entry.at("box_prompt"));
+        object.score = number_from(entry.at("score"));
+        outcome.objects.push_back(std::move(object));
+    }
+    return outcome;
+}
+
+std::string read_text(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+// Top-level keys whose values differ between two configurations.
+std::string differing_keys(const json& a, const json& b) {
+    std::string keys;
+    auto consider = [&](const std::string& key) {
+        if (a.value(key, json()) != b.value(key, json()) && keys.find(key) == std::string::npos)
+            keys += (keys.empty() ? "" : ", ") + key;
+    };
+    for (const auto& [key, value] : a.items()) consider(key);
+    for (const auto& [key, value] : b.items()) consider(key);
+    return keys;
+}
+
+void append_line(const fs::path& path, const std::string& line) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) throw Error(path.string(), std::string("cannot append: ") + std::strerror(errno));
+    size_t written = 0;
+    while (written < line.size()) {
+        ssize_t n = ::write(fd, line.data() + written, line.size() - written);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            std::string problem = std::strerror(errno);
+            ::close(fd);
+            throw Error(path.string(), "cannot append: " + problem);
+        }
+        written += static_cast<size_t>(n);
+    }
+    ::fsync(fd);
+    ::close(fd);
+}
+
+}  // namespace
+
+Journal::Journal(const fs::path& out_dir, const json& config, bool resume) : dir_(out_dir / ".partial") {
+    std::error_code ec;
+    fs::create_directories(out_dir, ec);
+    if (ec) throw Error(out_dir.string(), "cannot create output folder: " + ec.message());
+    const fs::path config_path = dir_ / "config.json", journal_path = dir_ / "journal.jsonl";
+
+    bool continuing = resume && fs::exists(config_path);
+    if (continuing) {
+        json stored = json::parse(read_text(config_path), nullptr, false);
+        if (stored.is_discarded()) throw Error(config_path.string(), "unreadable; rerun without --resume");
+        if (stored != config)
+            throw Error(config_path.string(), "the unfinished run used other settings (" +
+                                                  differing_keys(stored, config) +
+                                                  "); rerun with the same settings, or without --resume to start over");
+    } else {
+        fs::remove_all(dir_, ec);
+    }
+    fs::create_directories(dir_ / "masks", ec);
+    if (ec) throw Error(dir_.string(), "cannot create journal folder: " + ec.message());
+    if (!continuing) write_file_atomically(config_path, config.dump(2) + "\n");
+
+    // Keep the complete lines; a run killed mid-write leaves a torn last line, which is dropped here so the next
+    // append starts on a fresh line.
+    std::string kept;
+    std::istringstream lines(continuing ? read_text(journal_path) : "");
+    std::string line;
+    while (std::getline(lines, line)) {
+        if (lines.eof()) break;  // no newline after it: torn
+        json record = json::parse(line, nullptr, false);
+        if (record.is_discarded()) continue;
+        ImageOutcome outcome = outcome_from(record);
+        if (!names_.insert(outcome.image.image).second) continue;
+        finished_.push_back(std::move(outcome));
+        kept += line + "\n";
+    }
+    write_file_atomically(journal_path, kept);
+}
+
+void Journal::append(const ImageOutcome& outcome) {
+    const std::string& name = outcome.image.image;
+    if (!outcome.sam_point_mask.empty()) {
+        cv::Mat both = outcome.sam_point_mask + outcome.sam_box_mask * 2;
+        std::vector<uint8_t> png;
+        cv::imencode(".png", both, png);
+        write_file_atomically(dir_ / "masks" / (name + ".png"), std::string(png.begin(), png.end()));
+    }
+    append_line(dir_ / "journal.jsonl", outcome_record(outcome).dump() + "\n");
+    names_.insert(name);
+}
+
+std::pair<cv::Mat, cv::Mat> Journal::masks(const std::string& image) const {
+    fs::path path = dir_ / "masks" / (image + ".png");
+    if (!fs::exists(path)) return {};
+    cv::Mat both = cv::imread(path.string(), cv::IMREAD_UNCHANGED);
+    if (both.empty()) return {};
+    cv::Mat point = both & 1, box = (both & 2) / 2;
+    return {point, box};
+}
+
+}  // namespace sqasam

@@ -1,0 +1,238 @@
+// `sqasam score` end to end on some of the demo data (examples/) plus broken files, with a random-weight test model:
+// outputs and per-file errors, whole-run errors, and a run killed at a random moment then resumed.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "test_support.hpp"
+
+namespace fs = std::filesystem;
+using namespace sqasam;
+
+namespace {
+
+// Runs the CLI with the given arguments, output to log; returns the exit status (-1 when killed).
+pid_t start_cli(const std::vector<std::string>& args, const fs::path& log) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        FILE* out = std::fopen(log.c_str(), "w");
+        if (out) {
+            dup2(fileno(out), STDOUT_FILENO);
+            dup2(fileno(out), STDERR_FILENO);
+        }
+        std::vector<char*> argv;
+        std::string cli = test::cli_path();
+        argv.push_back(cli.data());
+        std::vector<std::string> copies = args;
+        for (std::string& arg : copies) argv.push_back(arg.data());
+        argv.push_back(nullptr);
+        execv(cli.c_str(), argv.data());
+        _exit(127);
+    }
+    return pid;
+}
+
+int wait_cli(pid_t pid) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int run_cli(const std::vector<std::string>& args, const fs::path& log) { return wait_cli(start_cli(args, log)); }
+
+std::string read_text(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+// Rows of a CSV file (RFC 4180 quoting), header first.
+std::vector<std::vector<std::string>> read_csv(const fs::path& path) {
+    std::vector<std::vector<std::string>> rows;
+    std::string text = read_text(path);
+    std::vector<std::string> row(1);
+    bool quoted = false;
+    for (size_t i = 0; i < text.size(); ++i) {
+        char c = text[i];
+        if (quoted) {
+            if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') row.back() += text[++i];
+            else if (c == '"') quoted = false;
+            else row.back() += c;
+        } else if (c == '"') {
+            quoted = true;
+        } else if (c == ',') {
+            row.emplace_back();
+        } else if (c == '\n') {
+            rows.push_back(row);
+            row.assign(1, "");
+        } else if (c != '\r') {
+            row.back() += c;
+        }
+    }
+    return rows;
+}
+
+// A few of the demo images (the CLI runs several times; SAM on CPU is the cost): a good prediction, one with a
+// spurious blob (2 objects) and an empty one.
+const std::vector<std::string> kExamples{"C3_EndoCV2021_00103", "24_endocv2021_positive_801",
+                                         "9_endocv2021_positive_1362"};
+
+class CliScore : public ::testing::Test {
+protected:
+    static fs::path root, model, data;
+
+    // The demo data plus three broken items: a corrupt image, a prediction of the wrong size, a missing prediction.
+    static void SetUpTestSuite() {
+        root = test::temp_dir("cli_score");
+        model = root / "test_model.safetensors";
+        ASSERT_EQ(run_cli({"make-test-model", "--out", model.string()}, root / "make-test-model.log"), 0)
+            << read_text(root / "make-test-model.log");
+        data = root / "data";
+        fs::path examples = fs::path(test::source_dir()) / "examples";
+        for (const char* folder : {"images", "pred", "gt"}) fs::create_directories(data / folder);
+        for (const std::string& name : kExamples) {
+            fs::copy(examples / "images" / (name + ".jpg"), data / "images");
+            fs::copy(examples / "pred" / (name + ".png"), data / "pred");
+            fs::copy(examples / "gt" / (name + ".png"), data / "gt");
+        }
+
+        const std::string donor = "C3_EndoCV2021_00103";
+        std::ofstream(data / "images/zz_corrupt.jpg") << "\xff\xd8\xff this is not a JPEG";
+        fs::copy(examples / "pred" / (donor + ".png"), data / "pred/zz_corrupt.png");
+        fs::copy(examples / "images" / (donor + ".jpg"), data / "images/zz_mismatch.jpg");
+        cv::Mat pred = cv::imread((examples / "pred" / (donor + ".png")).string(), cv::IMREAD_GRAYSCALE), smaller;
+        cv::resize(pred, smaller, {pred.cols / 2, pred.rows / 2}, 0, 0, cv::INTER_NEAREST);
+        cv::imwrite((data / "pred/zz_mismatch.png").string(), smaller);
+        fs::copy(examples / "images" / (donor + ".jpg"), data / "images/zz_missing.jpg");
+    }
+
+    static std::vector<std::string> score_args(const fs::path& out) {
+        return {"score", "--checkpoint", model.string(), "--images", (data / "images").string(), "--pred",
+                (data / "pred").string(), "--gt", (data / "gt").string(), "--out", out.string(), "--threads", "2"};
+    }
+
+    static std::vector<std::string> with(std::vector<std::string> args, const std::vector<std::string>& more) {
+        args.insert(args.end(), more.begin(), more.end());
+        return args;
+    }
+};
+fs::path CliScore::root, CliScore::model, CliScore::data;
+
+size_t column(const std::vector<std::string>& header, const std::string& name) {
+    auto found = std::find(header.begin(), header.end(), name);
+    EXPECT_NE(found, header.end()) << "no column " << name;
+    return static_cast<size_t>(found - header.begin());
+}
+
+}  // namespace
+
+TEST_F(CliScore, WritesTheReportAndListsPerFileErrors) {
+    fs::path out = root / "out_plain";
+    ASSERT_EQ(run_cli(score_args(out), root / "plain.log"), 0) << read_text(root / "plain.log");
+    for (const char* file : {"images.csv", "objects.csv", "summary.json", "report.html"})
+        EXPECT_TRUE(fs::is_regular_file(out / file)) << file;
+
+    auto rows = read_csv(out / "images.csv");
+    ASSERT_EQ(rows.size(), 1 + kExamples.size() + 3);
+    const auto& header = rows[0];
+    size_t image = column(header, "image"), score = column(header, "score"), flags = column(header, "flags"),
+           error = column(header, "error"), true_dice = column(header, "true_dice"),
+           n_objects = column(header, "n_objects");
+    std::map<std::string, std::vector<std::string>> by_name;
+    std::vector<std::string> order;
+    for (size_t r = 1; r < rows.size(); ++r) {
+        by_name[rows[r][image]] = rows[r];
+        order.push_back(rows[r][image]);
+    }
+    EXPECT_TRUE(std::is_sorted(order.begin(), order.end()));
+
+    auto expect_problem = [&](const std::string& name, const std::string& flag, const std::string& in_message) {
+        const auto& row = by_name.at(name);
+        EXPECT_NE(row[flags].find(flag), std::string::npos) << name << ": " << row[flags];
+        EXPECT_NE(row[error].find(in_message), std::string::npos) << name << ": " << row[error];
+        EXPECT_TRUE(row[score].empty()) << name;
+    };
+    expect_problem("zz_corrupt", "read_error", "zz_corrupt.jpg");
+    expect_problem("zz_mismatch", "size_mismatch", "192x144");
+    expect_problem("zz_missing", "missing_prediction", "prediction");
+    expect_problem("9_endocv2021_positive_1362", "empty_prediction", "");
+
+    long total_objects = 0;
+    for (const auto& [name, row] : by_name) {
+        if (name.starts_with("zz_")) continue;
+        EXPECT_FALSE(row[true_dice].empty()) << name;
+        total_objects += std::stol(row[n_objects]);
+        if (name == "9_endocv2021_positive_1362") continue;
+        ASSERT_FALSE(row[score].empty()) << name << ": " << row[error];
+        double value = std::stod(row[score]);
+        EXPECT_GE(value, 0.0);
+        EXPECT_LE(value, 1.0);
+    }
+    EXPECT_EQ(by_name.at("24_endocv2021_positive_801")[n_objects], "2");  // the polyp and the spurious blob
+    EXPECT_EQ(static_cast<long>(read_csv(out / "objects.csv").size()) - 1, total_objects);
+}
+
+TEST_F(CliScore, WholeRunProblemsExitWithAnError) {
+    fs::path log = root / "errors.log";
+    auto args = score_args(root / "out_errors");
+    auto missing_folder = args;
+    missing_folder[6] = (root / "no_such_folder").string();  // --pred
+    EXPECT_EQ(run_cli(missing_folder, log), 1);
+    EXPECT_NE(read_text(log).find("no_such_folder"), std::string::npos) << read_text(log);
+
+    auto bad_checkpoint = args;
+    bad_checkpoint[2] = (data / "gt/C3_EndoCV2021_00103.png").string();
+    EXPECT_EQ(run_cli(bad_checkpoint, log), 1);
+    EXPECT_NE(read_text(log).find("sqasam: error:"), std::string::npos) << read_text(log);
+}
+
+TEST_F(CliScore, KilledRunResumesToTheSameResults) {
+    fs::path reference = root / "out_reference", resumed = root / "out_resumed";
+    auto start = std::chrono::steady_clock::now();
+    ASSERT_EQ(run_cli(score_args(reference), root / "reference.log"), 0) << read_text(root / "reference.log");
+    double full_run = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+    // Kill at a random moment after the first image is journaled, so that the resumed run has work both done and
+    // left (unless the machine is fast enough to finish first, which the resume handles too).
+    unsigned seed = std::random_device{}();
+    std::mt19937 random(seed);
+    start = std::chrono::steady_clock::now();
+    pid_t pid = start_cli(score_args(resumed), root / "killed.log");
+    const fs::path journal = resumed / ".partial/journal.jsonl";
+    auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+    auto journaled = [&] {
+        std::error_code ec;
+        return fs::file_size(journal, ec) > 0 && !ec;
+    };
+    while (elapsed() < 2 * full_run && !journaled()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    double delay = std::uniform_real_distribution<double>(0.0, 0.8)(random) * std::max(0.0, full_run - elapsed());
+    SCOPED_TRACE("seed " + std::to_string(seed) + ": killed " + std::to_string(elapsed() + delay) + " s into a " +
+                 std::to_string(full_run) + " s run");
+    std::this_thread::sleep_for(std::chrono::duration<double>(delay));
+    kill(pid, SIGKILL);
+    wait_cli(pid);
+
+    ASSERT_EQ(run_cli(with(score_args(resumed), {"--resume"}), root / "resume.log"), 0)
+        << read_text(root / "resume.log");
+    EXPECT_EQ(read_text(root / "resume.log").find("(0 from the journal)"), std::string::npos)
+        << "the killed run's finished images must be taken over: " << read_text(root / "resume.log");
+    EXPECT_EQ(read_text(resumed / "images.csv"), read_text(reference / "images.csv"));
+    EXPECT_EQ(read_text(resumed / "objects.csv"), read_text(reference / "objects.csv"));
+
+    // Resuming under other settings is refused rather than mixing results.
+    EXPECT_EQ(run_cli(with(score_args(resumed), {"--resume", "--reducer", "min"}), root / "mixed.log"), 1);
+    EXPECT_NE(read_text(root / "mixed.log").find("reducer"), std::string::npos) << read_text(root / "mixed.log");
+}

@@ -1,0 +1,66 @@
+// ops::Conv2d (oneDNN) against the plain reference convolution, over the shapes TinyViT uses and odd ones.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "ops/ops.hpp"
+#include "test_support.hpp"
+
+namespace sqasam::ops {
+namespace {
+
+std::vector<float> random_values(size_t n, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    std::vector<float> values(n);
+    for (float& v : values) v = dist(rng);
+    return values;
+}
+
+struct ConvCase {
+    int64_t in, out, height, width, kernel, stride, padding, groups;
+    bool bias;
+};
+
+class Conv2dTest : public ::testing::TestWithParam<ConvCase> {};
+
+TEST_P(Conv2dTest, MatchesReferenceForEveryEpilogue) {
+    const ConvCase c = GetParam();
+    auto x = random_values(c.height * c.width * c.in, 1);
+    auto w = random_values(c.out * (c.in / c.groups) * c.kernel * c.kernel, 2);
+    auto b = random_values(c.out, 3);
+    Conv2d conv(w.data(), c.bias ? b.data() : nullptr, c.out, c.in, c.kernel, c.stride, c.padding, c.groups);
+    const int64_t out_h = conv.output_size(c.height), out_w = conv.output_size(c.width);
+    EXPECT_EQ(out_h, (c.height + 2 * c.padding - c.kernel) / c.stride + 1);
+    for (Epilogue epilogue : {Epilogue::store, Epilogue::gelu, Epilogue::relu, Epilogue::accumulate}) {
+        auto fast = random_values(out_h * out_w * c.out, 4), reference = fast;  // accumulate adds to this
+        conv.forward(x.data(), fast.data(), c.height, c.width, epilogue);
+        ref::conv2d(x.data(), w.data(), c.bias ? b.data() : nullptr, reference.data(), c.in, c.out, c.height,
+                    c.width, c.kernel, c.stride, c.padding, c.groups, epilogue);
+        SCOPED_TRACE(int(epilogue));
+        EXPECT_LE(test::max_abs_diff(fast, reference), 1e-5 * std::max(1.0, test::max_abs(reference)));
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, Conv2dTest,
+    ::testing::Values(ConvCase{3, 32, 37, 29, 3, 2, 1, 1, true},     // MobileSAM's first patch-embed conv
+                      ConvCase{32, 64, 18, 18, 3, 2, 1, 1, true},    // its second
+                      ConvCase{3, 32, 16, 16, 1, 1, 0, 1, true},     // LiteMedSAM's 1x1 patch embed
+                      ConvCase{64, 64, 15, 15, 3, 1, 1, 64, true},   // MBConv / local conv: depthwise
+                      ConvCase{128, 128, 16, 16, 3, 2, 1, 128, true},// patch merging, stride 2
+                      ConvCase{40, 40, 9, 7, 3, 2, 1, 40, false},    // odd sizes, no bias
+                      ConvCase{24, 16, 11, 13, 3, 1, 1, 1, false},   // dense 3x3 (the neck's)
+                      ConvCase{12, 18, 10, 10, 3, 1, 1, 3, true}));  // grouped
+
+TEST(Conv2d, RejectsInconsistentShapes) {
+    std::vector<float> w(64), x(4 * 4 * 4), y(64);
+    EXPECT_THROW(Conv2d(w.data(), nullptr, 6, 4, 1, 1, 0, 4), std::invalid_argument);  // 6 outputs over 4 groups
+    Conv2d conv(w.data(), nullptr, 4, 4, 3, 1, 0, 4);
+    EXPECT_THROW(conv.forward(x.data(), y.data(), 2, 2), std::invalid_argument);  // input smaller than the kernel
+}
+
+}  // namespace
+}  // namespace sqasam::ops

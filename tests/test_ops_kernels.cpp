@@ -1,0 +1,202 @@
+// Every fast op against its plain reference (ops::ref), over typical and odd shapes.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <random>
+#include <tuple>
+#include <vector>
+
+#include "ops/ops.hpp"
+#include "test_support.hpp"
+
+namespace sqasam::ops {
+namespace {
+
+std::vector<float> random_values(size_t n, uint32_t seed, float low = -1.0f, float high = 1.0f) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> dist(low, high);
+    std::vector<float> values(n);
+    for (float& v : values) v = dist(rng);
+    return values;
+}
+
+// |fast - reference| <= tolerance * max(1, max|reference|)
+void expect_close(const std::vector<float>& fast, const std::vector<float>& reference, double tolerance) {
+    ASSERT_EQ(fast.size(), reference.size());
+    double scale = std::max(1.0, test::max_abs(reference));
+    EXPECT_LE(test::max_abs_diff(fast, reference), tolerance * scale);
+}
+
+struct LinearCase {
+    int64_t rows, out, in;
+    bool bias;
+};
+
+class LinearTest : public ::testing::TestWithParam<LinearCase> {};
+
+TEST_P(LinearTest, MatchesReferenceForEveryEpilogue) {
+    auto [rows, out, in, has_bias] = GetParam();
+    auto x = random_values(rows * in, 1), w = random_values(out * in, 2), b = random_values(out, 3);
+    Linear layer(w.data(), has_bias ? b.data() : nullptr, out, in);
+    EXPECT_EQ(layer.in_features(), in);
+    EXPECT_EQ(layer.out_features(), out);
+    for (Epilogue epilogue : {Epilogue::store, Epilogue::gelu, Epilogue::relu, Epilogue::accumulate}) {
+        auto fast = random_values(rows * out, 4), reference = fast;  // accumulate adds to this
+        layer.forward(x.data(), fast.data(), rows, epilogue);
+        ref::linear(x.data(), w.data(), has_bias ? b.data() : nullptr, reference.data(), rows, out, in, epilogue);
+        SCOPED_TRACE(int(epilogue));
+        expect_close(fast, reference, 1e-5);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
+                         ::testing::Values(LinearCase{1, 1, 1, true}, LinearCase{7, 13, 5, false},
+                                           LinearCase{37, 129, 65, true}, LinearCase{300, 17, 200, true},
+                                           LinearCase{4096, 96, 64, true}, LinearCase{5, 256, 256, true}));
+
+TEST(PackedMatrixTest, MatchesReferenceAndRepacksInPlace) {
+    for (auto [m, k, n] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {7, 16, 300}, {33, 196, 64}, {100, 64, 4096}}) {
+        const int64_t ldb = n + 5;
+        auto a = random_values(m * k, 19), b = random_values(k * ldb, 20), other = random_values(k * ldb, 21);
+        PackedMatrix packed;
+        packed.pack(other.data(), k, n, ldb, false);
+        const PackedMatrix shared = packed;  // a copy keeps the first contents when the original is repacked
+        packed.pack(b.data(), k, n, ldb, false);
+        EXPECT_EQ(packed.rows(), k);
+        EXPECT_EQ(packed.cols(), n);
+        std::vector<float> fast(m * n), reference(m * n), from_copy(m * n), copy_reference(m * n);
+        packed.multiply(a.data(), fast.data(), m, 0.5f);
+        ref::matmul(a.data(), b.data(), reference.data(), m, n, k, k, ldb, n, false, 0.5f);
+        expect_close(fast, reference, 1e-5);
+        shared.multiply(a.data(), from_copy.data(), m);
+        ref::matmul(a.data(), other.data(), copy_reference.data(), m, n, k, k, ldb, n, false);
+        expect_close(from_copy, copy_reference, 1e-5);
+    }
+}
+
+struct MatmulCase {
+    int64_t m, n, k, pad;
+    bool transpose_b;
+    float alpha, beta;
+};
+
+class MatmulTest : public ::testing::TestWithParam<MatmulCase> {};
+
+TEST_P(MatmulTest, MatchesReferenceWithStrides) {
+    auto [m, n, k, pad, transpose_b, alpha, beta] = GetParam();
+    int64_t lda = k + pad, ldb = (transpose_b ? k : n) + pad, ldc = n + pad;
+    auto a = random_values(m * lda, 5), b = random_values((transpose_b ? n : k) * ldb, 6);
+    auto fast = random_values(m * ldc, 7), reference = fast;
+    matmul(a.data(), b.data(), fast.data(), m, n, k, lda, ldb, ldc, transpose_b, alpha, beta);
+    ref::matmul(a.data(), b.data(), reference.data(), m, n, k, lda, ldb, ldc, transpose_b, alpha, beta);
+    expect_close(fast, reference, 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, MatmulTest,
+                         ::testing::Values(MatmulCase{1, 1, 1, 0, false, 1, 0}, MatmulCase{3, 5, 7, 2, true, 0.5f, 0},
+                                           MatmulCase{64, 196, 32, 3, true, 0.125f, 0},
+                                           MatmulCase{33, 17, 301, 0, false, 1, 1},
+                                           MatmulCase{130, 64, 70, 5, false, 2, 0.5f},
+                                           MatmulCase{4, 1000, 32, 0, true, 1, 0}));
+
+TEST(Elementwise, LayerNormMatchesReference) {
+    for (auto [rows, dim] : {std::pair<int64_t, int64_t>{1, 1}, {3, 7}, {100, 256}, {17, 769}}) {
+        auto x = random_values(rows * dim, 8, -3, 5), g = random_values(dim, 9), b = random_values(dim, 10);
+        std::vector<float> fast(x.size()), reference(x.size());
+        layer_norm(x.data(), g.data(), b.data(), fast.data(), rows, dim, 1e-6f);
+        ref::layer_norm(x.data(), g.data(), b.data(), reference.data(), rows, dim, 1e-6f);
+        expect_close(fast, reference, 1e-5);
+        layer_norm(x.data(), g.data(), b.data(), x.data(), rows, dim, 1e-6f);  // in place
+        expect_close(x, reference, 1e-5);
+    }
+}
+
+TEST(Elementwise, GeluExpAddMatchReference) {
+    for (int64_t n : {1, 15, 16, 17, 1000, 70001}) {
+        auto x = random_values(n, 11, -9, 9), y = random_values(n, 12);
+        auto fast = x, reference = x;
+        gelu(fast.data(), n);
+        ref::gelu(reference.data(), n);
+        expect_close(fast, reference, 1e-6);
+        fast = x, reference = x;
+        add(fast.data(), y.data(), n);
+        ref::add(reference.data(), y.data(), n);
+        EXPECT_EQ(fast, reference);
+    }
+    // exp is compared relatively over the whole range softmax feeds it, underflow included
+    auto x = random_values(100003, 13, -100, 80);
+    auto fast = x, reference = x;
+    ops::exp(fast.data(), int64_t(x.size()));
+    ref::exp(reference.data(), int64_t(x.size()));
+    for (size_t i = 0; i < x.size(); ++i)
+        ASSERT_NEAR(fast[i], reference[i], 3e-7 * reference[i] + 1e-37) << "exp(" << x[i] << ")";
+}
+
+TEST(Elementwise, TransposeMatchesReference) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {17, 5}, {256, 4096}, {4099, 33}}) {
+        const int64_t src_stride = cols + 3, dst_stride = rows + 2;
+        auto src = random_values(rows * src_stride, 18);
+        std::vector<float> fast(cols * dst_stride, 0.0f), reference = fast;
+        transpose(src.data(), fast.data(), rows, cols, src_stride, dst_stride);
+        ref::transpose(src.data(), reference.data(), rows, cols, src_stride, dst_stride);
+        EXPECT_EQ(fast, reference);
+    }
+}
+
+TEST(Elementwise, SoftmaxMatchesReference) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {5, 7}, {64, 4096}, {3, 1001}}) {
+        auto fast = random_values(rows * cols, 14, -30, 30), reference = fast;
+        softmax_rows(fast.data(), rows, cols);
+        ref::softmax_rows(reference.data(), rows, cols);
+        expect_close(fast, reference, 1e-6);
+    }
+}
+
+struct AttentionCase {
+    int64_t batch, heads, grid_h, grid_w, keys, head_dim;
+    bool rel_pos;
+};
+
+class AttentionTest : public ::testing::TestWithParam<AttentionCase> {};
+
+// q, k and v interleaved in one buffer per token, as a fused qkv projection leaves them.
+TEST_P(AttentionTest, MatchesReference) {
+    auto [batch, heads, grid_h, grid_w, keys, head_dim, use_rel_pos] = GetParam();
+    const int64_t queries = grid_h * grid_w, dim = heads * head_dim, tokens = std::max(queries, keys);
+    AttentionShape shape{.batch = batch, .heads = heads, .queries = queries, .keys = keys, .head_dim = head_dim,
+                         .q_row_stride = 3 * dim, .k_row_stride = 3 * dim, .v_row_stride = 3 * dim,
+                         .out_row_stride = dim + 1,  // a gap between output rows must stay untouched
+                         .q_batch_stride = tokens * 3 * dim, .k_batch_stride = tokens * 3 * dim,
+                         .v_batch_stride = tokens * 3 * dim, .out_batch_stride = queries * (dim + 1)};
+    auto qkv = random_values(batch * tokens * 3 * dim, 15, -2, 2);
+    auto table_h = random_values((2 * grid_h - 1) * head_dim, 16), table_w = random_values((2 * grid_w - 1) * head_dim, 17);
+    RelativePosition rel{table_h.data(), table_w.data(), grid_h, grid_w};
+    std::vector<float> fast(batch * queries * (dim + 1), 0.0f), reference = fast;
+    float scale = 1.0f / std::sqrt(float(head_dim));
+    attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, fast.data(), shape, scale, use_rel_pos ? &rel : nullptr);
+    ref::attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, reference.data(), shape, scale,
+                   use_rel_pos ? &rel : nullptr);
+    expect_close(fast, reference, 2e-5);
+
+    // Called from inside a parallel region the op runs on each calling thread alone, with its own caches.
+    std::vector<std::vector<float>> nested(2, std::vector<float>(fast.size(), 0.0f));
+#pragma omp parallel for num_threads(2)
+    for (int i = 0; i < 2; ++i)
+        attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, nested[i].data(), shape, scale,
+                  use_rel_pos ? &rel : nullptr);
+    for (const auto& result : nested) expect_close(result, reference, 2e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
+                         ::testing::Values(AttentionCase{1, 1, 1, 1, 1, 1, false},
+                                           AttentionCase{2, 3, 5, 7, 35, 12, true},     // odd grid, heads
+                                           AttentionCase{3, 2, 14, 14, 196, 16, true},  // windows
+                                           AttentionCase{1, 2, 32, 40, 1280, 8, true},  // several query tiles
+                                           AttentionCase{1, 8, 1, 7, 4096, 16, false},  // tokens to image
+                                           AttentionCase{1, 8, 64, 64, 7, 16, false},   // image to tokens
+                                           AttentionCase{2, 3, 1, 5, 301, 12, false},   // odd, few queries
+                                           AttentionCase{2, 3, 30, 10, 5, 12, false},   // odd, few keys
+                                           AttentionCase{2, 3, 1, 33, 40, 20, false})); // just above direct
+
+}  // namespace
+}  // namespace sqasam::ops

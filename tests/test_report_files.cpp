@@ -1,0 +1,317 @@
+// The files `sqasam score` writes: CSV quoting and columns, summary.json's shape, report.html being
+// self-contained, atomic writes, and a headless-Chromium screenshot of the page that must not be blank.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "sqasam/error.hpp"
+#include "sqasam/report.hpp"
+#include "test_support.hpp"
+
+namespace sqasam {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_text(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+// RFC 4180 reader, enough to check what the writer quoted.
+std::vector<std::vector<std::string>> read_csv(const fs::path& path) {
+    const std::string text = read_text(path);
+    std::vector<std::vector<std::string>> rows(1, std::vector<std::string>(1));
+    bool quoted = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (quoted) {
+            if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') rows.back().back() += text[++i];
+            else if (c == '"') quoted = false;
+            else rows.back().back() += c;
+        } else if (c == '"') {
+            quoted = true;
+        } else if (c == ',') {
+            rows.back().emplace_back();
+        } else if (c == '\n') {
+            rows.emplace_back(1);
+        } else {
+            rows.back().back() += c;
+        }
+    }
+    if (rows.back() == std::vector<std::string>(1)) rows.pop_back();  // after the last newline
+    return rows;
+}
+
+// A synthetic picture: a smooth background with one bright blob, and masks near the blob.
+ImageOverlay synthetic_overlay(const ImageResult& image, const ObjectResult& object) {
+    ImageOverlay overlay;
+    overlay.image = image.image;
+    overlay.score = *image.score;
+    overlay.bgr.create(240, 320, CV_8UC3);
+    for (int y = 0; y < 240; ++y)
+        for (int x = 0; x < 320; ++x) overlay.bgr.at<cv::Vec3b>(y, x) = cv::Vec3b(60 + x / 8, 70 + y / 6, 150 + x / 5);
+    const cv::Point centre(static_cast<int>(object.point[0]), static_cast<int>(object.point[1]));
+    cv::ellipse(overlay.bgr, centre, {60, 40}, 20, 0, 360, cv::Scalar(120, 150, 235), cv::FILLED);
+    overlay.prediction = cv::Mat::zeros(240, 320, CV_8UC1);
+    cv::ellipse(overlay.prediction, centre, {55, 38}, 20, 0, 360, 255, cv::FILLED);
+    overlay.sam_point_mask = cv::Mat::zeros(240, 320, CV_8UC1);
+    cv::circle(overlay.sam_point_mask, centre, 30, 1, cv::FILLED);
+    overlay.sam_box_mask = cv::Mat::zeros(240, 320, CV_8UC1);
+    cv::ellipse(overlay.sam_box_mask, centre + cv::Point(6, 4), {62, 42}, 15, 0, 360, 1, cv::FILLED);
+    return overlay;
+}
+
+// A run of n images: scores that follow the true Dice with noise, two flagged images, overlays of the lowest.
+ReportInput sample_run(int n, bool with_ground_truth) {
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<double> uniform(0, 1);
+    std::normal_distribution<double> noise(0, 0.08);
+    ReportInput input;
+    for (int i = 0; i < n; ++i) {
+        ImageResult image;
+        image.image = "case_" + std::to_string(100 + i);
+        const double u = uniform(rng);
+        const double dice = 1 - 0.95 * u * u;
+        if (with_ground_truth) image.true_dice = dice;
+        image.model_confidence = std::clamp(0.8 + 0.15 * dice + noise(rng), 0.5, 1.0);
+        if (i == 5) {
+            image.flags = {"read_error"};
+            image.error = image.image + ".png: cannot decode the image";
+            image.true_dice.reset();
+            image.model_confidence.reset();
+            input.images.push_back(image);
+            continue;
+        }
+        if (i == 9) {
+            image.flags = {"empty_prediction", "no_objects"};
+            input.images.push_back(image);
+            continue;
+        }
+        image.n_objects = i % 4 == 0 ? 2 : 1;
+        std::vector<const ObjectResult*> objects;
+        for (int k = 0; k < image.n_objects; ++k) {
+            ObjectResult o;
+            o.image = image.image;
+            o.component = k + 1;
+            o.area = 2000 + 300 * k;
+            o.point[0] = 140.0f + 20 * k;
+            o.point[1] = 110.0f;
+            o.box[0] = 90, o.box[1] = 75, o.box[2] = 195 + 20 * k, o.box[3] = 150;
+            for (std::size_t c = 0; c < kAllMaskChoices.size(); ++c) {
+                o.point_prompt.dice[c] = std::clamp(dice + noise(rng) - 0.05, 0.0, 1.0);
+                o.box_prompt.dice[c] = std::clamp(dice + noise(rng), 0.0, 1.0);
+                o.point_prompt.iou[c] = o.point_prompt.dice[c] / (2 - o.point_prompt.dice[c]);
+                o.box_prompt.iou[c] = o.box_prompt.dice[c] / (2 - o.box_prompt.dice[c]);
+                o.point_prompt.predicted_iou[c] = 0.85;
+                o.box_prompt.predicted_iou[c] = 0.9;
+            }
+            o.score = o.score_with(input.reducer, input.mask_choice);
+            input.objects.push_back(o);
+        }
+        for (std::size_t k = input.objects.size() - image.n_objects; k < input.objects.size(); ++k)
+            objects.push_back(&input.objects[k]);
+        image.score = image_score(objects, input.reducer, input.mask_choice, input.aggregation);
+        input.images.push_back(image);
+    }
+    for (const auto& image : input.images) {
+        if (!image.score) continue;
+        const auto object = std::find_if(input.objects.begin(), input.objects.end(),
+                                         [&](const ObjectResult& o) { return o.image == image.image; });
+        keep_lowest_scored(input.overlays, synthetic_overlay(image, *object), 4);
+    }
+    input.eval_options.bootstrap_resamples = 200;
+    input.evaluation = evaluate(input.images, input.objects, input.eval_options);
+    input.model = {{"type", "vit_b"}, {"checkpoint", "sam_vit_b_01ec64.pth"}};
+    input.config = {{"predictions", "pred/"}, {"threshold", 128}};
+    return input;
+}
+
+TEST(ReportCsv, ImagesQuoteFieldsAndLeaveMissingValuesEmpty) {
+    ImageResult plain, awkward, two_classes;
+    plain.image = "plain";
+    plain.score = 0.5;
+    plain.n_objects = 1;
+    plain.true_dice = 0.25;
+    plain.class_dice = {{1, 0.25}};
+    awkward.image = "name, with \"quotes\"";
+    awkward.flags = {"read_error", "no_objects"};
+    awkward.error = "line one\nline two";
+    two_classes.image = "two";
+    two_classes.score = 0.75;
+    two_classes.class_dice = {{1, 0.5}, {3, 0.125}};
+    const fs::path dir = test::temp_dir("report_images_csv");
+    write_images_csv((dir / "images.csv").string(), {plain, awkward, two_classes});
+
+    const auto rows = read_csv(dir / "images.csv");
+    ASSERT_EQ(rows.size(), 4u);
+    const std::vector<std::string> header{"image",     "score",           "n_objects",   "flags",      "error",
+                                          "true_dice", "model_confidence", "dice_class_1", "dice_class_3"};
+    EXPECT_EQ(rows[0], header);
+    EXPECT_EQ(rows[1], (std::vector<std::string>{"plain", "0.500000", "1", "", "", "0.250000", "", "0.250000", ""}));
+    EXPECT_EQ(rows[2], (std::vector<std::string>{"name, with \"quotes\"", "", "0", "read_error;no_objects",
+                                                 "line one\nline two", "", "", "", ""}));
+    EXPECT_EQ(rows[3][7], "0.500000");
+    EXPECT_EQ(rows[3][8], "0.125000");
+}
+
+TEST(ReportCsv, SingleClassHasNoPerClassColumns) {
+    ImageResult image;
+    image.image = "a";
+    image.class_dice = {{1, 0.9}};
+    const fs::path dir = test::temp_dir("report_images_csv_single");
+    write_images_csv((dir / "images.csv").string(), {image});
+    EXPECT_EQ(read_csv(dir / "images.csv")[0].size(), 7u);
+}
+
+TEST(ReportCsv, ObjectsHaveEveryPromptAndMaskChoice) {
+    const ReportInput input = sample_run(12, true);
+    const fs::path dir = test::temp_dir("report_objects_csv");
+    write_objects_csv((dir / "objects.csv").string(), input.objects);
+    const auto rows = read_csv(dir / "objects.csv");
+    ASSERT_EQ(rows.size(), input.objects.size() + 1);
+    const auto& header = rows[0];
+    ASSERT_EQ(header.size(), 10u + 2 * kAllMaskChoices.size() * 3 + 1);
+    EXPECT_EQ(header[10], "point_" + to_string(kAllMaskChoices[0]) + "_dice");
+    EXPECT_EQ(header.back(), "score");
+    const ObjectResult& first = input.objects.front();
+    const auto& row = rows[1];
+    EXPECT_EQ(row[0], first.image);
+    EXPECT_EQ(row[6], std::to_string(first.box[2]));
+    const auto box_dice_column = std::find(header.begin(), header.end(), "box_" + to_string(MaskChoice::BestDice) + "_dice");
+    ASSERT_NE(box_dice_column, header.end());
+    EXPECT_NEAR(std::stod(row[box_dice_column - header.begin()]), first.box_prompt.dice[1], 1e-6);
+    EXPECT_NEAR(std::stod(row.back()), first.score, 1e-6);
+}
+
+TEST(ReportSummary, HoldsMetricsConfigAblationAndNulls) {
+    ReportInput input = sample_run(40, true);
+    const nlohmann::json summary = summary_json(input);
+    EXPECT_EQ(summary["n_images"], 40);
+    EXPECT_EQ(summary["n_scored"], 38);
+    EXPECT_EQ(summary["flags"]["no_objects"], 1);
+    EXPECT_EQ(summary["flags"]["read_error"], 1);
+    EXPECT_EQ(summary["sqa"]["n"], input.evaluation.sqa.n);
+    EXPECT_DOUBLE_EQ(summary["sqa"]["spearman"].get<double>(), *input.evaluation.sqa.spearman);
+    ASSERT_TRUE(summary["sqa"]["pearson_ci"].is_array());
+    EXPECT_TRUE(summary["sqa"]["bottom25"].is_number());
+    EXPECT_TRUE(summary["model_confidence"]["auroc"].is_number());
+    EXPECT_EQ(summary["ablation"].size(), input.evaluation.ablation.size());
+    EXPECT_EQ(summary["config"]["reducer"], to_string(input.reducer));
+    EXPECT_EQ(summary["config"]["threshold"], 128);
+    EXPECT_EQ(summary["model"]["type"], "vit_b");
+
+    input.evaluation = evaluate(sample_run(10, false).images, {}, input.eval_options);
+    const nlohmann::json without_truth = summary_json(input);
+    EXPECT_TRUE(without_truth["sqa"]["pearson"].is_null());
+    EXPECT_TRUE(without_truth["sqa"]["pearson_ci"].is_null());
+    EXPECT_TRUE(without_truth["sqa"]["aurc"].is_null());
+    EXPECT_TRUE(without_truth["ablation"].empty());
+}
+
+TEST(ReportFolder, WritesFourFilesAtomicallyAndASelfContainedPage) {
+    const ReportInput input = sample_run(40, true);
+    const fs::path dir = fs::path(test::temp_dir("report_folder")) / "nested" / "out";
+    write_report_folder(dir.string(), input);
+    std::set<std::string> names;
+    for (const auto& entry : fs::directory_iterator(dir)) names.insert(entry.path().filename().string());
+    EXPECT_EQ(names, (std::set<std::string>{"images.csv", "objects.csv", "summary.json", "report.html"}))
+        << "no temporary file may be left behind";
+
+    const std::string html = read_text(dir / "report.html");
+    for (const char* external : {"src=\"http", "href=\"http", "url(", "@import", "<script src", "<link"})
+        EXPECT_EQ(html.find(external), std::string::npos) << external;
+    std::size_t pictures = 0;
+    for (auto at = html.find("data:image/png;base64,"); at != std::string::npos;
+         at = html.find("data:image/png;base64,", at + 1))
+        ++pictures;
+    EXPECT_EQ(pictures, 3 * input.overlays.size()) << "three panels per kept image";
+    EXPECT_NE(html.find("<table class=\"paper\">"), std::string::npos);
+    EXPECT_NE(html.find("Model confidence"), std::string::npos);
+    EXPECT_NE(html.find("this run"), std::string::npos) << "the run's row is marked in the ablation";
+    EXPECT_NE(html.find("cannot decode the image"), std::string::npos) << "flagged images are listed";
+
+    const nlohmann::json summary = nlohmann::json::parse(read_text(dir / "summary.json"));
+    EXPECT_EQ(summary, nlohmann::json::parse(summary_json(input).dump())) << "the file is what summary_json gives";
+}
+
+TEST(ReportFolder, WithoutGroundTruthThePageSaysSo) {
+    const ReportInput input = sample_run(20, false);
+    const fs::path dir = test::temp_dir("report_no_gt");
+    write_report_html((dir / "report.html").string(), input);
+    const std::string html = read_text(dir / "report.html");
+    EXPECT_NE(html.find("No ground truth was given"), std::string::npos);
+    EXPECT_EQ(html.find("<table class=\"paper\">"), std::string::npos);
+    EXPECT_NE(html.find("Score distribution"), std::string::npos);
+}
+
+TEST(ReportFolder, UnwritablePlaceIsAnErrorNamingTheFile) {
+    const fs::path dir = test::temp_dir("report_unwritable");
+    const std::string target = (dir / "missing-folder" / "images.csv").string();
+    try {
+        write_images_csv(target, {});
+        FAIL() << "writing into a missing folder must fail";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.file(), target);
+    }
+}
+
+TEST(ReportOverlays, KeepLowestScoredKeepsTheLowestInOrder) {
+    std::vector<ImageOverlay> kept;
+    for (double score : {0.9, 0.2, 0.7, 0.1, 0.5, 0.3}) {
+        ImageOverlay overlay;
+        overlay.image = std::to_string(score);
+        overlay.score = score;
+        keep_lowest_scored(kept, overlay, 3);
+    }
+    ASSERT_EQ(kept.size(), 3u);
+    EXPECT_EQ(kept[0].score, 0.1);
+    EXPECT_EQ(kept[1].score, 0.2);
+    EXPECT_EQ(kept[2].score, 0.3);
+}
+
+bool chromium_installed() { return std::system("command -v chromium > /dev/null 2>&1") == 0; }
+
+TEST(ReportScreenshot, HeadlessChromiumRendersThePage) {
+    if (!chromium_installed()) GTEST_SKIP() << "chromium is not installed (scripts/deps.sh installs it)";
+    const fs::path dir = test::temp_dir("report_screenshot");
+    write_report_folder(dir.string(), sample_run(60, true));
+    const fs::path screenshot = dir / "screenshot.png";
+    const std::string command = "cd '" + dir.string() +
+                                "' && HOME='" + dir.string() + "' timeout 180 chromium --headless --no-sandbox "
+                                "--disable-gpu --hide-scrollbars --screenshot='" + screenshot.string() +
+                                "' --window-size=1280,2000 'file://" + (dir / "report.html").string() +
+                                "' > chromium.log 2>&1";
+    ASSERT_EQ(std::system(command.c_str()), 0) << "chromium failed; see " << (dir / "chromium.log");
+    const cv::Mat page = cv::imread(screenshot.string(), cv::IMREAD_COLOR);
+    ASSERT_FALSE(page.empty()) << "no screenshot at " << screenshot;
+    EXPECT_EQ(page.cols, 1280);
+
+    std::set<int> colours;
+    long not_background = 0, scatter_blue = 0;
+    const cv::Vec3b background(0xf8, 0xf6, 0xf4);  // BGR of the page background
+    for (int y = 0; y < page.rows; ++y)
+        for (int x = 0; x < page.cols; ++x) {
+            const cv::Vec3b p = page.at<cv::Vec3b>(y, x);
+            colours.insert(p[0] << 16 | p[1] << 8 | p[2]);
+            if (p != background && p != cv::Vec3b(255, 255, 255)) ++not_background;
+            // The scatter plots' success dots (#2e6fbb at 72 % over white), allowing for anti-aliasing.
+            if (std::abs(p[0] - 0xd0) < 30 && std::abs(p[1] - 0x9b) < 30 && std::abs(p[2] - 0x62) < 30) ++scatter_blue;
+        }
+    EXPECT_GT(colours.size(), 500u) << "text, tables and plots give many colours";
+    EXPECT_GT(not_background, page.total() / 50) << "the page is mostly blank";
+    EXPECT_GT(scatter_blue, 300) << "the inline SVG scatter plots did not render";
+}
+
+}  // namespace
+}  // namespace sqasam

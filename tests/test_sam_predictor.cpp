@@ -1,0 +1,376 @@
+// Our predictor against the official implementation (tests/reference/gen_predictor.py): the resamplers against
+// Pillow and skimage, then whole cases (image -> input tensor -> embedding -> masks) for SAM and MedSAM.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "sam/checkpoint.hpp"
+#include "sam/image_resize.hpp"
+#include "sam/sam_model.hpp"
+#include "sam/transforms.hpp"
+#include "sqasam/error.hpp"
+#include "sqasam/io.hpp"
+#include "sqasam/sam.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace sqasam;
+using test::NpyArray;
+using test::read_npy;
+
+// Tolerances of the differential checks.
+constexpr double kEmbeddingRelativeL2 = 1e-4;
+constexpr double kMinMaskIou = 0.999;
+constexpr double kLogitTolerance = 1e-3;  // x max |reference logit|
+constexpr double kIouPredictionTolerance = 1e-4;
+constexpr double kProbabilityTolerance = 1e-3;
+constexpr double kStabilityTolerance = 2e-3;  // a ratio of pixel counts: a few boundary pixels may flip
+
+fs::path reference(const fs::path& relative = {}) { return fs::path(test::ref_dir()) / "predictor" / relative; }
+
+NpyArray read_array(const fs::path& path) { return read_npy(path.string()); }
+
+json read_json(const fs::path& path) {
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error("missing reference file " + path.string());
+    return json::parse(in);
+}
+
+// An 8-bit H x W (gray) or H x W x C array as a cv::Mat.
+cv::Mat image_from(const NpyArray& array) {
+    const int channels = array.shape.size() == 3 ? static_cast<int>(array.shape[2]) : 1;
+    cv::Mat image(static_cast<int>(array.shape[0]), static_cast<int>(array.shape[1]), CV_8UC(channels));
+    std::copy(array.values.begin(), array.values.end(), image.data);
+    return image;
+}
+
+size_t count_differences(const cv::Mat& ours, const NpyArray& expected, double* max_diff) {
+    size_t differences = 0;
+    *max_diff = 0;
+    const cv::Mat flat = ours.isContinuous() ? ours : ours.clone();
+    for (size_t i = 0; i < expected.values.size(); ++i) {
+        const double diff = std::fabs(double(flat.data[i]) - expected.values[i]);
+        differences += diff != 0;
+        *max_diff = std::max(*max_diff, diff);
+    }
+    return differences;
+}
+
+Prompt prompt_from(const json& spec) {
+    Prompt prompt;
+    for (size_t i = 0; i < spec["points"].size(); ++i)
+        prompt.points.push_back({spec["points"][i][0].get<float>(), spec["points"][i][1].get<float>(),
+                                 spec["labels"][i].get<int>()});
+    if (!spec["box"].is_null())
+        prompt.box = BoxPrompt{spec["box"][0].get<float>(), spec["box"][1].get<float>(), spec["box"][2].get<float>(),
+                               spec["box"][3].get<float>()};
+    return prompt;
+}
+
+double mask_iou(const uint8_t* ours, const float* theirs, size_t count) {
+    size_t both = 0, either = 0;
+    for (size_t i = 0; i < count; ++i) {
+        both += ours[i] && theirs[i] > 0.5f;
+        either += ours[i] || theirs[i] > 0.5f;
+    }
+    return either == 0 ? 1.0 : double(both) / double(either);
+}
+
+struct ReferenceCase {
+    json spec;
+    fs::path dir;
+    cv::Mat image;
+};
+
+// nullopt when the case was not generated (the opt-in full-size models).
+std::optional<ReferenceCase> find_case(const std::string& name) {
+    for (const json& spec : read_json(reference("cases/index.json")))
+        if (spec["name"] == name) {
+            const fs::path dir = reference("cases") / name;
+            return ReferenceCase{spec, dir, image_from(read_array(dir / "image.npy"))};
+        }
+    return std::nullopt;
+}
+
+ReferenceCase require_case(const std::string& name) {
+    auto found = find_case(name);
+    if (!found) throw std::runtime_error("case " + name + " missing from " + reference("cases/index.json").string());
+    return *found;
+}
+
+// Compares one prompt's prediction with the official one; prints the measured differences.
+void expect_matches(const MaskPrediction& ours, const ReferenceCase& c, const json& prompt) {
+    const std::string name = prompt["name"];
+    const std::string prefix = (c.dir / name).string() + "_";
+    SCOPED_TRACE(c.spec["name"].get<std::string>() + "/" + name);
+    const bool medsam = c.spec["processing"] == "medsam";
+    const NpyArray masks = read_npy(prefix + "masks.npy");
+    const NpyArray low_res = read_npy(prefix + "low_res_logits.npy");
+    const NpyArray iou = read_npy(prefix + "iou_predictions.npy");
+    ASSERT_EQ(ours.num_masks, static_cast<int>(iou.values.size()));
+    ASSERT_EQ(ours.height, c.spec["height"].get<int>());
+    ASSERT_EQ(ours.width, c.spec["width"].get<int>());
+    ASSERT_EQ(ours.masks.size(), masks.values.size());
+
+    const size_t plane = static_cast<size_t>(ours.height) * ours.width;
+    double worst_iou = 1.0;
+    for (int k = 0; k < ours.num_masks; ++k)
+        worst_iou =
+            std::min(worst_iou, mask_iou(ours.masks.data() + k * plane, masks.values.data() + k * plane, plane));
+    EXPECT_GE(worst_iou, kMinMaskIou);
+
+    const double low_res_diff = test::max_abs_diff(ours.low_res_logits, low_res.values);
+    EXPECT_LE(low_res_diff, kLogitTolerance * test::max_abs(low_res.values));
+    const double iou_diff = test::max_abs_diff(ours.iou_predictions, iou.values);
+    EXPECT_LE(iou_diff, kIouPredictionTolerance);
+
+    double full_diff = 0, full_bound = 0;
+    if (medsam) {  // MedSAM's output is the upsampled probability; ours carries it as log-odds
+        const NpyArray probabilities = read_npy(prefix + "probabilities.npy");
+        std::vector<float> ours_p(ours.logits.size());
+        for (size_t i = 0; i < ours_p.size(); ++i) ours_p[i] = 1.0f / (1.0f + std::exp(-ours.logits[i]));
+        full_diff = test::max_abs_diff(ours_p, probabilities.values);
+        full_bound = kProbabilityTolerance;
+    } else {
+        const NpyArray logits = read_npy(prefix + "logits.npy");
+        full_diff = test::max_abs_diff(ours.logits, logits.values);
+        full_bound = kLogitTolerance * test::max_abs(logits.values);
+    }
+    EXPECT_LE(full_diff, full_bound);
+
+    const std::vector<float> stability = prompt["stability_scores"].get<std::vector<float>>();
+    const double stability_diff = test::max_abs_diff(ours.stability_scores, stability);
+    EXPECT_LE(stability_diff, kStabilityTolerance);
+
+    std::cout << "[ measured ] " << c.spec["name"].get<std::string>() << "/" << name << ": K=" << ours.num_masks
+              << " min mask IoU " << worst_iou << ", " << (medsam ? "probability" : "logit")
+              << " max diff " << full_diff << " (bound " << full_bound << "), low-res max diff " << low_res_diff
+              << ", IoU-prediction max diff " << iou_diff << ", stability max diff " << stability_diff << "\n";
+}
+
+void expect_embedding_matches(const std::vector<float>& ours, const ReferenceCase& c) {
+    const double rel = test::relative_l2(ours, read_array(c.dir / "embedding.npy").values);
+    EXPECT_LE(rel, kEmbeddingRelativeL2);
+    std::cout << "[ measured ] " << c.spec["name"].get<std::string>() << ": embedding relative L2 " << rel << "\n";
+}
+
+// SAM: the input tensor must be the official one bit for bit, then the embedding and every prompt's outputs.
+void check_sam_case(const ReferenceCase& c) {
+    const Sam sam = Sam::load(reference(c.spec["model"].get<std::string>()).string(),
+                              model_type_from_string(c.spec["model_type"]));
+    const NpyArray expected_input = read_array(c.dir / "input.npy");
+    const sam::ModelInput input = sam::sam_model_input(c.image, sam.model().hyper_params().image_size);
+    EXPECT_EQ(test::max_abs_diff(input.tensor, expected_input.values), 0.0) << "input tensor not bit-exact";
+
+    SamPredictor predictor(sam);
+    predictor.set_image(c.image);
+    EXPECT_EQ(predictor.original_size(), c.image.size());
+    expect_embedding_matches(predictor.image_embedding(), c);
+    for (const json& prompt : c.spec["prompts"])
+        expect_matches(predictor.predict(prompt_from(prompt), prompt["multimask"].get<bool>()), c, prompt);
+}
+
+// ---- the resamplers ----
+
+TEST(PillowResize, MatchesPillowBitForBit) {
+    const json index = read_json(reference("pillow/index.json"));
+    ASSERT_FALSE(index.empty());
+    for (const json& entry : index) {
+        const cv::Mat source = image_from(read_array(reference("pillow") / entry["source"].get<std::string>()));
+        const NpyArray expected = read_array(reference("pillow") / entry["output"].get<std::string>());
+        const cv::Size size(entry["width"].get<int>(), entry["height"].get<int>());
+        const cv::Mat ours = sam::pillow_resize_bilinear(source, size);
+        ASSERT_EQ(ours.size(), size);
+        double max_diff = 0;
+        EXPECT_EQ(count_differences(ours, expected, &max_diff), 0u)
+            << entry["output"] << " (" << source.cols << "x" << source.rows << " -> " << size << "), max diff "
+            << max_diff;
+    }
+}
+
+TEST(SkimageResize, MatchesMedsamResize) {
+    const json index = read_json(reference("skimage/index.json"));
+    ASSERT_FALSE(index.empty());
+    for (const json& entry : index) {
+        const cv::Mat source = image_from(read_array(reference("skimage") / entry["source"].get<std::string>()));
+        const NpyArray expected = read_array(reference("skimage") / entry["output"].get<std::string>());
+        const cv::Mat ours = sam::skimage_resize_cubic(source, {1024, 1024});
+        double max_diff = 0;
+        const size_t differences = count_differences(ours, expected, &max_diff);
+        std::cout << "[ measured ] skimage resize " << entry["output"] << ": " << differences << " of "
+                  << expected.values.size() << " values differ, max diff " << max_diff << "\n";
+        EXPECT_EQ(differences, 0u) << entry["output"];
+    }
+}
+
+TEST(Interpolate, CropIsTheTopLeftOfTheFullResize) {
+    std::vector<float> low(16 * 16);
+    for (size_t i = 0; i < low.size(); ++i) low[i] = std::sin(0.37f * i) * 5.0f;
+    std::vector<float> full(64 * 64), crop(40 * 51);
+    sam::interpolate_bilinear(low.data(), {16, 16}, full.data(), {64, 64}, {64, 64});
+    sam::interpolate_bilinear(low.data(), {16, 16}, crop.data(), {64, 64}, {51, 40});
+    for (int y = 0; y < 40; ++y)
+        for (int x = 0; x < 51; ++x) ASSERT_EQ(crop[y * 51 + x], full[y * 64 + x]) << x << "," << y;
+}
+
+// The cases feed both implementations the pixels Pillow decoded; the CLI reads files with OpenCV. Equal pixels make
+// the differential results hold from the image file on.
+TEST(ImageDecoding, OpenCvReadsTheCaseImagesAsPillowDoes) {
+    for (const char* name : {"small_polypgen", "small_kvasir", "small_drive"}) {
+        const ReferenceCase c = require_case(name);
+        cv::Mat ours = read_rgb_image(c.spec["image_file"].get<std::string>());
+        if (c.image.channels() == 1) cv::extractChannel(ours, ours, 0);
+        ASSERT_EQ(ours.size(), c.image.size()) << name;
+        EXPECT_EQ(cv::norm(ours, c.image, cv::NORM_INF), 0.0) << name;
+    }
+}
+
+// ---- SAM, official SamPredictor ----
+
+TEST(SamPredictorVsOfficial, SmallModelDownscaledRgb) { check_sam_case(require_case("small_polypgen")); }
+TEST(SamPredictorVsOfficial, SmallModelUpscaledRgb) { check_sam_case(require_case("small_kvasir")); }
+TEST(SamPredictorVsOfficial, SmallModelGray) { check_sam_case(require_case("small_drive")); }
+TEST(SamPredictorVsOfficial, VitB) { check_sam_case(require_case("vit_b_polypgen")); }
+
+void check_opt_in_case(const std::string& name) {
+    auto found = find_case(name);
+    if (!found) GTEST_SKIP() << name << " is generated only with SQASAM_FULL_MODELS=1 (gen_predictor.py)";
+    check_sam_case(*found);
+}
+TEST(SamPredictorVsOfficial, VitLOptIn) { check_opt_in_case("vit_l_kvasir"); }
+TEST(SamPredictorVsOfficial, VitHOptIn) { check_opt_in_case("vit_h_kvasir"); }
+
+// ---- MedSAM, official MedSAM_Inference.py ----
+
+// From MedSAM's own 1024x1024 uint8 image onward (min-max scaling, encoder, box prompt, sigmoid upsampling), on the
+// small model through the internal steps SamPredictor uses.
+void check_medsam_after_resize(const std::string& name) {
+    const ReferenceCase c = require_case(name);
+    const sam::Checkpoint checkpoint = sam::load_checkpoint(reference(c.spec["model"].get<std::string>()).string());
+    const sam::SamHyperParams hp = sam::detect_hyper_params(checkpoint);
+    const sam::SamModel model(checkpoint, hp);
+
+    const cv::Mat resized = image_from(read_array(c.dir / "resized_1024.npy"));
+    const std::vector<float> tensor = sam::medsam_tensor(resized);
+    EXPECT_EQ(test::max_abs_diff(tensor, read_array(c.dir / "input.npy").values), 0.0)
+        << "input tensor not bit-exact";
+    std::vector<float> embedding(static_cast<size_t>(hp.prompt_embed_dim) * hp.embedding_size() * hp.embedding_size());
+    model.encode_image(tensor.data(), embedding.data());
+    expect_embedding_matches(embedding, c);
+
+    const sam::ImageFrame frame{c.image.size(), {hp.image_size, hp.image_size}, hp.image_size};
+    for (const json& prompt : c.spec["prompts"])
+        expect_matches(sam::predict_masks(model, sam::Processing::MedSam, frame, embedding.data(), prompt_from(prompt),
+                                          false),
+                       c, prompt);
+}
+TEST(MedSamVsOfficial, SmallModelAfterResizeRgb) { check_medsam_after_resize("medsam_small_kvasir"); }
+TEST(MedSamVsOfficial, SmallModelAfterResizeGray) { check_medsam_after_resize("medsam_small_drive"); }
+
+// The whole MedSAM pipeline through the public API (ModelType::MedSam on the vit_b weights), resize included.
+TEST(MedSamVsOfficial, VitBFullPipeline) {
+    const ReferenceCase c = require_case("medsam_kvasir");
+    const Sam sam = Sam::load(reference(c.spec["model"].get<std::string>()).string(), ModelType::MedSam);
+    EXPECT_EQ(sam.info().type, ModelType::MedSam);
+    const sam::ModelInput input = sam::medsam_model_input(c.image, sam.model().hyper_params().image_size);
+    EXPECT_EQ(test::max_abs_diff(input.tensor, read_array(c.dir / "input.npy").values), 0.0)
+        << "input tensor not bit-exact";
+    SamPredictor predictor(sam);
+    predictor.set_image(c.image);
+    expect_embedding_matches(predictor.image_embedding(), c);
+    for (const json& prompt : c.spec["prompts"])
+        expect_matches(predictor.predict(prompt_from(prompt), false), c, prompt);
+}
+
+// ---- the API itself, on the small model ----
+
+class SmallSam : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        sam_ = new Sam(Sam::load(reference("models/small.pth").string()));
+        predictor_ = new SamPredictor(*sam_);
+        image_ = require_case("small_kvasir").image;
+        predictor_->set_image(image_);
+    }
+    static void TearDownTestSuite() {
+        delete predictor_;
+        delete sam_;
+    }
+    static Sam* sam_;
+    static SamPredictor* predictor_;
+    static cv::Mat image_;
+};
+Sam* SmallSam::sam_ = nullptr;
+SamPredictor* SmallSam::predictor_ = nullptr;
+cv::Mat SmallSam::image_;
+
+TEST(ModelTypes, NamesRoundTrip) {
+    for (ModelType type : {ModelType::Auto, ModelType::VitB, ModelType::VitL, ModelType::VitH, ModelType::MedSam,
+                           ModelType::VitT, ModelType::LiteMedSam})
+        EXPECT_EQ(model_type_from_string(to_string(type)), type);
+    EXPECT_THROW(model_type_from_string("vit_x"), Error);
+}
+
+TEST_F(SmallSam, ReadsTheArchitectureOffTheCheckpoint) {
+    EXPECT_EQ(sam_->info().type, ModelType::Custom);
+    EXPECT_EQ(sam_->info().encoder_embed_dim, 64);
+    EXPECT_EQ(sam_->info().encoder_depth, 2);
+    EXPECT_EQ(sam_->info().global_attn_indexes, std::vector<int>{1});
+    EXPECT_NE(sam_->info().describe().find("custom: ViT encoder, embed 64, depth 2, 2 heads"), std::string::npos)
+        << sam_->info().describe();
+}
+
+TEST_F(SmallSam, RefusesAModelTypeTheCheckpointIsNot) {
+    const std::string path = reference("models/small.pth").string();
+    try {
+        Sam::load(path, ModelType::VitB);
+        FAIL() << "expected sqasam::Error";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.file(), path);
+        EXPECT_NE(e.problem().find("vit_b"), std::string::npos) << e.what();
+    }
+}
+
+TEST_F(SmallSam, RejectsBadPrompts) {
+    EXPECT_THROW(predictor_->predict(Prompt{}), Error);
+    EXPECT_THROW(predictor_->predict(Prompt{{{10, 10, 2}}, std::nullopt}), Error);
+    EXPECT_THROW(predictor_->predict(Prompt{{{NAN, 10, 1}}, std::nullopt}), Error);
+    EXPECT_THROW(predictor_->predict(Prompt{{}, BoxPrompt{50, 50, 10, 60}}), Error);
+    SamPredictor fresh(*sam_);
+    EXPECT_FALSE(fresh.has_image());
+    EXPECT_THROW(fresh.predict(Prompt{{{10, 10, 1}}, std::nullopt}), Error);
+    EXPECT_THROW(fresh.set_image(cv::Mat(20, 20, CV_16UC1, cv::Scalar(0))), Error);
+}
+
+TEST_F(SmallSam, BatchEqualsOneByOne) {
+    const std::vector<Prompt> prompts = {Prompt{{{300, 200, 1}}, std::nullopt},
+                                         Prompt{{}, BoxPrompt{100, 120, 400, 380}}};
+    const std::vector<MaskPrediction> batch = predictor_->predict(prompts, false);
+    ASSERT_EQ(batch.size(), 2u);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+        const MaskPrediction single = predictor_->predict(prompts[i], false);
+        EXPECT_EQ(batch[i].num_masks, 1);
+        EXPECT_EQ(batch[i].masks, single.masks);
+        EXPECT_EQ(batch[i].logits, single.logits);
+        EXPECT_EQ(batch[i].iou_predictions, single.iou_predictions);
+    }
+}
+
+TEST_F(SmallSam, MaskIsACopyOfOnePlane) {
+    const MaskPrediction p = predictor_->predict(Prompt{{{300, 200, 1}}, std::nullopt});
+    ASSERT_EQ(p.num_masks, 3);
+    ASSERT_EQ(cv::Size(p.width, p.height), image_.size());
+    const cv::Mat second = p.mask(1);
+    ASSERT_EQ(second.type(), CV_8U);
+    EXPECT_TRUE(std::equal(second.datastart, second.dataend, p.masks.begin() + p.height * p.width));
+    EXPECT_THROW(p.mask(3), Error);
+}
+
+}  // namespace

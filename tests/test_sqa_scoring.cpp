@@ -1,0 +1,223 @@
+// Object and image scores with an injected mask source standing in for SAM; Dice, true Dice, model confidence.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include <opencv2/imgproc.hpp>
+
+#include "sqasam/sqa.hpp"
+
+using namespace sqasam;
+
+namespace {
+
+MaskPrediction prediction_of(const std::vector<cv::Mat>& masks, const std::vector<float>& iou) {
+    MaskPrediction p;
+    p.num_masks = static_cast<int>(masks.size());
+    p.height = masks[0].rows;
+    p.width = masks[0].cols;
+    for (const cv::Mat& m : masks) {
+        cv::Mat on = m != 0;
+        cv::Mat binary = on / 255;
+        p.masks.insert(p.masks.end(), binary.begin<uint8_t>(), binary.end<uint8_t>());
+    }
+    p.iou_predictions = iou;
+    return p;
+}
+
+cv::Mat labels_of(const cv::Mat& mask8) {
+    cv::Mat labels;
+    mask8.convertTo(labels, CV_32S);
+    return labels;
+}
+
+// A stand-in for SAM whose answer depends only on the prompt kind and the multimask flag, and that records what
+// it was asked.
+struct FakeSam {
+    cv::Mat exact, empty, half, grown, shifted;  // candidate masks
+    std::vector<std::pair<std::vector<Prompt>, bool>> calls;
+
+    explicit FakeSam(const cv::Mat& object) {
+        exact = object.clone();
+        empty = cv::Mat::zeros(object.size(), CV_8U);
+        half = object.clone();
+        half.rowRange(0, half.rows / 2).setTo(0);
+        cv::dilate(object, grown, cv::Mat::ones(5, 5, CV_8U));
+        cv::Mat shift = (cv::Mat_<double>(2, 3) << 1, 0, 3, 0, 1, 2);
+        cv::warpAffine(object, shifted, shift, object.size(), cv::INTER_NEAREST);
+    }
+
+    // Point prompts: SAM rates the empty mask best, the exact one worst; single mask = grown.
+    // Box prompts: best rated = half, best Dice = exact; single mask = shifted.
+    std::vector<MaskPrediction> operator()(const std::vector<Prompt>& prompts, bool multimask) {
+        calls.emplace_back(prompts, multimask);
+        std::vector<MaskPrediction> out;
+        for (const Prompt& prompt : prompts) {
+            bool is_box = prompt.box.has_value();
+            if (multimask)
+                out.push_back(is_box ? prediction_of({half, exact, empty}, {0.9f, 0.8f, 0.1f})
+                                     : prediction_of({exact, half, empty}, {0.2f, 0.5f, 0.7f}));
+            else
+                out.push_back(is_box ? prediction_of({shifted}, {0.6f}) : prediction_of({grown}, {0.4f}));
+        }
+        return out;
+    }
+};
+
+double iou(const cv::Mat& a, const cv::Mat& b) {
+    double inter = cv::countNonZero(a & b), uni = cv::countNonZero(a | b);
+    return inter / uni;
+}
+
+cv::Mat blob(cv::Size size, cv::Rect rect) {
+    cv::Mat m = cv::Mat::zeros(size, CV_8U);
+    m(rect).setTo(1);
+    return m;
+}
+
+}  // namespace
+
+TEST(SqaScoring, DiceConventions) {
+    cv::Mat empty = cv::Mat::zeros(8, 8, CV_8U);
+    cv::Mat some = blob({8, 8}, {1, 1, 3, 3});
+    cv::Mat other = blob({8, 8}, {2, 2, 3, 3});
+    EXPECT_EQ(dice(empty, empty), 1.0);
+    EXPECT_EQ(dice(empty, some), 0.0);
+    EXPECT_EQ(dice(some, some), 1.0);
+    EXPECT_DOUBLE_EQ(dice(some, other), 2.0 * 4 / (9 + 9));  // 2x2 overlap of two 3x3 squares
+
+    std::vector<PredictedObject> objects = find_objects(labels_of(some));
+    ASSERT_EQ(objects.size(), 1u);
+    Overlap none = overlap(objects[0], empty);
+    EXPECT_EQ(none.dice, 0.0);
+    EXPECT_EQ(none.iou, 0.0);
+    Overlap shifted = overlap(objects[0], other);
+    EXPECT_DOUBLE_EQ(shifted.dice, dice(some, other));
+    EXPECT_DOUBLE_EQ(shifted.iou, iou(some, other));
+}
+
+TEST(SqaScoring, EveryMaskChoiceAndPromptIsRecorded) {
+    cv::Size size(40, 30);
+    cv::Mat object = blob(size, {8, 6, 14, 12});
+    std::vector<PredictedObject> objects = find_objects(labels_of(object));
+    FakeSam sam(object);
+    ScoredObjects scored = score_objects("img", objects, size, std::ref(sam), {});
+    ASSERT_EQ(scored.objects.size(), 1u);
+    const ObjectResult& r = scored.objects[0];
+
+    const size_t by_iou = mask_choice_index(MaskChoice::BestPredictedIou);
+    const size_t by_dice = mask_choice_index(MaskChoice::BestDice);
+    const size_t single = mask_choice_index(MaskChoice::SingleMask);
+    // Point prompt: best rated = empty (0.7), best Dice = exact, single = grown.
+    EXPECT_EQ(r.point_prompt.dice[by_iou], dice(object, sam.empty));
+    EXPECT_FLOAT_EQ(r.point_prompt.predicted_iou[by_iou], 0.7f);
+    EXPECT_EQ(r.point_prompt.dice[by_dice], 1.0);
+    EXPECT_FLOAT_EQ(r.point_prompt.predicted_iou[by_dice], 0.2f);
+    EXPECT_DOUBLE_EQ(r.point_prompt.dice[single], dice(object, sam.grown));
+    EXPECT_DOUBLE_EQ(r.point_prompt.iou[single], iou(object, sam.grown));
+    // Box prompt: best rated = half (0.9), best Dice = exact, single = shifted.
+    EXPECT_DOUBLE_EQ(r.box_prompt.dice[by_iou], dice(object, sam.half));
+    EXPECT_DOUBLE_EQ(r.box_prompt.iou[by_iou], iou(object, sam.half));
+    EXPECT_EQ(r.box_prompt.dice[by_dice], 1.0);
+    EXPECT_FLOAT_EQ(r.box_prompt.predicted_iou[by_dice], 0.8f);
+    EXPECT_DOUBLE_EQ(r.box_prompt.dice[single], dice(object, sam.shifted));
+    EXPECT_FLOAT_EQ(r.box_prompt.predicted_iou[single], 0.6f);
+
+    // Default configuration: max over prompts, best predicted IoU; SAM's chosen masks are the overlay's.
+    EXPECT_DOUBLE_EQ(r.score, std::max(dice(object, sam.empty), dice(object, sam.half)));
+    EXPECT_EQ(cv::countNonZero(scored.sam_point_mask), 0);
+    EXPECT_EQ(cv::norm(scored.sam_box_mask, sam.half, cv::NORM_INF), 0);
+}
+
+TEST(SqaScoring, ReducersCombinePointAndBoxDice) {
+    cv::Size size(40, 30);
+    cv::Mat object = blob(size, {8, 6, 14, 12});
+    std::vector<PredictedObject> objects = find_objects(labels_of(object));
+    FakeSam sam(object);
+    const double point = dice(object, sam.grown), box = dice(object, sam.shifted);  // single-mask outputs
+    ASSERT_NE(point, box);
+    const std::vector<std::pair<Reducer, double>> expected{{Reducer::Max, std::max(point, box)},
+                                                           {Reducer::Mean, (point + box) / 2},
+                                                           {Reducer::Min, std::min(point, box)},
+                                                           {Reducer::PointOnly, point},
+                                                           {Reducer::BoxOnly, box}};
+    for (const auto& [reducer, value] : expected) {
+        ScoreOptions options;
+        options.reducer = reducer;
+        options.mask_choice = MaskChoice::SingleMask;
+        ScoredObjects scored = score_objects("img", objects, size, std::ref(sam), options);
+        EXPECT_DOUBLE_EQ(scored.objects[0].score, value) << to_string(reducer);
+        EXPECT_DOUBLE_EQ(scored.objects[0].score_with(reducer, MaskChoice::SingleMask), value);
+    }
+}
+
+TEST(SqaScoring, PromptsAreTheObjectsPointsAndBoxesInTwoBatchedCalls) {
+    cv::Size size(50, 40);
+    cv::Mat mask = blob(size, {2, 3, 6, 5}) | blob(size, {30, 20, 10, 12});
+    std::vector<PredictedObject> objects = find_objects(labels_of(mask));
+    ASSERT_EQ(objects.size(), 2u);
+    FakeSam sam(mask);
+    score_objects("img", objects, size, std::ref(sam), {});
+    ASSERT_EQ(sam.calls.size(), 2u);
+    EXPECT_TRUE(sam.calls[0].second);   // multimask
+    EXPECT_FALSE(sam.calls[1].second);  // single mask
+    for (const auto& [prompts, multimask] : sam.calls) {
+        ASSERT_EQ(prompts.size(), 4u);
+        for (size_t i = 0; i < objects.size(); ++i) {
+            const Prompt& point = prompts[2 * i];
+            const Prompt& box = prompts[2 * i + 1];
+            ASSERT_EQ(point.points.size(), 1u);
+            EXPECT_FALSE(point.box.has_value());
+            EXPECT_EQ(point.points[0].label, 1);
+            EXPECT_EQ(point.points[0].x, objects[i].point.x);
+            EXPECT_EQ(point.points[0].y, objects[i].point.y);
+            EXPECT_TRUE(box.points.empty());
+            ASSERT_TRUE(box.box.has_value());
+            BoxPrompt expected = prompt_box(objects[i].bounds);
+            EXPECT_EQ(box.box->x0, expected.x0);
+            EXPECT_EQ(box.box->y1, expected.y1);
+        }
+    }
+}
+
+TEST(SqaScoring, ImageScoreMeanAndAreaWeighted) {
+    std::vector<ObjectResult> objects(2);
+    objects[0].score = 0.2;
+    objects[0].area = 10;
+    objects[1].score = 0.8;
+    objects[1].area = 30;
+    EXPECT_DOUBLE_EQ(*image_score(objects, ImageAggregation::Mean), 0.5);
+    EXPECT_DOUBLE_EQ(*image_score(objects, ImageAggregation::AreaWeighted), (0.2 * 10 + 0.8 * 30) / 40);
+    EXPECT_FALSE(image_score({}, ImageAggregation::Mean).has_value());
+}
+
+TEST(SqaScoring, TrueDiceBinaryMultiClassAndEmpty) {
+    cv::Size size(20, 20);
+    cv::Mat pred = labels_of(blob(size, {0, 0, 10, 10}));
+    cv::Mat gt = labels_of(blob(size, {5, 0, 10, 10}));
+    TrueDice binary = true_dice(pred, gt);
+    EXPECT_DOUBLE_EQ(binary.dice, dice(pred, gt));
+    ASSERT_EQ(binary.class_dice.size(), 1u);
+    EXPECT_EQ(binary.class_dice[0].first, 1);
+
+    // Class 2 only in the prediction, class 3 only in the truth: both count, with Dice 0.
+    cv::Mat pred_multi = pred.clone(), gt_multi = gt.clone();
+    pred_multi(cv::Rect(15, 15, 3, 3)).setTo(2);
+    gt_multi(cv::Rect(0, 15, 3, 3)).setTo(3);
+    TrueDice multi = true_dice(pred_multi, gt_multi);
+    ASSERT_EQ(multi.class_dice.size(), 3u);
+    EXPECT_EQ(multi.class_dice[1], std::make_pair(2, 0.0));
+    EXPECT_EQ(multi.class_dice[2], std::make_pair(3, 0.0));
+    EXPECT_DOUBLE_EQ(multi.dice, (dice(pred_multi == 1, gt_multi == 1) + 0 + 0) / 3);
+
+    cv::Mat nothing = cv::Mat::zeros(size, CV_32S);
+    TrueDice both_empty = true_dice(nothing, nothing);
+    EXPECT_EQ(both_empty.dice, 1.0);
+    EXPECT_TRUE(both_empty.class_dice.empty());
+    EXPECT_EQ(true_dice(nothing, gt).dice, 0.0);
+}
+
+TEST(SqaScoring, ModelConfidenceIsMeanOfMaxPAndOneMinusP) {
+    cv::Mat p = (cv::Mat_<float>(1, 4) << 0.0f, 0.5f, 0.9f, 0.2f);
+    EXPECT_NEAR(model_confidence(p), (1.0 + 0.5 + 0.9 + 0.8) / 4, 1e-6);
+}
