@@ -1,6 +1,7 @@
 // ops::Conv2d (oneDNN) against the plain reference convolution, over the shapes TinyViT uses and odd ones.
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <random>
 #include <stdexcept>
 #include <vector>
@@ -23,6 +24,11 @@ struct ConvCase {
     int64_t in, out, height, width, kernel, stride, padding, groups;
     bool bias;
 };
+
+void PrintTo(const ConvCase& c, std::ostream* out) {
+    *out << c.in << "->" << c.out << " " << c.height << "x" << c.width << " k" << c.kernel << " s" << c.stride
+         << " p" << c.padding << " g" << c.groups << (c.bias ? " bias" : "");
+}
 
 class Conv2dTest : public ::testing::TestWithParam<ConvCase> {};
 

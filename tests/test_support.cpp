@@ -6,6 +6,8 @@
 #include <fstream>
 #include <stdexcept>
 
+#include <unistd.h>
+
 namespace sqasam::test {
 
 std::string ref_dir() { return SQASAM_REF_DIR; }
@@ -15,7 +17,8 @@ std::string cli_path() { return SQASAM_CLI; }
 
 std::string temp_dir(const std::string& name) {
     namespace fs = std::filesystem;
-    fs::path dir = fs::path(SQASAM_REF_DIR).parent_path() / "test-tmp" / name;
+    // Per process: CTest runs the cases of one suite as parallel processes.
+    fs::path dir = fs::path(SQASAM_REF_DIR).parent_path() / "test-tmp" / (name + "-" + std::to_string(getpid()));
     fs::remove_all(dir);
     fs::create_directories(dir);
     return dir.string();

@@ -10,7 +10,7 @@ std::string ref_dir();          // reference outputs written by tests/reference/
 std::string shared_data_dir();  // ../shared/data beside the project
 std::string source_dir();
 std::string cli_path();         // the built sqasam executable
-std::string temp_dir(const std::string& name);  // a fresh, empty folder under the build tree
+std::string temp_dir(const std::string& name);  // a fresh, empty folder under the build tree, per process
 
 struct NpyArray {
     std::vector<int64_t> shape;

@@ -428,7 +428,7 @@ TinyVitEncoder::TinyVitEncoder(const TensorLookup& lookup, const TinyVitParams& 
             block.attn_norm = LayerNorm(lookup, prefix + "attn.norm", dim, kLayerNormEps);
             block.mlp_norm = LayerNorm(lookup, prefix + "mlp.norm", dim, kLayerNormEps);
             // The official qkv output holds, per head, [q (head_dim), k (head_dim), v (head_dim)]; regroup the rows
-            // so that q, k and v of all heads are each contiguous, the layout ops::attention-style code indexes.
+            // so that q, k and v of all heads are each contiguous (head h at columns h * head_dim of each part).
             const int64_t head_dim = dim / stage.heads;
             const float* qkv_w = lookup(prefix + "attn.qkv.weight", {3 * dim, dim});
             const float* qkv_b = lookup(prefix + "attn.qkv.bias", {3 * dim});
