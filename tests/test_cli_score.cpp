@@ -23,6 +23,8 @@ using namespace sqasam;
 
 namespace {
 
+using sqasam::test::read_text;
+
 // Runs the CLI with the given arguments, output to log; returns the exit status (-1 when killed).
 pid_t start_cli(const std::vector<std::string>& args, const fs::path& log) {
     pid_t pid = fork();
@@ -51,13 +53,6 @@ int wait_cli(pid_t pid) {
 }
 
 int run_cli(const std::vector<std::string>& args, const fs::path& log) { return wait_cli(start_cli(args, log)); }
-
-std::string read_text(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
 
 // Rows of a CSV file (RFC 4180 quoting), header first.
 std::vector<std::vector<std::string>> read_csv(const fs::path& path) {

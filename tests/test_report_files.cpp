@@ -19,14 +19,9 @@
 namespace sqasam {
 namespace {
 
-namespace fs = std::filesystem;
+using sqasam::test::read_text;
 
-std::string read_text(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
+namespace fs = std::filesystem;
 
 // RFC 4180 reader, enough to check what the writer quoted.
 std::vector<std::vector<std::string>> read_csv(const fs::path& path) {

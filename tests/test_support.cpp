@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 #include <unistd.h>
@@ -76,6 +77,13 @@ NpyArray read_npy(const std::string& path) {
     else if (array.dtype == "<i8") read_as(int64_t{});
     else throw std::runtime_error("unsupported npy dtype " + array.dtype + ": " + path);
     return array;
+}
+
+std::string read_text(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
 }
 
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {

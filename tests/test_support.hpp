@@ -18,6 +18,7 @@ struct NpyArray {
     std::vector<float> values;   // converted to float
 };
 NpyArray read_npy(const std::string& path);
+std::string read_text(const std::string& path);  // a whole file, bytes as they are; empty if unreadable
 
 // Largest |a-b| and max |b|, for relative tolerances.
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b);
