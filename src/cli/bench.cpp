@@ -150,8 +150,8 @@ void add_bench_command(CLI::App& app) {
         ->check(CLI::IsMember({"fp32", "bf16"}))
         ->capture_default_str();
     cmd->add_option("--model-type", options->model_type,
-                    "vit_b, vit_l, vit_h, medsam or auto (read from the checkpoint)")
-        ->check(CLI::IsMember({"auto", "vit_b", "vit_l", "vit_h", "medsam"}))
+                    "vit_b, vit_l, vit_h, medsam, vit_t, lite_medsam or auto (read from the checkpoint)")
+        ->check(CLI::IsMember({"auto", "vit_b", "vit_l", "vit_h", "medsam", "vit_t", "lite_medsam"}))
         ->capture_default_str();
     cmd->add_option("--threads", options->threads, "OpenMP threads (default: OpenMP's own default)")
         ->check(CLI::Range(1, 1024));
