@@ -28,6 +28,8 @@ import pathlib
 import numpy as np
 import segment_anything
 import torch
+
+from perturb import add_noise_
 from segment_anything.modeling.image_encoder import window_partition
 from segment_anything.build_sam import _build_sam
 
@@ -41,14 +43,8 @@ PROMPTS = {
 
 
 def perturb_(model, seed):
-    """Adds noise to every tensor: 25% of its spread where it has one, else 0.1 (zero biases, rel_pos, pos_embed,
-    LayerNorm gains of one) so that every term of the network contributes."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for tensor in model.state_dict().values():
-            spread = tensor.float().std().item() if tensor.numel() > 1 else 0.0
-            scale = 0.25 * spread if spread > 0 else 0.1
-            tensor.add_(scale * torch.randn(tensor.shape, generator=generator))
+    """25% of each tensor's spread, 0.1 where it has none (see perturb.add_noise_)."""
+    add_noise_(model, seed, fraction=0.25, fallback=0.1)
 
 
 def save(folder, name, tensor):
@@ -57,7 +53,8 @@ def save(folder, name, tensor):
 
 
 def stamp_of():
-    digest = hashlib.sha256(pathlib.Path(__file__).read_bytes())
+    here = pathlib.Path(__file__)
+    digest = hashlib.sha256(here.read_bytes() + (here.parent / "perturb.py").read_bytes())
     digest.update(f"{torch.__version__} {np.__version__} {segment_anything.__file__}".encode())
     return digest.hexdigest()
 

@@ -31,6 +31,8 @@ from segment_anything.build_sam import _build_sam
 from segment_anything.utils.amg import calculate_stability_score
 from skimage import transform
 
+from perturb import add_noise_
+
 # (dataset folder, base name): a downscaled 1920x1080 polyp, an upscaled 626x546 polyp, a gray 565x584 fundus tile.
 IMAGES = {
     "polypgen": ("polyp_polypgen_test", "10_endocv2021_positive_1087"),
@@ -66,12 +68,8 @@ def perturb_(model, seed):
     pos_embed, LayerNorm gains of one) so that no term of the network is a no-op. Then scales the hypernetworks'
     last layers x30: at init the mask logits stay within +-0.3, where every mask would hinge on rounding; x30 gives
     trained-like logits of O(5-10) with masks covering 10-90% of the image."""
-    generator = torch.Generator().manual_seed(seed)
+    add_noise_(model, seed, fraction=0.2, fallback=0.05)
     with torch.no_grad():
-        for tensor in model.state_dict().values():
-            spread = tensor.float().std().item() if tensor.numel() > 1 else 0.0
-            scale = 0.2 * spread if spread > 0 else 0.05
-            tensor.add_(scale * torch.randn(tensor.shape, generator=generator))
         for mlp in model.mask_decoder.output_hypernetworks_mlps:
             mlp.layers[-1].weight.mul_(30.0)
             mlp.layers[-1].bias.mul_(30.0)
@@ -240,7 +238,8 @@ def main():
     args = parser.parse_args()
     out = args.out / "predictor"
     full_models = os.environ.get("SQASAM_FULL_MODELS") == "1"
-    stamp = hashlib.sha256(pathlib.Path(__file__).read_bytes() + bytes([full_models])).hexdigest()
+    here = pathlib.Path(__file__)
+    stamp = hashlib.sha256(here.read_bytes() + (here.parent / "perturb.py").read_bytes() + bytes([full_models])).hexdigest()
     if (out / "stamp").exists() and (out / "stamp").read_text() == stamp:
         print("gen_predictor: up to date")
         return
