@@ -180,17 +180,6 @@ TEST(SqaScoring, PromptsAreTheObjectsPointsAndBoxesInTwoBatchedCalls) {
     }
 }
 
-TEST(SqaScoring, ImageScoreMeanAndAreaWeighted) {
-    std::vector<ObjectResult> objects(2);
-    objects[0].score = 0.2;
-    objects[0].area = 10;
-    objects[1].score = 0.8;
-    objects[1].area = 30;
-    EXPECT_DOUBLE_EQ(*image_score(objects, ImageAggregation::Mean), 0.5);
-    EXPECT_DOUBLE_EQ(*image_score(objects, ImageAggregation::AreaWeighted), (0.2 * 10 + 0.8 * 30) / 40);
-    EXPECT_FALSE(image_score({}, ImageAggregation::Mean).has_value());
-}
-
 TEST(SqaScoring, TrueDiceBinaryMultiClassAndEmpty) {
     cv::Size size(20, 20);
     cv::Mat pred = labels_of(blob(size, {0, 0, 10, 10}));

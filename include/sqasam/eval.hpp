@@ -72,10 +72,6 @@ Evaluation evaluate(const std::vector<ImageResult>& images, const std::vector<Ob
 // The metrics of one paired set (with intervals when options.bootstrap_resamples > 0).
 Metrics evaluate_pairs(const Pairs& pairs, const EvalOptions& options = {});
 
-// The image score recomputed from its objects under another configuration; empty without objects.
-std::optional<double> image_score(const std::vector<const ObjectResult*>& objects, Reducer reducer,
-                                  MaskChoice choice, ImageAggregation aggregation);
-
 // The single metrics, exposed for tests and reuse.
 std::optional<double> pearson(const std::vector<double>& x, const std::vector<double>& y);
 std::optional<double> spearman(const std::vector<double>& x, const std::vector<double>& y);

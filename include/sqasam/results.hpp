@@ -52,6 +52,11 @@ struct ObjectResult {
     double score_with(Reducer reducer, MaskChoice choice) const;
 };
 
+// An image's score from its objects under a configuration: the mean (or area-weighted mean) of
+// score_with(reducer, choice); empty without objects.
+std::optional<double> image_score(const std::vector<const ObjectResult*>& objects, Reducer reducer,
+                                  MaskChoice choice, ImageAggregation aggregation);
+
 struct ImageResult {
     std::string image;  // base name
     std::optional<double> score;  // none when the image has no object or could not be read

@@ -94,9 +94,6 @@ struct ScoredObjects {
 ScoredObjects score_objects(const std::string& image_name, const std::vector<PredictedObject>& objects,
                             cv::Size image_size, const MaskSource& sam, const ScoreOptions& options);
 
-// Mean (or area-weighted mean) of the objects' scores; empty without objects.
-std::optional<double> image_score(const std::vector<ObjectResult>& objects, ImageAggregation aggregation);
-
 // ---- Ground truth and the model-confidence baseline ----
 
 struct TrueDice {

@@ -161,7 +161,6 @@ void run_score(const ScoreCommandOptions& o) {
     report.mask_choice = pipeline.score.mask_choice;
     report.aggregation = pipeline.score.aggregation;
     report.config = config;
-    report.config["failure_dice"] = o.failure_dice;
     report.model = {{"checkpoint", absolute(o.checkpoint)},
                     {"type", to_string(sam.info().type)},
                     {"description", sam.info().describe()}};

@@ -117,18 +117,6 @@ Metrics evaluate_pairs(const Pairs& pairs, const EvalOptions& options) {
     return m;
 }
 
-std::optional<double> image_score(const std::vector<const ObjectResult*>& objects, Reducer reducer,
-                                  MaskChoice choice, ImageAggregation aggregation) {
-    double weighted_sum = 0, total_weight = 0;
-    for (const ObjectResult* object : objects) {
-        const double weight = aggregation == ImageAggregation::AreaWeighted ? static_cast<double>(object->area) : 1.0;
-        weighted_sum += weight * object->score_with(reducer, choice);
-        total_weight += weight;
-    }
-    if (total_weight <= 0) return std::nullopt;
-    return weighted_sum / total_weight;
-}
-
 Evaluation evaluate(const std::vector<ImageResult>& images, const std::vector<ObjectResult>& objects,
                     const EvalOptions& options) {
     Evaluation evaluation;

@@ -102,7 +102,10 @@ ImageOutcome score_item(const DatasetItem& item, const Dataset& dataset, const S
         return outcome;
     }
     ScoredObjects scored = score_objects(item.name, objects, rgb.size(), segmenter(rgb), options.score);
-    result.score = image_score(scored.objects, options.score.aggregation);
+    std::vector<const ObjectResult*> scored_objects;
+    for (const ObjectResult& object : scored.objects) scored_objects.push_back(&object);
+    result.score = image_score(scored_objects, options.score.reducer, options.score.mask_choice,
+                               options.score.aggregation);
     outcome.objects = std::move(scored.objects);
     outcome.sam_point_mask = std::move(scored.sam_point_mask);
     outcome.sam_box_mask = std::move(scored.sam_box_mask);

@@ -116,17 +116,6 @@ ScoredObjects score_objects(const std::string& image_name, const std::vector<Pre
     return scored;
 }
 
-std::optional<double> image_score(const std::vector<ObjectResult>& objects, ImageAggregation aggregation) {
-    double weighted_sum = 0, total_weight = 0;
-    for (const ObjectResult& object : objects) {
-        double weight = aggregation == ImageAggregation::AreaWeighted ? static_cast<double>(object.area) : 1.0;
-        weighted_sum += weight * object.score;
-        total_weight += weight;
-    }
-    if (total_weight <= 0) return std::nullopt;
-    return weighted_sum / total_weight;
-}
-
 TrueDice true_dice(const cv::Mat& pred_labels, const cv::Mat& gt_labels) {
     if (pred_labels.size() != gt_labels.size() || pred_labels.type() != CV_32SC1 || gt_labels.type() != CV_32SC1)
         throw Error("", "true_dice: label maps must be CV_32S of the same size");
