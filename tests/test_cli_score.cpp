@@ -231,3 +231,29 @@ TEST_F(CliScore, KilledRunResumesToTheSameResults) {
     EXPECT_EQ(run_cli(with(score_args(resumed), {"--resume", "--reducer", "min"}), root / "mixed.log"), 1);
     EXPECT_NE(read_text(root / "mixed.log").find("reducer"), std::string::npos) << read_text(root / "mixed.log");
 }
+
+// The speed issue's determinism check: fp32 image scores agree to 6 decimals whether 1 or 2 threads share the work
+// (thread counts change how oneDNN and the attention kernels split their loops).
+TEST_F(CliScore, OneAndTwoThreadsGiveTheSameImageScores) {
+    std::map<std::string, std::map<std::string, std::string>> scores;  // threads -> image -> score
+    for (const char* threads : {"1", "2"}) {
+        const fs::path out = root / (std::string("out_threads_") + threads);
+        std::vector<std::string> args = score_args(out);
+        args.back() = threads;  // score_args ends with "--threads", "2"
+        const fs::path log = root / (std::string("threads_") + threads + ".log");
+        ASSERT_EQ(run_cli(args, log), 0) << read_text(log);
+        const auto rows = read_csv(out / "images.csv");
+        ASSERT_GT(rows.size(), 1u);
+        const size_t image = column(rows[0], "image"), score = column(rows[0], "score");
+        for (size_t r = 1; r < rows.size(); ++r) scores[threads][rows[r][image]] = rows[r][score];
+    }
+    size_t compared = 0;
+    for (const auto& [name, one_thread] : scores["1"]) {
+        const std::string& two_threads = scores["2"].at(name);
+        ASSERT_EQ(one_thread.empty(), two_threads.empty()) << name;
+        if (one_thread.empty()) continue;  // the broken items have no score either way
+        EXPECT_NEAR(std::stod(one_thread), std::stod(two_threads), 5e-7) << name;
+        ++compared;
+    }
+    EXPECT_GE(compared, 2u) << "too few scored images to compare";
+}
