@@ -171,6 +171,25 @@ TEST_F(IoImages, CorruptAndMissingFilesAreErrorsNamingTheFile) {
     EXPECT_THROW(read_rgb_image(dir + "/absent.png"), Error);
 }
 
+TEST_F(IoImages, TruncatedJpegIsAnErrorWhereLibjpegOnlyWarns) {
+    cv::Mat image(64, 64, CV_8UC3);
+    cv::randu(image, 0, 256);
+    std::vector<uint8_t> bytes;
+    ASSERT_TRUE(cv::imencode(".jpg", image, bytes));
+    const std::string whole = dir + "/whole.jpg", cut = dir + "/cut.jpg";
+    std::ofstream(whole, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    std::ofstream(cut, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size() * 2 / 3);
+    ASSERT_FALSE(cv::imread(cut).empty()) << "OpenCV itself now refuses truncated JPEGs: this check is moot";
+    EXPECT_EQ(read_rgb_image(whole).size(), image.size());
+    try {
+        read_rgb_image(cut);
+        FAIL() << "a truncated JPEG was accepted";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.file(), cut);
+        EXPECT_NE(std::string(e.problem()).find("truncated"), std::string::npos) << e.what();
+    }
+}
+
 TEST_F(IoImages, ImagesBecomeRgb8Bit) {
     cv::Mat bgr(4, 5, CV_8UC3, cv::Scalar(10, 20, 30));
     cv::Mat rgb = read_rgb_image(write(dir, "colour.png", bgr));

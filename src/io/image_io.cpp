@@ -2,6 +2,8 @@
 #include <array>
 #include <cctype>
 #include <cmath>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <set>
 
@@ -14,11 +16,31 @@
 namespace sqasam {
 namespace {
 
+std::vector<uint8_t> read_bytes(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) throw Error(path, "cannot read the file");
+    return bytes;
+}
+
+// libjpeg decodes a JPEG cut short with only a warning, filling the missing rows with gray; the end-of-image marker
+// (FF D9, which entropy-coded data cannot contain) then is missing from the file's tail.
+bool truncated_jpeg(const std::vector<uint8_t>& bytes) {
+    if (bytes.size() < 3 || bytes[0] != 0xFF || bytes[1] != 0xD8 || bytes[2] != 0xFF) return false;
+    constexpr size_t kTailAllowed = 64;  // encoders may pad after the marker
+    const size_t from = bytes.size() > kTailAllowed ? bytes.size() - kTailAllowed : 0;
+    for (size_t i = bytes.size() - 1; i > from; --i)
+        if (bytes[i - 1] == 0xFF && bytes[i] == 0xD9) return false;
+    return true;
+}
+
 cv::Mat decode(const std::string& path) {
     if (!std::filesystem::is_regular_file(path)) throw Error(path, "no such file");
+    const std::vector<uint8_t> bytes = read_bytes(path);
+    if (truncated_jpeg(bytes)) throw Error(path, "truncated JPEG (the file ends before its end-of-image marker)");
     cv::Mat raw;
     try {
-        raw = cv::imread(path, cv::IMREAD_UNCHANGED);
+        raw = cv::imdecode(bytes, cv::IMREAD_UNCHANGED);
     } catch (const cv::Exception& e) {
         throw Error(path, "cannot decode image: " + e.msg);
     }
