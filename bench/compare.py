@@ -4,7 +4,8 @@ the run's conditions. Used by bench/run.sh.
 
   compare.py --ours OURS1.json [--ours OURS2.json ...] --peer PEER1.json [...] --conditions COND.json --out RESULTS.json
 Each input file's last line is the JSON object the program printed. With several rounds (run.sh alternates the two
-programs), each metric is the median over rounds: on a shared machine the load changes from minute to minute.
+programs), each metric is the median over rounds, followed by its range over rounds (min..max): on a shared machine
+the load changes from minute to minute.
 """
 import argparse
 import json
@@ -35,13 +36,23 @@ def over_rounds(rounds):
     return merged
 
 
-def table(ours, peer):
-    """Markdown table; the ratio is pytorch / sqasam, so above 1 means ours is faster or smaller."""
+def cell(rounds, merged, key, decimals):
+    """The median, and with several rounds their range."""
+    text = f"{merged[key]:.{decimals}f}"
+    if len(rounds) > 1:
+        values = [r[key] for r in rounds]
+        text += f" ({min(values):.{decimals}f}..{max(values):.{decimals}f})"
+    return text
+
+
+def table(ours_rounds, peer_rounds):
+    """Markdown table; the ratio (of the medians) is pytorch / sqasam, so above 1 means ours is faster or smaller."""
+    ours, peer = over_rounds(ours_rounds), over_rounds(peer_rounds)
     lines = ["| metric | sqasam | pytorch | pytorch / sqasam |", "|---|---:|---:|---:|"]
     for label, key, decimals in ROWS:
-        a, b = ours[key], peer[key]
-        ratio = f"{b / a:.2f}" if a else "n/a"
-        lines.append(f"| {label} | {a:.{decimals}f} | {b:.{decimals}f} | {ratio} |")
+        ratio = f"{peer[key] / ours[key]:.2f}" if ours[key] else "n/a"
+        lines.append(f"| {label} | {cell(ours_rounds, ours, key, decimals)} | "
+                     f"{cell(peer_rounds, peer, key, decimals)} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -55,12 +66,16 @@ def main():
 
     ours_rounds = [last_json_line(path) for path in args.ours]
     peer_rounds = [last_json_line(path) for path in args.peer]
-    ours, peer = over_rounds(ours_rounds), over_rounds(peer_rounds)
+    ours, peer = ours_rounds[0], peer_rounds[0]
+    model_types = {r["model_type"] for r in ours_rounds + peer_rounds}
+    if len(model_types) != 1:
+        raise SystemExit(f"compare.py: the results are of different model types: {sorted(model_types)}")
     with open(args.conditions) as handle:
         conditions = json.load(handle)
-    text = table(ours, peer)
+    text = table(ours_rounds, peer_rounds)
     print(text)
-    print(f"{len(ours_rounds)} round(s), medians over rounds; threads: sqasam {ours['threads']}, pytorch {peer['threads']}; precision {ours['precision']}; "
+    print(f"{ours['model_type']}, pytorch peer {peer['package']}; {len(ours_rounds)} round(s), medians over rounds "
+          f"(min..max); threads: sqasam {ours['threads']}, pytorch {peer['threads']}; precision {ours['precision']}; "
           f"pytorch jemalloc {'on' if peer['jemalloc'] else 'off'}, BLAS {peer['blas']}")
     with open(args.out, "w") as handle:
         json.dump({"conditions": conditions, "table": text.splitlines(), "sqasam_rounds": ours_rounds,

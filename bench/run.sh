@@ -2,12 +2,13 @@
 # Runs `sqasam bench` and the official PyTorch SAM (bench/peer_pytorch.py) back to back on the same image, prompts
 # and repeats, prints a side-by-side table and writes bench/results/<date>_<time>.json. See bench/NOTES.md.
 #
-#   bench/run.sh [--checkpoint CKPT] [--image IMG] [--prompts N] [--repeat R] [--threads T] [--model-type vit_b]
-#                [--rounds K]
+#   bench/run.sh [--checkpoint CKPT] [--image IMG] [--prompts N] [--repeat R] [--threads T]
+#                [--model-type vit_b|vit_l|vit_h|vit_t] [--rounds K]
 #
-# --rounds K runs the two programs alternately K times and reports medians over the rounds (for a busy machine).
-# Without --checkpoint it uses (and first makes, with the official code) a random-weight vit_b checkpoint in the
-# build folder: no pretrained weights can be downloaded here, and the timings do not depend on the weights' values.
+# vit_t is MobileSAM, whose peer is the official mobile_sam package. --rounds K runs the two programs alternately
+# K times and reports medians over the rounds (for a busy machine). Without --checkpoint it uses (and first makes,
+# with the official code) a random-weight checkpoint of the model type in the build folder: no pretrained weights
+# can be downloaded here, and the timings do not depend on the weights' values.
 # The sqasam binary is taken from $SQASAM_BUILD_DIR (default: build).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +31,11 @@ while (($#)); do
   esac
 done
 
+case "$model_type" in  # the model types with an official peer (OFFICIAL_PACKAGES in bench/peer_pytorch.py)
+  vit_b | vit_l | vit_h | vit_t) ;;
+  *) echo "bench/run.sh: no official PyTorch peer for --model-type '$model_type' (vit_b, vit_l, vit_h, vit_t)" >&2
+     exit 2 ;;
+esac
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "bench/run.sh: --rounds wants a positive integer, got '$rounds'" >&2; exit 2; }
 sqasam="$build/sqasam"
 [ -x "$sqasam" ] || { echo "bench/run.sh: $sqasam not built (cmake --build $build --target sqasam)" >&2; exit 1; }
