@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -17,6 +16,7 @@
 #include "sam/hyper_params.hpp"
 #include "sam/sam_model.hpp"
 #include "sam/sam_modules.hpp"
+#include "sam/workspace.hpp"
 #include "sqasam/error.hpp"
 
 namespace sqasam::sam {
@@ -89,46 +89,6 @@ ops::Linear transposed_conv2x2(WeightReader& weights, const std::string& prefix,
             for (int64_t c = 0; c < in; ++c) linear_weight[(d * out + o) * in + c] = w[(c * out + o) * 4 + d];
         }
     return ops::Linear(linear_weight.data(), linear_bias.data(), 4 * out, in);
-}
-
-// Workspaces are reused across calls, since first touches of fresh pages are slow; concurrent callers each get
-// their own.
-template <class Workspace>
-class WorkspacePool {
-public:
-    class Lease {
-    public:
-        Lease(WorkspacePool& pool, std::unique_ptr<Workspace> workspace) : pool_(pool), workspace_(std::move(workspace)) {}
-        Lease(const Lease&) = delete;
-        Lease& operator=(const Lease&) = delete;
-        ~Lease() { pool_.give_back(std::move(workspace_)); }
-        Workspace& operator*() { return *workspace_; }
-        Workspace* operator->() { return workspace_.get(); }
-
-    private:
-        WorkspacePool& pool_;
-        std::unique_ptr<Workspace> workspace_;
-    };
-
-    Lease take() {
-        std::lock_guard lock(mutex_);
-        if (idle_.empty()) return Lease(*this, std::make_unique<Workspace>());
-        auto workspace = std::move(idle_.back());
-        idle_.pop_back();
-        return Lease(*this, std::move(workspace));
-    }
-
-private:
-    void give_back(std::unique_ptr<Workspace> workspace) {
-        std::lock_guard lock(mutex_);
-        idle_.push_back(std::move(workspace));
-    }
-    std::mutex mutex_;
-    std::vector<std::unique_ptr<Workspace>> idle_;
-};
-
-void ensure_size(std::vector<float>& buffer, size_t floats) {
-    if (buffer.size() < floats) buffer.resize(floats);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

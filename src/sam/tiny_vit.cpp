@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "ops/ops.hpp"
+#include "sam/workspace.hpp"
 #include "sqasam/error.hpp"
 
 namespace sqasam::sam {
@@ -193,10 +194,6 @@ void transpose(const float* in, float* out, int64_t rows, int64_t cols) {
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < cols; ++c)
         for (int64_t r = 0; r < rows; ++r) out[c * rows + r] = in[r * cols + c];
-}
-
-void ensure_size(std::vector<float>& buffer, int64_t floats) {
-    if (int64_t(buffer.size()) < floats) buffer.resize(floats);
 }
 
 }  // namespace
@@ -381,6 +378,8 @@ struct TinyVitEncoder::Impl {
     void run_merge(const PatchMerging& merge, int64_t in_dim, int64_t out_dim, Workspace& ws) const;
     void run_block(const TinyVitBlock& block, const Stage& stage, Workspace& ws) const;
     void attention(const TinyVitBlock& block, const Stage& stage, int64_t windows, float* qkv, float* out) const;
+
+    mutable WorkspacePool<Workspace> workspaces;
 };
 
 TinyVitEncoder::TinyVitEncoder(const TensorLookup& lookup, const TinyVitParams& params,
@@ -570,7 +569,8 @@ void TinyVitEncoder::Impl::run_block(const TinyVitBlock& block, const Stage& sta
 void TinyVitEncoder::encode(const float* image, float* embedding) const {
     const Impl& m = *impl_;
     const TinyVitParams& p = m.params;
-    Impl::Workspace ws;
+    auto lease = m.workspaces.take();
+    Impl::Workspace& ws = *lease;
     const int64_t size = p.image_size;
     ws.image.resize(size * size * kImageChannels);
     transpose(image, ws.image.data(), kImageChannels, size * size);  // planar -> channels-last

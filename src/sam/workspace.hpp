@@ -1,0 +1,51 @@
+#pragma once
+// Activation buffers reused across calls: first touches of fresh pages cost more here than many of the layers that
+// fill them, so an encoder or decoder keeps its buffers from one image (or prompt) to the next.
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace sqasam::sam {
+
+// Hands each caller a workspace of its own, reusing those given back; concurrent callers never share one.
+template <class Workspace>
+class WorkspacePool {
+public:
+    class Lease {
+    public:
+        Lease(WorkspacePool& pool, std::unique_ptr<Workspace> workspace) : pool_(pool), workspace_(std::move(workspace)) {}
+        Lease(const Lease&) = delete;
+        Lease& operator=(const Lease&) = delete;
+        ~Lease() { pool_.give_back(std::move(workspace_)); }
+        Workspace& operator*() { return *workspace_; }
+        Workspace* operator->() { return workspace_.get(); }
+
+    private:
+        WorkspacePool& pool_;
+        std::unique_ptr<Workspace> workspace_;
+    };
+
+    Lease take() {
+        std::lock_guard lock(mutex_);
+        if (idle_.empty()) return Lease(*this, std::make_unique<Workspace>());
+        auto workspace = std::move(idle_.back());
+        idle_.pop_back();
+        return Lease(*this, std::move(workspace));
+    }
+
+private:
+    void give_back(std::unique_ptr<Workspace> workspace) {
+        std::lock_guard lock(mutex_);
+        idle_.push_back(std::move(workspace));
+    }
+    std::mutex mutex_;
+    std::vector<std::unique_ptr<Workspace>> idle_;
+};
+
+// Grows a buffer to at least `floats` elements; never shrinks it, so its pages stay mapped.
+inline void ensure_size(std::vector<float>& buffer, size_t floats) {
+    if (buffer.size() < floats) buffer.resize(floats);
+}
+
+}  // namespace sqasam::sam
