@@ -1,15 +1,38 @@
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 
 #include "sqasam/error.hpp"
 #include "sqasam/io.hpp"
 
 namespace sqasam {
+namespace {
+
+// A process killed between writing its temporary and renaming it leaves `<name>.tmp.<pid>` behind; the next write of
+// the same file removes those whose process is gone (a live writer's temporary is left alone).
+void remove_stale_temporaries(const std::filesystem::path& path) {
+    const std::string prefix = path.filename().string() + ".tmp.";
+    std::error_code ec;
+    const std::filesystem::path folder = path.has_parent_path() ? path.parent_path() : ".";
+    for (const auto& entry : std::filesystem::directory_iterator(folder, ec)) {
+        const std::string name = entry.path().filename().string();
+        if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+        pid_t pid = 0;
+        const char* digits = name.data() + prefix.size();
+        const auto [end, error] = std::from_chars(digits, name.data() + name.size(), pid);
+        if (error != std::errc() || end != name.data() + name.size() || pid <= 0) continue;
+        if (::kill(pid, 0) != 0 && errno == ESRCH) std::filesystem::remove(entry.path(), ec);
+    }
+}
+
+}  // namespace
 
 void write_file_atomically(const std::filesystem::path& path, const std::string& contents) {
+    remove_stale_temporaries(path);
     std::filesystem::path temporary = path;
     temporary += ".tmp." + std::to_string(::getpid());
     int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
