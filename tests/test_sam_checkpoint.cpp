@@ -1,12 +1,16 @@
 // Checkpoint reading: torch.save archives through the restricted unpickler, safetensors, hostile and damaged
-// files, and reading the SAM architecture off tensor shapes. Inputs come from tests/reference/gen_checkpoints.py.
+// files, values read on demand, and reading the SAM architecture off tensor shapes. Inputs come from
+// tests/reference/gen_checkpoints.py.
 #include <gtest/gtest.h>
+#include <zip.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "sam/checkpoint.hpp"
 #include "sam/hyper_params.hpp"
@@ -57,8 +61,9 @@ void expect_matches_npy_folder(const Checkpoint& checkpoint, const std::string& 
         sqasam::test::NpyArray expected = sqasam::test::read_npy(entry.path().string());
         ASSERT_EQ(expected.dtype, "<f4") << key;
         EXPECT_EQ(tensor.shape, expected.shape) << key;
-        ASSERT_EQ(tensor.data.size(), expected.values.size()) << key;
-        EXPECT_EQ(std::memcmp(tensor.data.data(), expected.values.data(), tensor.data.size() * sizeof(float)), 0)
+        const std::vector<float> values = checkpoint.read(key, tensor.shape);
+        ASSERT_EQ(values.size(), expected.values.size()) << key;
+        EXPECT_EQ(std::memcmp(values.data(), expected.values.data(), values.size() * sizeof(float)), 0)
             << key << " differs from torch's float32 values";
     }
     EXPECT_GT(files, 0u);
@@ -108,6 +113,25 @@ Checkpoint shapes_only(const nlohmann::json& shapes, const std::string& name) {
     return checkpoint;
 }
 
+// A copy of a torch.save archive with every entry deflated (torch.save stores them), so reads must inflate.
+void write_deflated_copy(const std::string& from, const std::string& to) {
+    int code = 0;
+    zip_t* source = zip_open(from.c_str(), ZIP_RDONLY, &code);
+    ASSERT_NE(source, nullptr) << from;
+    zip_t* target = zip_open(to.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &code);
+    ASSERT_NE(target, nullptr) << to;
+    for (zip_int64_t i = 0; i < zip_get_num_entries(source, 0); ++i) {
+        const auto index = static_cast<zip_uint64_t>(i);
+        zip_source_t* entry = zip_source_zip(target, source, index, 0, 0, -1);
+        ASSERT_NE(entry, nullptr);
+        const zip_int64_t added = zip_file_add(target, zip_get_name(source, index, ZIP_FL_ENC_RAW), entry, 0);
+        ASSERT_GE(added, 0);
+        ASSERT_EQ(zip_set_file_compression(target, static_cast<zip_uint64_t>(added), ZIP_CM_DEFLATE, 9), 0);
+    }
+    ASSERT_EQ(zip_close(target), 0) << zip_strerror(target);
+    zip_discard(source);
+}
+
 std::string safetensors_bytes(const std::string& header, const std::string& data) {
     std::string out(8, '\0');
     const uint64_t size = header.size();
@@ -152,8 +176,114 @@ TEST(TorchZip, FromMemoryEqualsFromFile) {
     ASSERT_EQ(from_memory.tensors.size(), from_file.tensors.size());
     for (const auto& [key, tensor] : from_file.tensors) {
         EXPECT_EQ(from_memory.tensors.at(key).shape, tensor.shape) << key;
-        EXPECT_EQ(from_memory.tensors.at(key).data, tensor.data) << key;
+        EXPECT_EQ(from_memory.read(key, tensor.shape), from_file.read(key, tensor.shape)) << key;
     }
+}
+
+// ---- values read on demand -------------------------------------------------------------------------------------
+
+TEST(OnDemand, ReadingTwiceGivesTheSameValuesAndKeepsNone) {
+    const Checkpoint checkpoint = load_checkpoint(checkpoint_file("small_sam.pth"));
+    for (const auto& [key, tensor] : checkpoint.tensors) {
+        EXPECT_TRUE(tensor.data.empty()) << key << ": loading must leave the values in the file";
+        EXPECT_EQ(checkpoint.read(key, tensor.shape), checkpoint.read(key, tensor.shape)) << key;
+        EXPECT_TRUE(tensor.data.empty()) << key << ": reading must not keep the values";
+    }
+}
+
+TEST(OnDemand, ThreadsCanReadOneCheckpointAtOnce) {
+    const Checkpoint checkpoint = load_checkpoint(checkpoint_file("small_sam.pth"));
+    std::map<std::string, std::vector<float>> expected;
+    for (const auto& [key, tensor] : checkpoint.tensors) expected[key] = checkpoint.read(key, tensor.shape);
+    auto count_mismatches = [&](int& count) {
+        for (int round = 0; round < 20; ++round)
+            for (const auto& [key, tensor] : checkpoint.tensors) {
+                try {
+                    count += checkpoint.read(key, tensor.shape) != expected.at(key);
+                } catch (const sqasam::Error&) {
+                    ++count;  // a read torn by the other thread
+                }
+            }
+    };
+    std::vector<int> mismatches(2, 0);
+    std::thread other(count_mismatches, std::ref(mismatches[0]));
+    count_mismatches(mismatches[1]);
+    other.join();
+    EXPECT_EQ(mismatches, std::vector<int>(2, 0));
+}
+
+TEST(OnDemand, DeflatedArchivesAreInflatedAndSkipped) {
+    const std::string path = sqasam::test::temp_dir("deflated_checkpoint") + "/views_deflated.pth";
+    write_deflated_copy(checkpoint_file("views.pth"), path);
+    expect_matches_npy_folder(load_checkpoint(path), checkpoint_file("views"));
+}
+
+// The index is built from the zip's central directory at the end of the file; the bytes of storages are read
+// later, so damage there shows when a tensor is read, and the error must say which one.
+TEST(OnDemand, AFileCutShortAfterLoadingNamesTheTensorThatCannotBeRead) {
+    const std::string path = sqasam::test::temp_dir("cut_checkpoint") + "/small_sam.pth";
+    fs::copy_file(checkpoint_file("small_sam.pth"), path, fs::copy_options::overwrite_existing);
+    const Checkpoint checkpoint = load_checkpoint(path);
+    fs::resize_file(path, fs::file_size(path) / 2);
+    int readable = 0, unreadable = 0;
+    for (const auto& [key, tensor] : checkpoint.tensors) {
+        try {
+            const std::vector<float> values = checkpoint.read(key, tensor.shape);
+            const auto expected = sqasam::test::read_npy(checkpoint_file("small_sam/" + key + ".npy")).values;
+            EXPECT_EQ(values, expected) << key;
+            ++readable;
+        } catch (const sqasam::Error& e) {
+            const std::string message = e.what();
+            EXPECT_EQ(e.file(), path);
+            EXPECT_NE(message.find("cannot read tensor '" + key + "'"), std::string::npos) << message;
+            ++unreadable;
+        }
+    }
+    EXPECT_GT(readable, 0);
+    EXPECT_GT(unreadable, 0);
+}
+
+TEST(OnDemand, InMemoryValuesMustFitTheirShape) {
+    Checkpoint checkpoint = load_checkpoint(checkpoint_file("views.pth"));
+    checkpoint.tensors.at("scalar").data = {1.0f, 2.0f};
+    std::string message = error_of([&] { checkpoint.read("scalar", {}); });
+    EXPECT_NE(message.find("tensor 'scalar' [] holds 2 values"), std::string::npos) << message;
+
+    checkpoint.tensors.at("sliced").shape = {6, 3};  // a loaded view's strides belong to its shape in the file
+    message = error_of([&] { checkpoint.read("sliced", {6, 3}); });
+    EXPECT_NE(message.find("'sliced' was given shape [6, 3] after loading"), std::string::npos) << message;
+}
+
+// The model packs each weight as it is read; what it built from the file must equal what it builds from values
+// held in memory (a pointer the reader let go too early would not), and the checkpoint must stay readable.
+TEST(OnDemand, ModelBuiltFromTheFileEqualsOneBuiltFromMemory) {
+    const Checkpoint from_file = load_checkpoint(checkpoint_file("small_sam.pth"));
+    Checkpoint in_memory = from_file;
+    for (auto& [key, tensor] : in_memory.tensors) {
+        tensor.data = from_file.read(key, tensor.shape);
+        tensor.location = nullptr;
+    }
+    const SamHyperParams hp = detect_hyper_params(from_file);
+    const SamModel file_model(from_file, hp), memory_model(in_memory, hp);
+    for (const auto& [key, tensor] : from_file.tensors) EXPECT_TRUE(tensor.data.empty()) << key;
+
+    std::vector<float> image(3 * hp.image_size * hp.image_size);
+    for (size_t i = 0; i < image.size(); ++i) image[i] = std::sin(0.37f * static_cast<float>(i));
+    const size_t embedding_size = size_t(hp.prompt_embed_dim) * hp.embedding_size() * hp.embedding_size();
+    std::vector<float> file_embedding(embedding_size), memory_embedding(embedding_size);
+    file_model.encode_image(image.data(), file_embedding.data());
+    memory_model.encode_image(image.data(), memory_embedding.data());
+    EXPECT_EQ(file_embedding, memory_embedding);
+
+    FramePrompt prompt;
+    prompt.point_xy = {20.0f, 30.0f};
+    prompt.point_labels = {1};
+    const DecoderOutput file_masks = file_model.decode(file_embedding.data(), prompt, true);
+    const DecoderOutput memory_masks = memory_model.decode(memory_embedding.data(), prompt, true);
+    EXPECT_EQ(file_masks.low_res_logits, memory_masks.low_res_logits);
+    EXPECT_EQ(file_masks.iou_predictions, memory_masks.iou_predictions);
+
+    expect_matches_npy_folder(from_file, checkpoint_file("small_sam"));
 }
 
 class HostilePickle : public testing::TestWithParam<std::pair<const char*, const char*>> {};
@@ -232,7 +362,7 @@ TEST(Safetensors, RoundTripKeepsEveryBit) {
     ASSERT_EQ(reloaded.tensors.size(), original.tensors.size());
     for (const auto& [key, tensor] : original.tensors) {
         EXPECT_EQ(reloaded.tensors.at(key).shape, tensor.shape) << key;
-        EXPECT_EQ(reloaded.tensors.at(key).data, tensor.data) << key;
+        EXPECT_EQ(reloaded.read(key, tensor.shape), original.read(key, tensor.shape)) << key;
     }
     EXPECT_EQ(read_bytes(path).substr(8, 1), "{");
 

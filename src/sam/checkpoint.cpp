@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "sam/pickle.hpp"
@@ -125,7 +126,7 @@ int64_t checked_numel(const std::vector<int64_t>& shape) {
     return numel;
 }
 
-// ---- byte sources: a file on disk or a buffer in memory ------------------------------------------------------
+// ---- byte sources: a file on disk or a copy of bytes in memory --------------------------------------------------
 
 class ByteSource {
 public:
@@ -155,7 +156,8 @@ public:
         stream_.clear();
         stream_.seekg(static_cast<std::streamoff>(offset));
         stream_.read(static_cast<char*>(dst), static_cast<std::streamsize>(count));
-        if (static_cast<uint64_t>(stream_.gcount()) != count) throw Error(name(), "read failed");
+        if (static_cast<uint64_t>(stream_.gcount()) != count)
+            throw Error(name(), "read failed (the file may have been truncated since it was opened)");
     }
 
 private:
@@ -166,16 +168,50 @@ private:
 class MemorySource : public ByteSource {
 public:
     MemorySource(const void* data, size_t size, const std::string& name)
-        : ByteSource(name), data_(static_cast<const uint8_t*>(data)), size_(size) {}
-    uint64_t size() const override { return size_; }
+        : ByteSource(name), bytes_(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + size) {}
+    uint64_t size() const override { return bytes_.size(); }
     void read(uint64_t offset, uint64_t count, void* dst) const override {
-        if (offset > size_ || count > size_ - offset) throw Error(name(), "unexpected end of file");
-        if (count) std::memcpy(dst, data_ + offset, count);
+        if (offset > bytes_.size() || count > bytes_.size() - offset) throw Error(name(), "unexpected end of file");
+        if (count) std::memcpy(dst, bytes_.data() + offset, count);
+    }
+    const uint8_t* data() const { return bytes_.data(); }
+
+private:
+    std::vector<uint8_t> bytes_;
+};
+
+// ---- stores: where loaded tensors read their bytes from -------------------------------------------------------
+
+// An open checkpoint that hands out byte ranges of its storages (zip entries, or spans of a safetensors file).
+// Reads are serialised: the zip handle and the file stream underneath are not thread-safe.
+class Store {
+public:
+    explicit Store(std::string file) : file_(std::move(file)) {}
+    virtual ~Store() = default;
+    const std::string& file() const { return file_; }
+    // Copies `count` bytes, starting `offset` bytes into storage `storage`, to dst; throws sqasam::Error.
+    void read(uint64_t storage, uint64_t offset, uint64_t count, void* dst) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        read_unlocked(storage, offset, count, dst);
     }
 
 private:
-    const uint8_t* data_;
-    uint64_t size_;
+    virtual void read_unlocked(uint64_t storage, uint64_t offset, uint64_t count, void* dst) const = 0;
+    std::string file_;
+    mutable std::mutex mutex_;
+};
+
+// A safetensors file: a storage is the byte offset of a tensor's data in the file.
+class SafetensorsStore : public Store {
+public:
+    explicit SafetensorsStore(std::shared_ptr<const ByteSource> source)
+        : Store(source->name()), source_(std::move(source)) {}
+
+private:
+    void read_unlocked(uint64_t storage, uint64_t offset, uint64_t count, void* dst) const override {
+        source_->read(storage + offset, count, dst);
+    }
+    std::shared_ptr<const ByteSource> source_;
 };
 
 // ---- PyTorch zip archives --------------------------------------------------------------------------------------
@@ -187,6 +223,7 @@ struct ZipFileClose {
     void operator()(zip_file_t* file) const { zip_fclose(file); }
 };
 using ZipArchive = std::unique_ptr<zip_t, ZipDiscard>;
+using ZipFile = std::unique_ptr<zip_file_t, ZipFileClose>;
 
 std::string zip_error_message(zip_error_t* error) {
     std::string message = zip_error_strerror(error);
@@ -198,43 +235,110 @@ std::string zip_error_message(zip_error_t* error) {
     throw Error(file, "not a readable PyTorch zip archive (" + reason + "); the file may be truncated or damaged");
 }
 
-// An open torch.save archive: the zip, the file it came from (for messages) and its size in bytes.
-struct Archive {
-    zip_t* zip;
-    const std::string& file;
-    uint64_t bytes;
+// An open torch.save archive: a storage is a zip entry index.
+class ZipStore : public Store {
+public:
+    static std::shared_ptr<const ZipStore> open_file(const std::string& path) {
+        FileSource probe(path);  // clear errors for a missing file or a directory, and the archive's size
+        int code = 0;
+        ZipArchive archive(zip_open(path.c_str(), ZIP_RDONLY, &code));
+        if (!archive) {
+            zip_error_t error;
+            zip_error_init_with_code(&error, code);
+            throw_unreadable_zip(path, zip_error_message(&error));
+        }
+        return std::shared_ptr<const ZipStore>(new ZipStore(path, probe.size(), std::move(archive), nullptr));
+    }
+    static std::shared_ptr<const ZipStore> open_memory(std::shared_ptr<const MemorySource> bytes) {
+        const std::string& name = bytes->name();
+        zip_error_t error;
+        zip_error_init(&error);
+        zip_source_t* source = zip_source_buffer_create(bytes->data(), bytes->size(), 0, &error);
+        if (!source) throw_unreadable_zip(name, zip_error_message(&error));
+        ZipArchive archive(zip_open_from_source(source, ZIP_RDONLY, &error));
+        if (!archive) {
+            zip_source_free(source);
+            throw_unreadable_zip(name, zip_error_message(&error));
+        }
+        zip_error_fini(&error);
+        const uint64_t size = bytes->size();
+        return std::shared_ptr<const ZipStore>(new ZipStore(name, size, std::move(archive), std::move(bytes)));
+    }
+
+    zip_t* zip() const { return zip_.get(); }
+
+    std::string entry_name(zip_uint64_t index) const {
+        const char* raw = zip_get_name(zip_.get(), index, ZIP_FL_ENC_RAW);
+        if (raw) return raw;
+        std::string numbered = "#";  // appended, not operator+: GCC 12 warns falsely (-Wrestrict) about that
+        return numbered += std::to_string(index);
+    }
+
+    // The entry's sizes and compression, after checking that it could be what it claims: an entry must not claim
+    // more bytes than the archive could hold (stored) or than deflate could expand it to (compressed), so a tiny
+    // hostile archive cannot make us allocate gigabytes.
+    zip_stat_t stat_entry(zip_uint64_t index) const {
+        zip_stat_t stat;
+        zip_stat_init(&stat);
+        constexpr zip_uint64_t kNeeded = ZIP_STAT_SIZE | ZIP_STAT_COMP_SIZE | ZIP_STAT_COMP_METHOD;
+        if (zip_stat_index(zip_.get(), index, 0, &stat) != 0 || (stat.valid & kNeeded) != kNeeded)
+            throw_unreadable_zip(file(), "cannot stat entry '" + entry_name(index) + "'");
+        constexpr uint64_t kMaxDeflateRatio = 1100;
+        const uint64_t plausible =
+            stat.comp_method == ZIP_CM_STORE ? stat.comp_size : stat.comp_size * kMaxDeflateRatio;
+        if (stat.comp_size > bytes_ || stat.size > plausible)
+            throw_unreadable_zip(file(), "entry '" + entry_name(index) + "' claims " + std::to_string(stat.size) +
+                                            " bytes, more than the archive can hold");
+        return stat;
+    }
+
+private:
+    ZipStore(std::string file, uint64_t bytes, ZipArchive zip, std::shared_ptr<const MemorySource> memory)
+        : Store(std::move(file)), memory_(std::move(memory)), zip_(std::move(zip)), bytes_(bytes) {}
+
+    void read_unlocked(uint64_t storage, uint64_t offset, uint64_t count, void* dst) const override {
+        const std::string entry = entry_name(storage);
+        const zip_stat_t stat = stat_entry(storage);
+        ZipFile handle(zip_fopen_index(zip_.get(), storage, 0));
+        if (!handle) throw_unreadable_zip(file(), "cannot open entry '" + entry + "': " + zip_strerror(zip_.get()));
+        auto read_exactly = [&](uint8_t* out, uint64_t count_left) {
+            while (count_left > 0) {
+                const zip_int64_t got = zip_fread(handle.get(), out, count_left);
+                if (got < 0)
+                    throw_unreadable_zip(file(), "reading '" + entry + "': " + zip_file_strerror(handle.get()));
+                if (got == 0) throw_unreadable_zip(file(), "entry '" + entry + "' ends early");
+                out += got;
+                count_left -= static_cast<uint64_t>(got);
+            }
+        };
+        if (offset > 0 && stat.comp_method == ZIP_CM_STORE) {
+            if (zip_fseek(handle.get(), static_cast<zip_int64_t>(offset), SEEK_SET) != 0)
+                throw_unreadable_zip(file(), "seeking in '" + entry + "': " + zip_file_strerror(handle.get()));
+        } else if (offset > 0) {  // a compressed entry cannot seek: inflate and drop the bytes before the range
+            std::vector<uint8_t> skipped(std::min<uint64_t>(offset, uint64_t{1} << 16));
+            for (uint64_t left = offset; left > 0;) {
+                const uint64_t chunk = std::min<uint64_t>(left, skipped.size());
+                read_exactly(skipped.data(), chunk);
+                left -= chunk;
+            }
+        }
+        read_exactly(static_cast<uint8_t*>(dst), count);
+    }
+
+    std::shared_ptr<const MemorySource> memory_;  // the bytes an in-memory archive reads; outlives zip_
+    ZipArchive zip_;
+    uint64_t bytes_;
 };
 
-// Reads a whole entry, refusing one larger than max_bytes. An entry must not claim more bytes than the archive
-// could hold (stored) or than deflate could expand it to (compressed), so a tiny hostile archive cannot make us
-// allocate gigabytes.
-std::vector<uint8_t> read_entry(const Archive& archive, zip_uint64_t index, uint64_t max_bytes) {
-    const std::string& file = archive.file;
-    const char* raw_name = zip_get_name(archive.zip, index, ZIP_FL_ENC_RAW);
-    const std::string entry = raw_name ? raw_name : "#" + std::to_string(index);
-    zip_stat_t stat;
-    zip_stat_init(&stat);
-    constexpr zip_uint64_t kNeeded = ZIP_STAT_SIZE | ZIP_STAT_COMP_SIZE | ZIP_STAT_COMP_METHOD;
-    if (zip_stat_index(archive.zip, index, 0, &stat) != 0 || (stat.valid & kNeeded) != kNeeded)
-        throw_unreadable_zip(file, "cannot stat entry '" + entry + "'");
+// Reads a whole entry, refusing one larger than max_bytes.
+std::vector<uint8_t> read_entry(const ZipStore& archive, zip_uint64_t index, uint64_t max_bytes) {
+    const zip_stat_t stat = archive.stat_entry(index);
     if (stat.size > max_bytes)
-        throw Error(file, "archive entry '" + entry + "' holds " + std::to_string(stat.size) +
-                              " bytes, more than the " + std::to_string(max_bytes) + " expected");
-    constexpr uint64_t kMaxDeflateRatio = 1100;
-    const uint64_t plausible = stat.comp_method == ZIP_CM_STORE ? stat.comp_size : stat.comp_size * kMaxDeflateRatio;
-    if (stat.comp_size > archive.bytes || stat.size > plausible)
-        throw_unreadable_zip(file, "entry '" + entry + "' claims " + std::to_string(stat.size) +
-                                       " bytes, more than the archive can hold");
-    std::unique_ptr<zip_file_t, ZipFileClose> handle(zip_fopen_index(archive.zip, index, 0));
-    if (!handle) throw_unreadable_zip(file, "cannot open entry '" + entry + "': " + zip_strerror(archive.zip));
+        throw Error(archive.file(), "archive entry '" + archive.entry_name(index) + "' holds " +
+                                        std::to_string(stat.size) + " bytes, more than the " +
+                                        std::to_string(max_bytes) + " expected");
     std::vector<uint8_t> bytes(stat.size);
-    uint64_t done = 0;
-    while (done < bytes.size()) {
-        zip_int64_t got = zip_fread(handle.get(), bytes.data() + done, bytes.size() - done);
-        if (got < 0) throw_unreadable_zip(file, "reading '" + entry + "': " + zip_file_strerror(handle.get()));
-        if (got == 0) throw_unreadable_zip(file, "entry '" + entry + "' ends early");
-        done += static_cast<uint64_t>(got);
-    }
+    archive.read(index, 0, bytes.size(), bytes.data());
     return bytes;
 }
 
@@ -294,57 +398,40 @@ pickle::Ref find_state_dict(pickle::Ref root, const std::string& file) {
                           "'state_dict')");
 }
 
-// Checks a tensor view against its storage and copies it out contiguously as float32.
-Tensor materialise(const std::string& key, const pickle::TensorRef& view, const std::vector<uint8_t>& storage,
-                   const DTypeInfo& dtype, const std::string& file) {
-    auto invalid = [&](const std::string& why) {
-        return Error(file, "tensor '" + key + "' " + shape_to_string(view.shape) + " " + why);
-    };
-    Tensor tensor;
-    tensor.shape = view.shape;
-    tensor.source_dtype = dtype.torch_name;
-    const int64_t numel = checked_numel(view.shape);
-    if (numel < 0) throw invalid("has too many elements");
-    if (numel == 0) return tensor;
-    if (numel > view.storage.numel)
-        throw invalid("has more elements than its storage (an expanded view); re-save it with .contiguous()");
-    int64_t last = view.storage_offset;  // index of the furthest element the view touches
-    for (size_t d = 0; d < view.shape.size(); ++d) {
-        int64_t reach;
-        if (!checked_mul(view.shape[d] - 1, view.stride[d], reach) || !checked_add(last, reach, last))
-            throw invalid("has strides that overflow");
-    }
-    if (last >= view.storage.numel)
-        throw invalid("reaches element " + std::to_string(last) + " of storage '" + view.storage.key + "', which has " +
-                      std::to_string(view.storage.numel));
+}  // namespace
 
-    tensor.data.resize(static_cast<size_t>(numel));
-    const uint8_t* base = storage.data();
-    bool contiguous = true;
-    for (int64_t d = static_cast<int64_t>(view.shape.size()) - 1, expected = 1; d >= 0; --d) {
-        if (view.shape[d] != 1 && view.stride[d] != expected) contiguous = false;
-        expected *= view.shape[d];
+// A tensor as a view of one storage in an open store; its bytes were checked to lie inside the storage when the
+// checkpoint was indexed.
+struct TensorLocation {
+    std::shared_ptr<const Store> store;
+    uint64_t storage = 0;            // the store's storage: a zip entry index, or a safetensors data offset
+    const DTypeInfo* dtype = nullptr;
+    bool big_endian = false;
+    std::vector<int64_t> shape;
+    std::vector<int64_t> stride;     // in elements, per dimension
+    int64_t storage_offset = 0;      // the view's first element in the storage
+    int64_t span = 0;                // elements from the first to the furthest one the view touches, inclusive
+};
+
+namespace {
+
+std::vector<int64_t> row_major_strides(const std::vector<int64_t>& shape) {
+    std::vector<int64_t> stride(shape.size());
+    int64_t step = 1;
+    for (size_t d = shape.size(); d-- > 0;) {
+        stride[d] = step;
+        step *= shape[d];
     }
-    if (contiguous) {
-        decode_run(dtype.type, base + view.storage_offset * dtype.size, numel, tensor.data.data());
-        return tensor;
+    return stride;
+}
+
+bool is_row_major(const std::vector<int64_t>& shape, const std::vector<int64_t>& stride) {
+    int64_t expected = 1;
+    for (size_t d = shape.size(); d-- > 0;) {
+        if (shape[d] != 1 && stride[d] != expected) return false;
+        expected *= shape[d];
     }
-    // Walk the view in row-major order, keeping the source position in step with a multi-index.
-    const int64_t rank = static_cast<int64_t>(view.shape.size());
-    std::vector<int64_t> index(view.shape.size(), 0);
-    int64_t position = view.storage_offset;
-    for (int64_t i = 0; i < numel; ++i) {
-        decode_run(dtype.type, base + position * dtype.size, 1, tensor.data.data() + i);
-        for (int64_t d = rank - 1; d >= 0; --d) {
-            if (++index[d] < view.shape[d]) {
-                position += view.stride[d];
-                break;
-            }
-            position -= view.stride[d] * (view.shape[d] - 1);
-            index[d] = 0;
-        }
-    }
-    return tensor;
+    return true;
 }
 
 void swap_bytes(std::vector<uint8_t>& bytes, int64_t element_size) {
@@ -353,20 +440,109 @@ void swap_bytes(std::vector<uint8_t>& bytes, int64_t element_size) {
                      bytes.begin() + static_cast<std::ptrdiff_t>(i) + element_size);
 }
 
-Checkpoint read_torch_archive(const Archive& archive) {
-    const std::string& file = archive.file;
-    const std::string prefix = find_archive_prefix(archive.zip, file);
+// Reads the bytes a view touches and copies the view out contiguously as float32.
+std::vector<float> read_values(const TensorLocation& where) {
+    const int64_t numel = checked_numel(where.shape);  // checked when indexed
+    std::vector<float> values(static_cast<size_t>(numel));
+    if (numel == 0) return values;
+    const DTypeInfo& dtype = *where.dtype;
+    const uint64_t first_byte = static_cast<uint64_t>(where.storage_offset * dtype.size);
+    const uint64_t bytes = static_cast<uint64_t>(where.span * dtype.size);
+    const bool contiguous = is_row_major(where.shape, where.stride);
+    if (contiguous && dtype.type == DType::F32 && !where.big_endian) {  // the file's bytes are the values
+        where.store->read(where.storage, first_byte, bytes, values.data());
+        return values;
+    }
+    std::vector<uint8_t> raw(bytes);
+    where.store->read(where.storage, first_byte, bytes, raw.data());
+    if (where.big_endian) swap_bytes(raw, dtype.size);
+    if (contiguous) {
+        decode_run(dtype.type, raw.data(), numel, values.data());
+        return values;
+    }
+    // Walk the view in row-major order, keeping the source position in step with a multi-index.
+    const int64_t rank = static_cast<int64_t>(where.shape.size());
+    std::vector<int64_t> index(where.shape.size(), 0);
+    int64_t position = 0;
+    for (int64_t i = 0; i < numel; ++i) {
+        decode_run(dtype.type, raw.data() + position * dtype.size, 1, values.data() + i);
+        for (int64_t d = rank - 1; d >= 0; --d) {
+            if (++index[d] < where.shape[d]) {
+                position += where.stride[d];
+                break;
+            }
+            position -= where.stride[d] * (where.shape[d] - 1);
+            index[d] = 0;
+        }
+    }
+    return values;
+}
+
+// Checks a tensor view against its storage and indexes it; the values stay in the store.
+Tensor index_view(const std::string& key, const pickle::TensorRef& view, const DTypeInfo& dtype,
+                  std::shared_ptr<const Store> store, uint64_t storage, bool big_endian, const std::string& file) {
+    auto invalid = [&](const std::string& why) {
+        return Error(file, "tensor '" + key + "' " + shape_to_string(view.shape) + " " + why);
+    };
+    const int64_t numel = checked_numel(view.shape);
+    if (numel < 0) throw invalid("has too many elements");
+    int64_t last = view.storage_offset;  // index of the furthest element the view touches
+    if (numel > 0) {
+        if (numel > view.storage.numel)
+            throw invalid("has more elements than its storage (an expanded view); re-save it with .contiguous()");
+        for (size_t d = 0; d < view.shape.size(); ++d) {
+            int64_t reach;
+            if (!checked_mul(view.shape[d] - 1, view.stride[d], reach) || !checked_add(last, reach, last))
+                throw invalid("has strides that overflow");
+        }
+        if (last >= view.storage.numel)
+            throw invalid("reaches element " + std::to_string(last) + " of storage '" + view.storage.key +
+                          "', which has " + std::to_string(view.storage.numel));
+    }
+    auto location = std::make_shared<TensorLocation>();
+    location->store = std::move(store);
+    location->storage = storage;
+    location->dtype = &dtype;
+    location->big_endian = big_endian;
+    location->shape = view.shape;
+    location->stride = view.stride;
+    location->storage_offset = view.storage_offset;
+    location->span = numel > 0 ? last - view.storage_offset + 1 : 0;
+    return Tensor{view.shape, {}, dtype.torch_name, std::move(location)};
+}
+
+// The zip entry holding a storage, after checking that it holds exactly the bytes data.pkl gives the storage.
+zip_uint64_t check_storage_entry(const ZipStore& archive, const std::string& prefix,
+                                 const pickle::StorageRef& storage) {
+    const std::string& file = archive.file();
+    int64_t expected_bytes;
+    if (!checked_mul(storage.numel, storage.element_size, expected_bytes))
+        throw Error(file, "storage '" + storage.key + "' claims an impossible size");
+    const std::string entry = prefix + "data/" + storage.key;
+    const zip_uint64_t index = locate(archive.zip(), entry, file);
+    const zip_stat_t stat = archive.stat_entry(index);
+    if (stat.size != static_cast<uint64_t>(expected_bytes))
+        throw Error(file, "storage '" + entry + "' holds " + std::to_string(stat.size) + " bytes, but data.pkl says " +
+                              std::to_string(storage.numel) + " " + storage.dtype + " elements (" +
+                              std::to_string(expected_bytes) + " bytes); the file may be truncated or damaged");
+    return index;
+}
+
+Checkpoint read_torch_archive(const std::shared_ptr<const ZipStore>& store) {
+    const ZipStore& archive = *store;
+    const std::string& file = archive.file();
+    const std::string prefix = find_archive_prefix(archive.zip(), file);
 
     bool big_endian = false;
-    if (zip_name_locate(archive.zip, (prefix + "byteorder").c_str(), ZIP_FL_ENC_RAW) >= 0) {
-        std::vector<uint8_t> order = read_entry(archive, locate(archive.zip, prefix + "byteorder", file), 16);
+    if (zip_name_locate(archive.zip(), (prefix + "byteorder").c_str(), ZIP_FL_ENC_RAW) >= 0) {
+        std::vector<uint8_t> order = read_entry(archive, locate(archive.zip(), prefix + "byteorder", file), 16);
         std::string text(order.begin(), order.end());
         if (text != "little" && text != "big") throw Error(file, "archive has an unknown byteorder '" + text + "'");
         big_endian = text == "big";
     }
 
     constexpr uint64_t kMaxPickleBytes = uint64_t{1} << 28;  // a SAM state dict's data.pkl is about 100 kB
-    std::vector<uint8_t> pkl = read_entry(archive, locate(archive.zip, prefix + "data.pkl", file), kMaxPickleBytes);
+    std::vector<uint8_t> pkl = read_entry(archive, locate(archive.zip(), prefix + "data.pkl", file), kMaxPickleBytes);
     pickle::Unpickler unpickler(file);
     pickle::Ref root = unpickler.load(std::string_view(reinterpret_cast<const char*>(pkl.data()), pkl.size()));
     pickle::Ref state_dict = find_state_dict(root, file);
@@ -376,51 +552,37 @@ Checkpoint read_torch_archive(const Archive& archive) {
     const bool strip = std::all_of(state_dict->entries.begin(), state_dict->entries.end(),
                                    [&](const auto& entry) { return entry.first->text.rfind(parallel_prefix, 0) == 0; });
 
-    // Read each storage once and cut all its tensors out of it before reading the next, so at most one raw
-    // storage is held beside the converted tensors.
-    std::map<std::string, std::vector<std::pair<std::string, const pickle::TensorRef*>>> by_storage;
-    for (const auto& [key, value] : state_dict->entries)
-        by_storage[value->tensor.storage.key].emplace_back(strip ? key->text.substr(parallel_prefix.size()) : key->text,
-                                                           &value->tensor);
-
+    // Each storage's entry is checked once, when a view of it first appears.
+    std::map<std::string, std::pair<const pickle::StorageRef*, zip_uint64_t>> storages;
     Checkpoint checkpoint;
     checkpoint.path = file;
-    for (const auto& [storage_key, views] : by_storage) {
-        const pickle::StorageRef& storage = views.front().second->storage;
-        int64_t expected_bytes;
-        if (!checked_mul(storage.numel, storage.element_size, expected_bytes))
-            throw Error(file, "storage '" + storage_key + "' claims an impossible size");
-        for (const auto& view : views)
-            if (view.second->storage.dtype != storage.dtype || view.second->storage.numel != storage.numel)
-                throw Error(file, "storage '" + storage_key + "' is described inconsistently in data.pkl");
-        const std::string entry = prefix + "data/" + storage_key;
-        std::vector<uint8_t> bytes =
-            read_entry(archive, locate(archive.zip, entry, file), static_cast<uint64_t>(expected_bytes));
-        if (bytes.size() != static_cast<uint64_t>(expected_bytes))
-            throw Error(file, "storage '" + entry + "' holds " + std::to_string(bytes.size()) +
-                                  " bytes, but data.pkl says " + std::to_string(storage.numel) + " " + storage.dtype +
-                                  " elements (" + std::to_string(expected_bytes) +
-                                  " bytes); the file may be truncated");
-        const DTypeInfo* dtype = find_dtype(storage.dtype, false);
-        if (big_endian) swap_bytes(bytes, dtype->size);
-        for (const auto& [key, view] : views) checkpoint.tensors[key] = materialise(key, *view, bytes, *dtype, file);
+    for (const auto& [name, value] : state_dict->entries) {
+        const pickle::TensorRef& view = value->tensor;
+        auto [found, first_view] = storages.try_emplace(view.storage.key, &view.storage, 0);
+        const pickle::StorageRef& storage = *found->second.first;
+        if (first_view) found->second.second = check_storage_entry(archive, prefix, storage);
+        if (view.storage.dtype != storage.dtype || view.storage.numel != storage.numel)
+            throw Error(file, "storage '" + storage.key + "' is described inconsistently in data.pkl");
+        const std::string key = strip ? name->text.substr(parallel_prefix.size()) : name->text;
+        checkpoint.tensors[key] = index_view(key, view, *find_dtype(storage.dtype, false), store,
+                                             found->second.second, big_endian, file);
     }
     return checkpoint;
 }
 
 // ---- safetensors -------------------------------------------------------------------------------------------------
 
-Checkpoint read_safetensors(const ByteSource& source) {
-    const std::string& file = source.name();
+Checkpoint read_safetensors(const std::shared_ptr<const ByteSource>& source) {
+    const std::string& file = source->name();
     auto invalid = [&](const std::string& why) { return Error(file, "invalid safetensors file: " + why); };
-    if (source.size() < 8) throw invalid("shorter than its 8-byte header length");
+    if (source->size() < 8) throw invalid("shorter than its 8-byte header length");
     uint64_t header_size;
-    source.read(0, 8, &header_size);
+    source->read(0, 8, &header_size);
     constexpr uint64_t kMaxHeaderBytes = uint64_t{100} << 20;
-    if (header_size > source.size() - 8 || header_size > kMaxHeaderBytes)
+    if (header_size > source->size() - 8 || header_size > kMaxHeaderBytes)
         throw invalid("header length " + std::to_string(header_size) + " runs past the end of the file");
     std::string text(header_size, '\0');
-    source.read(8, header_size, text.data());
+    source->read(8, header_size, text.data());
     nlohmann::json header;
     try {
         header = nlohmann::json::parse(text);
@@ -430,7 +592,8 @@ Checkpoint read_safetensors(const ByteSource& source) {
     if (!header.is_object()) throw invalid("header is not a JSON object");
 
     const uint64_t data_start = 8 + header_size;
-    const uint64_t data_size = source.size() - data_start;
+    const uint64_t data_size = source->size() - data_start;
+    const auto store = std::make_shared<const SafetensorsStore>(source);
     Checkpoint checkpoint;
     checkpoint.path = file;
     for (const auto& item : header.items()) {
@@ -443,21 +606,20 @@ Checkpoint read_safetensors(const ByteSource& source) {
         const nlohmann::json& dtype_name = info["dtype"];
         const DTypeInfo* dtype = dtype_name.is_string() ? find_dtype(dtype_name.get<std::string>(), true) : nullptr;
         if (!dtype) throw bad("has an unsupported dtype " + dtype_name.dump());
-        Tensor tensor;
-        tensor.source_dtype = dtype->torch_name;
+        auto location = std::make_shared<TensorLocation>();
         const nlohmann::json& shape = info["shape"];
         if (!shape.is_array()) throw bad("has a shape that is not a list");
         for (const auto& dim : shape) {
             if (!dim.is_number_unsigned() || dim.get<uint64_t>() > (uint64_t{1} << 40))
                 throw bad("has an invalid dimension " + dim.dump());
-            tensor.shape.push_back(dim.get<int64_t>());
+            location->shape.push_back(dim.get<int64_t>());
         }
         const nlohmann::json& offsets = info["data_offsets"];
         if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
             !offsets[1].is_number_unsigned())
             throw bad("has invalid data_offsets " + offsets.dump());
         const uint64_t begin = offsets[0].get<uint64_t>(), end = offsets[1].get<uint64_t>();
-        const int64_t numel = checked_numel(tensor.shape);
+        const int64_t numel = checked_numel(location->shape);
         int64_t bytes;
         if (numel < 0 || !checked_mul(numel, dtype->size, bytes)) throw bad("has too many elements");
         if (begin > end || end > data_size)
@@ -465,17 +627,15 @@ Checkpoint read_safetensors(const ByteSource& source) {
                       std::to_string(data_size) + " data bytes");
         if (end - begin != static_cast<uint64_t>(bytes))
             throw bad("has " + std::to_string(end - begin) + " data bytes, but its shape " +
-                      shape_to_string(tensor.shape) + " of " + dtype->safetensors_name + " needs " +
+                      shape_to_string(location->shape) + " of " + dtype->safetensors_name + " needs " +
                       std::to_string(bytes));
-        tensor.data.resize(static_cast<size_t>(numel));
-        if (dtype->type == DType::F32) {
-            source.read(data_start + begin, static_cast<uint64_t>(bytes), tensor.data.data());
-        } else {
-            std::vector<uint8_t> raw(static_cast<size_t>(bytes));
-            source.read(data_start + begin, raw.size(), raw.data());
-            decode_run(dtype->type, raw.data(), numel, tensor.data.data());
-        }
-        checkpoint.tensors[key] = std::move(tensor);
+        location->store = store;
+        location->storage = data_start + begin;
+        location->dtype = dtype;
+        location->stride = row_major_strides(location->shape);
+        location->span = numel;
+        const std::vector<int64_t> tensor_shape = location->shape;
+        checkpoint.tensors[key] = Tensor{tensor_shape, {}, dtype->torch_name, std::move(location)};
     }
     if (checkpoint.tensors.empty()) throw invalid("it holds no tensors");
     return checkpoint;
@@ -514,19 +674,25 @@ Format detect_format(const ByteSource& source) {
                 "torch >= 1.6) or a .safetensors file");
 }
 
-Checkpoint load_torch_zip_from_memory(const void* data, size_t size, const std::string& name) {
-    zip_error_t error;
-    zip_error_init(&error);
-    zip_source_t* source = zip_source_buffer_create(data, size, 0, &error);
-    if (!source) throw_unreadable_zip(name, zip_error_message(&error));
-    zip_t* archive = zip_open_from_source(source, ZIP_RDONLY, &error);
-    if (!archive) {
-        zip_source_free(source);
-        throw_unreadable_zip(name, zip_error_message(&error));
+// A tensor's values: `data` when it holds them, else read from its file now. `owner` names the file in the
+// errors about an in-memory tensor.
+std::vector<float> tensor_values(const std::string& name, const Tensor& tensor, const std::string& owner) {
+    if (!tensor.data.empty() || !tensor.location) {
+        if (static_cast<int64_t>(tensor.data.size()) != tensor.numel())
+            throw Error(owner, "tensor '" + name + "' " + tensor.shape_string() + " holds " +
+                                   std::to_string(tensor.data.size()) + " values");
+        return tensor.data;
     }
-    zip_error_fini(&error);
-    ZipArchive owner(archive);
-    return read_torch_archive({archive, name, size});
+    const TensorLocation& where = *tensor.location;
+    const std::string& file = where.store->file();
+    if (where.shape != tensor.shape)
+        throw Error(file, "tensor '" + name + "' was given shape " + tensor.shape_string() + " after loading; its " +
+                              "values in the file have shape " + shape_to_string(where.shape));
+    try {
+        return read_values(where);
+    } catch (const Error& e) {
+        throw Error(file, "cannot read tensor '" + name + "': " + e.problem());
+    }
 }
 
 }  // namespace
@@ -545,32 +711,28 @@ const Tensor& Checkpoint::get(const std::string& name, const std::vector<int64_t
     return found->second;
 }
 
-bool Checkpoint::has(const std::string& name) const { return tensors.count(name) > 0; }
-
-Checkpoint load_torch_zip(const std::string& path) {
-    FileSource probe(path);  // clear errors for a missing file or a directory, and the archive's size
-    int code = 0;
-    ZipArchive archive(zip_open(path.c_str(), ZIP_RDONLY, &code));
-    if (!archive) {
-        zip_error_t error;
-        zip_error_init_with_code(&error, code);
-        throw_unreadable_zip(path, zip_error_message(&error));
-    }
-    return read_torch_archive({archive.get(), path, probe.size()});
+std::vector<float> Checkpoint::read(const std::string& name, const std::vector<int64_t>& expected_shape) const {
+    return tensor_values(name, get(name, expected_shape), path);
 }
 
-Checkpoint load_safetensors(const std::string& path) { return read_safetensors(FileSource(path)); }
+bool Checkpoint::has(const std::string& name) const { return tensors.count(name) > 0; }
+
+Checkpoint load_torch_zip(const std::string& path) { return read_torch_archive(ZipStore::open_file(path)); }
+
+Checkpoint load_safetensors(const std::string& path) {
+    return read_safetensors(std::make_shared<const FileSource>(path));
+}
 
 Checkpoint load_checkpoint(const std::string& path) {
-    FileSource source(path);
-    if (detect_format(source) == Format::Safetensors) return read_safetensors(source);
+    auto source = std::make_shared<const FileSource>(path);
+    if (detect_format(*source) == Format::Safetensors) return read_safetensors(source);
     return load_torch_zip(path);
 }
 
 Checkpoint load_checkpoint_from_memory(const void* data, size_t size, const std::string& name) {
-    MemorySource source(data, size, name);
-    if (detect_format(source) == Format::Safetensors) return read_safetensors(source);
-    return load_torch_zip_from_memory(data, size, name);
+    auto source = std::make_shared<const MemorySource>(data, size, name);
+    if (detect_format(*source) == Format::Safetensors) return read_safetensors(source);
+    return read_torch_archive(ZipStore::open_memory(source));
 }
 
 void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors) {
@@ -578,10 +740,11 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
     header["__metadata__"] = {{"format", "pt"}};
     uint64_t offset = 0;
     for (const auto& [name, tensor] : tensors) {
-        if (tensor.numel() < 0 || tensor.data.size() != static_cast<size_t>(tensor.numel()))
+        const bool in_memory = !tensor.data.empty() || !tensor.location;
+        if (tensor.numel() < 0 || (in_memory && tensor.data.size() != static_cast<size_t>(tensor.numel())))
             throw Error(path, "cannot save tensor '" + name + "': " + std::to_string(tensor.data.size()) +
                                   " values for shape " + tensor.shape_string());
-        const uint64_t bytes = tensor.data.size() * sizeof(float);
+        const uint64_t bytes = static_cast<uint64_t>(tensor.numel()) * sizeof(float);
         header[name] = {{"dtype", "F32"}, {"shape", tensor.shape}, {"data_offsets", {offset, offset + bytes}}};
         offset += bytes;
     }
@@ -592,9 +755,11 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
     const uint64_t header_size = text.size();
     out.write(reinterpret_cast<const char*>(&header_size), 8);
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& entry : tensors)
-        out.write(reinterpret_cast<const char*>(entry.second.data.data()),
-                  static_cast<std::streamsize>(entry.second.data.size() * sizeof(float)));
+    for (const auto& [name, tensor] : tensors) {  // one tensor's values at a time, read from its file if it has one
+        const std::vector<float> values = tensor_values(name, tensor, path);
+        out.write(reinterpret_cast<const char*>(values.data()),
+                  static_cast<std::streamsize>(values.size() * sizeof(float)));
+    }
     out.close();
     if (!out) throw Error(path, "writing the safetensors file failed (disk full?)");
 }

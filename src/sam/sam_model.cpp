@@ -7,6 +7,7 @@
 // checks; every tensor of the checkpoint must be used (mask_downscaling.* is accepted unused: no mask input).
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <memory>
 #include <set>
 #include <string>
@@ -32,24 +33,25 @@ const char* const kUnusedPrefix = "prompt_encoder.mask_downscaling.";  // mask p
 using Shape = std::vector<int64_t>;
 
 // Hands out checkpoint tensors by name with shape checks and records which were taken, so that a tensor the
-// architecture does not know is reported rather than silently ignored.
+// architecture does not know is reported rather than silently ignored. Values are read from the checkpoint file
+// on demand; only those handed out by data() stay in memory, until the reader goes.
 class WeightReader {
 public:
     explicit WeightReader(const Checkpoint& checkpoint) : checkpoint_(checkpoint) {}
 
+    // Valid while the reader lives: the few layers that take raw pointers (convolutions, TinyViT) hold several.
     const float* data(const std::string& name, const Shape& shape) {
-        used_.insert(name);
-        return checkpoint_.get(name, shape).data.data();
+        return held_.emplace_back(copy(name, shape)).data();
     }
     std::vector<float> copy(const std::string& name, const Shape& shape) {
-        const float* values = data(name, shape);
-        int64_t count = 1;
-        for (int64_t d : shape) count *= d;
-        return std::vector<float>(values, values + count);
+        used_.insert(name);
+        return checkpoint_.read(name, shape);
     }
+    // The float32 weights live only while the layer packs them.
     ops::Linear linear(const std::string& prefix, int64_t out, int64_t in, bool has_bias = true) {
-        const float* bias = has_bias ? data(prefix + ".bias", {out}) : nullptr;
-        return ops::Linear(data(prefix + ".weight", {out, in}), bias, out, in);
+        const std::vector<float> bias = has_bias ? copy(prefix + ".bias", {out}) : std::vector<float>();
+        const std::vector<float> weight = copy(prefix + ".weight", {out, in});
+        return ops::Linear(weight.data(), has_bias ? bias.data() : nullptr, out, in);
     }
     void check_all_used(const std::string& architecture) const {
         for (const auto& [name, tensor] : checkpoint_.tensors) {
@@ -62,6 +64,7 @@ public:
 private:
     const Checkpoint& checkpoint_;
     std::set<std::string> used_;
+    std::deque<std::vector<float>> held_;  // a deque: growing it keeps the earlier values in place
 };
 
 struct LayerNorm {
