@@ -206,30 +206,43 @@ TEST_F(SamModules, FullModelFromImageAndPrompts) {
         }
 }
 
-// The decoder keeps per-image work between prompts; it must notice a new embedding, even in the same buffer.
-TEST_F(SamModules, DecoderFollowsTheEmbeddingAcrossCalls) {
+// Several prompts in one decode() call, some decoded in one pass together, against the reference one by one.
+TEST_F(SamModules, BatchedDecodeMatchesTheReference) {
     auto embedding = npy("encoder_out");
-    const FramePrompt prompt = prompt_from_reference("point_box");
-    auto first = model().decode(embedding.data(), prompt, true);
-    expect_decoder_matches(first, "decoder_point_box_multi");
-    for (float& value : embedding) value *= 0.5f;
-    auto changed = model().decode(embedding.data(), prompt, true);
-    EXPECT_GT(test::max_abs_diff(changed.low_res_logits, first.low_res_logits), 1e-2);
-    for (float& value : embedding) value *= 2.0f;  // exact: back to the reference embedding
-    auto again = model().decode(embedding.data(), prompt, true);
-    EXPECT_EQ(again.low_res_logits, first.low_res_logits);
-    EXPECT_EQ(again.iou_predictions, first.iou_predictions);
+    const DecoderImage image = model().prepare_decoder(embedding.data());
+    std::vector<FramePrompt> prompts;
+    for (int repeat = 0; repeat < 2; ++repeat)
+        for (const char* name : kPrompts) prompts.push_back(prompt_from_reference(name));
+    const std::vector<DecoderOutput> all = model().decode(image, prompts);
+    ASSERT_EQ(all.size(), prompts.size());
+    for (size_t i = 0; i < prompts.size(); ++i) {
+        const std::string name = kPrompts[i % std::size(kPrompts)];
+        EXPECT_EQ(all[i].iou_predictions.size(), size_t(hp_.num_multimask_outputs + 1));
+        for (bool multimask : {true, false})
+            expect_decoder_matches(select_masks(all[i], multimask),
+                                   "decoder_" + name + (multimask ? "_multi" : "_single"));
+    }
+}
+
+TEST_F(SamModules, DecodeNeedsAnImageOfThisModel) {
+    auto embedding = npy("encoder_out");
+    const SamModel other(*checkpoint_, hp_);
+    const DecoderImage foreign = other.prepare_decoder(embedding.data());
+    const std::vector<FramePrompt> prompts = {prompt_from_reference("box")};
+    EXPECT_THROW(model().decode(foreign, prompts), Error);
+    EXPECT_THROW(model().decode(DecoderImage(), prompts), Error);
 }
 
 TEST_F(SamModules, ConcurrentDecodesMatchSerialOnes) {
     auto embedding = npy("encoder_out");
+    const DecoderImage image = model().prepare_decoder(embedding.data());
     std::vector<FramePrompt> prompts;
     for (const char* name : kPrompts) prompts.push_back(prompt_from_reference(name));
     std::vector<DecoderOutput> serial, concurrent(prompts.size());
-    for (const auto& prompt : prompts) serial.push_back(model().decode(embedding.data(), prompt, true));
+    for (const auto& prompt : prompts) serial.push_back(model().decode(image, {prompt}).front());
     std::vector<std::thread> threads;
     for (size_t i = 0; i < prompts.size(); ++i)
-        threads.emplace_back([&, i] { concurrent[i] = model().decode(embedding.data(), prompts[i], true); });
+        threads.emplace_back([&, i] { concurrent[i] = model().decode(image, {prompts[i]}).front(); });
     for (auto& thread : threads) thread.join();
     for (size_t i = 0; i < prompts.size(); ++i) {
         EXPECT_LE(test::max_abs_diff(concurrent[i].low_res_logits, serial[i].low_res_logits), 1e-5) << kPrompts[i];

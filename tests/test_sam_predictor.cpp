@@ -83,6 +83,11 @@ double mask_iou(const uint8_t* ours, const float* theirs, size_t count) {
     return either == 0 ? 1.0 : double(both) / double(either);
 }
 
+// The official predict(multimask_output=...), with the full-size logits the checks compare.
+PredictOptions official(bool multimask_output) {
+    return {.output = multimask_output ? MaskOutput::Multimask : MaskOutput::Single, .return_logits = true};
+}
+
 struct ReferenceCase {
     json spec;
     fs::path dir;
@@ -174,7 +179,7 @@ void check_sam_case(const ReferenceCase& c) {
     EXPECT_EQ(predictor.original_size(), c.image.size());
     expect_embedding_matches(predictor.image_embedding(), c);
     for (const json& prompt : c.spec["prompts"])
-        expect_matches(predictor.predict(prompt_from(prompt), prompt["multimask"].get<bool>()), c, prompt);
+        expect_matches(predictor.predict(prompt_from(prompt), official(prompt["multimask"].get<bool>())), c, prompt);
 }
 
 // ---- the resamplers ----
@@ -210,12 +215,52 @@ TEST(SkimageResize, MatchesMedsamResize) {
     }
 }
 
+// upsample_bilinear2d's per-pixel formula, computed directly: the reference for the two-pass resampler.
+std::vector<float> interpolate_per_pixel(const std::vector<float>& in, cv::Size in_size, cv::Size out_size) {
+    auto taps = [](int in_n, int out_n, int o, int& i0, int& i1, float& lambda) {
+        double source = in_n == out_n ? o : std::max(0.0, double(float(in_n) / out_n) * (o + 0.5) - 0.5);
+        i0 = static_cast<int>(source);
+        i1 = i0 + (i0 < in_n - 1 && in_n != out_n ? 1 : 0);
+        lambda = static_cast<float>(source - i0);
+    };
+    std::vector<float> out(out_size.area());
+    for (int y = 0; y < out_size.height; ++y)
+        for (int x = 0; x < out_size.width; ++x) {
+            int y0, y1, x0, x1;
+            float ly, lx;
+            taps(in_size.height, out_size.height, y, y0, y1, ly);
+            taps(in_size.width, out_size.width, x, x0, x1, lx);
+            const float* row0 = in.data() + y0 * in_size.width;
+            const float* row1 = in.data() + y1 * in_size.width;
+            const float t0 = row0[x0] * (1.0f - lx) + row0[x1] * lx;
+            const float t1 = row1[x0] * (1.0f - lx) + row1[x1] * lx;
+            out[y * out_size.width + x] = t0 * (1.0f - ly) + t1 * ly;
+        }
+    return out;
+}
+
+TEST(Interpolate, TwoPassesEqualThePerPixelFormula) {
+    std::vector<float> low(16 * 12);
+    for (size_t i = 0; i < low.size(); ++i) low[i] = std::sin(0.37f * i) * 5.0f;
+    std::vector<float> scratch;
+    for (cv::Size out_size : {cv::Size(64, 40), cv::Size(7, 5), cv::Size(16, 12), cv::Size(51, 12)}) {
+        const sam::BilinearResampler resample({16, 12}, out_size, out_size);
+        ASSERT_EQ(resample.out_size(), out_size);
+        std::vector<float> ours(out_size.area());
+        resample(low.data(), ours.data(), scratch);
+        const std::vector<float> expected = interpolate_per_pixel(low, {16, 12}, out_size);
+        EXPECT_EQ(test::max_abs_diff(ours, expected), 0.0) << out_size;
+    }
+}
+
 TEST(Interpolate, CropIsTheTopLeftOfTheFullResize) {
     std::vector<float> low(16 * 16);
     for (size_t i = 0; i < low.size(); ++i) low[i] = std::sin(0.37f * i) * 5.0f;
-    std::vector<float> full(64 * 64), crop(40 * 51);
-    sam::interpolate_bilinear(low.data(), {16, 16}, full.data(), {64, 64}, {64, 64});
-    sam::interpolate_bilinear(low.data(), {16, 16}, crop.data(), {64, 64}, {51, 40});
+    std::vector<float> full(64 * 64), crop(40 * 51), scratch;
+    sam::BilinearResampler({16, 16}, {64, 64}, {64, 64})(low.data(), full.data(), scratch);
+    const sam::BilinearResampler cropped({16, 16}, {64, 64}, {51, 40});
+    EXPECT_EQ(cropped.source_rows(), 11);  // rows 0..10 of the input reach the first 40 output rows
+    cropped(low.data(), crop.data(), scratch);
     for (int y = 0; y < 40; ++y)
         for (int x = 0; x < 51; ++x) ASSERT_EQ(crop[y * 51 + x], full[y * 64 + x]) << x << "," << y;
 }
@@ -266,9 +311,11 @@ void check_medsam_after_resize(const std::string& name) {
     expect_embedding_matches(embedding, c);
 
     const sam::ImageFrame frame{c.image.size(), {hp.image_size, hp.image_size}, hp.image_size};
+    const sam::DecoderImage image = model.prepare_decoder(embedding.data());
     for (const json& prompt : c.spec["prompts"])
-        expect_matches(sam::predict_masks(model, sam::Processing::MedSam, frame, embedding.data(), prompt_from(prompt),
-                                          false),
+        expect_matches(sam::predict_masks(model, sam::Processing::MedSam, frame, image, {prompt_from(prompt)},
+                                          official(false))
+                           .front(),
                        c, prompt);
 }
 TEST(MedSamVsOfficial, SmallModelAfterResizeRgb) { check_medsam_after_resize("medsam_small_kvasir"); }
@@ -286,7 +333,7 @@ TEST(MedSamVsOfficial, VitBFullPipeline) {
     predictor.set_image(c.image);
     expect_embedding_matches(predictor.image_embedding(), c);
     for (const json& prompt : c.spec["prompts"])
-        expect_matches(predictor.predict(prompt_from(prompt), false), c, prompt);
+        expect_matches(predictor.predict(prompt_from(prompt), official(false)), c, prompt);
 }
 
 // ---- the API itself, on the small model ----
@@ -349,18 +396,63 @@ TEST_F(SmallSam, RejectsBadPrompts) {
     EXPECT_THROW(fresh.set_image(cv::Mat(20, 20, CV_16UC1, cv::Scalar(0))), Error);
 }
 
+// Prompts of different kinds (so of different token counts) in one call, with repeats so that some are decoded in
+// one pass together.
 TEST_F(SmallSam, BatchEqualsOneByOne) {
-    const std::vector<Prompt> prompts = {Prompt{{{300, 200, 1}}, std::nullopt},
-                                         Prompt{{}, BoxPrompt{100, 120, 400, 380}}};
-    const std::vector<MaskPrediction> batch = predictor_->predict(prompts, false);
-    ASSERT_EQ(batch.size(), 2u);
-    for (size_t i = 0; i < prompts.size(); ++i) {
-        const MaskPrediction single = predictor_->predict(prompts[i], false);
-        EXPECT_EQ(batch[i].num_masks, 1);
-        EXPECT_EQ(batch[i].masks, single.masks);
-        EXPECT_EQ(batch[i].logits, single.logits);
-        EXPECT_EQ(batch[i].iou_predictions, single.iou_predictions);
+    const std::vector<Prompt> kinds = {Prompt{{{300, 200, 1}}, std::nullopt}, Prompt{{}, BoxPrompt{100, 120, 400, 380}},
+                                       Prompt{{{250, 260, 1}, {90, 80, 0}}, BoxPrompt{60, 40, 420, 400}}};
+    std::vector<Prompt> prompts;
+    for (int i = 0; i < 7; ++i) {
+        Prompt prompt = kinds[i % kinds.size()];
+        if (!prompt.points.empty()) prompt.points[0].x += 10.0f * i;
+        prompts.push_back(prompt);
     }
+    const PredictOptions options{.output = MaskOutput::All, .return_logits = true};
+    const std::vector<MaskPrediction> batch = predictor_->predict(prompts, options);
+    ASSERT_EQ(batch.size(), prompts.size());
+    for (size_t i = 0; i < prompts.size(); ++i) {
+        SCOPED_TRACE(i);
+        const MaskPrediction single = predictor_->predict(prompts[i], options);
+        EXPECT_EQ(batch[i].num_masks, 4);
+        EXPECT_EQ(batch[i].masks, single.masks);
+        EXPECT_LE(test::max_abs_diff(batch[i].low_res_logits, single.low_res_logits),
+                  1e-5 * test::max_abs(single.low_res_logits));
+        EXPECT_LE(test::max_abs_diff(batch[i].logits, single.logits), 1e-5 * test::max_abs(single.logits));
+        EXPECT_LE(test::max_abs_diff(batch[i].iou_predictions, single.iou_predictions), 1e-6);
+    }
+}
+
+// One decoder pass gives all 4 outputs: the single-mask output and the 3 multimask ones, as the official flag picks.
+TEST_F(SmallSam, AllMasksAreTheSingleThenTheMultimaskOutputs) {
+    const Prompt prompt{{{300, 200, 1}}, BoxPrompt{100, 120, 400, 380}};
+    const MaskPrediction all = predictor_->predict(prompt, {.output = MaskOutput::All, .return_logits = true});
+    const MaskPrediction single = predictor_->predict(prompt, official(false));
+    const MaskPrediction multimask = predictor_->predict(prompt, official(true));
+    ASSERT_EQ(all.num_masks, 4);
+    ASSERT_EQ(single.num_masks, 1);
+    ASSERT_EQ(multimask.num_masks, 3);
+    auto concatenated = [](const auto& first, const auto& rest) {
+        auto out = first;
+        out.insert(out.end(), rest.begin(), rest.end());
+        return out;
+    };
+    EXPECT_EQ(all.masks, concatenated(single.masks, multimask.masks));
+    EXPECT_EQ(all.logits, concatenated(single.logits, multimask.logits));
+    EXPECT_EQ(all.low_res_logits, concatenated(single.low_res_logits, multimask.low_res_logits));
+    EXPECT_EQ(all.iou_predictions, concatenated(single.iou_predictions, multimask.iou_predictions));
+    EXPECT_EQ(all.stability_scores, concatenated(single.stability_scores, multimask.stability_scores));
+}
+
+// Full-size logits are opt-in; masks and stability scores do not depend on them being kept.
+TEST_F(SmallSam, LogitsOnlyWhenAskedFor) {
+    const Prompt prompt{{{300, 200, 1}}, std::nullopt};
+    const MaskPrediction lean = predictor_->predict(prompt);
+    const MaskPrediction full = predictor_->predict(prompt, official(true));
+    EXPECT_TRUE(lean.logits.empty());
+    EXPECT_EQ(full.logits.size(), full.masks.size());
+    EXPECT_EQ(lean.masks, full.masks);
+    EXPECT_EQ(lean.stability_scores, full.stability_scores);
+    EXPECT_EQ(lean.low_res_logits, full.low_res_logits);
 }
 
 TEST_F(SmallSam, MaskIsACopyOfOnePlane) {

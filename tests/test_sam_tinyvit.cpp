@@ -214,7 +214,7 @@ TEST(LiteMedSamRealWeights, PredictorMatchesTheOfficialInference) {
         predictor.set_image(image);
         Prompt prompt;
         prompt.box = BoxPrompt{c["box"][0], c["box"][1], c["box"][2], c["box"][3]};
-        const MaskPrediction ours = predictor.predict(prompt, false);
+        const MaskPrediction ours = predictor.predict(prompt, {.output = MaskOutput::Single, .return_logits = true});
 
         const std::vector<float> logits = npy("real/" + name + "/logits"), mask = npy("real/" + name + "/mask");
         ASSERT_EQ(ours.logits.size(), logits.size()) << name;

@@ -26,7 +26,7 @@ struct BoxSam {
     MaskSource operator()(const cv::Mat& rgb) {
         ++images_set;
         cv::Size size = rgb.size();
-        return [size](const std::vector<Prompt>& prompts, bool multimask) {
+        return [size](const std::vector<Prompt>& prompts) {
             std::vector<MaskPrediction> out;
             for (const Prompt& prompt : prompts) {
                 cv::Mat mask = cv::Mat::zeros(size, CV_8U);
@@ -36,7 +36,7 @@ struct BoxSam {
                 cv::rectangle(mask, cv::Point(int(box.x0), int(box.y0)), cv::Point(int(box.x1), int(box.y1)), 1,
                               cv::FILLED);
                 MaskPrediction p;
-                p.num_masks = multimask ? 3 : 1;
+                p.num_masks = 4;  // one decoder pass: the single-mask output and the 3 multimask ones
                 p.height = size.height;
                 p.width = size.width;
                 for (int k = 0; k < p.num_masks; ++k) p.masks.insert(p.masks.end(), mask.begin<uint8_t>(), mask.end<uint8_t>());

@@ -31,11 +31,11 @@ cv::Mat labels_of(const cv::Mat& mask8) {
     return labels;
 }
 
-// A stand-in for SAM whose answer depends only on the prompt kind and the multimask flag, and that records what
-// it was asked.
+// A stand-in for SAM whose answer depends only on the prompt kind, and that records what it was asked. Like SAM's
+// decoder it answers with 4 masks per prompt: the single-mask output, then the 3 multimask ones.
 struct FakeSam {
     cv::Mat exact, empty, half, grown, shifted;  // candidate masks
-    std::vector<std::pair<std::vector<Prompt>, bool>> calls;
+    std::vector<std::vector<Prompt>> calls;
 
     explicit FakeSam(const cv::Mat& object) {
         exact = object.clone();
@@ -49,17 +49,12 @@ struct FakeSam {
 
     // Point prompts: SAM rates the empty mask best, the exact one worst; single mask = grown.
     // Box prompts: best rated = half, best Dice = exact; single mask = shifted.
-    std::vector<MaskPrediction> operator()(const std::vector<Prompt>& prompts, bool multimask) {
-        calls.emplace_back(prompts, multimask);
+    std::vector<MaskPrediction> operator()(const std::vector<Prompt>& prompts) {
+        calls.push_back(prompts);
         std::vector<MaskPrediction> out;
-        for (const Prompt& prompt : prompts) {
-            bool is_box = prompt.box.has_value();
-            if (multimask)
-                out.push_back(is_box ? prediction_of({half, exact, empty}, {0.9f, 0.8f, 0.1f})
-                                     : prediction_of({exact, half, empty}, {0.2f, 0.5f, 0.7f}));
-            else
-                out.push_back(is_box ? prediction_of({shifted}, {0.6f}) : prediction_of({grown}, {0.4f}));
-        }
+        for (const Prompt& prompt : prompts)
+            out.push_back(prompt.box.has_value() ? prediction_of({shifted, half, exact, empty}, {0.6f, 0.9f, 0.8f, 0.1f})
+                                                 : prediction_of({grown, exact, half, empty}, {0.4f, 0.2f, 0.5f, 0.7f}));
         return out;
     }
 };
@@ -151,17 +146,15 @@ TEST(SqaScoring, ReducersCombinePointAndBoxDice) {
     }
 }
 
-TEST(SqaScoring, PromptsAreTheObjectsPointsAndBoxesInTwoBatchedCalls) {
+TEST(SqaScoring, PromptsAreTheObjectsPointsAndBoxesInOneBatchedCall) {
     cv::Size size(50, 40);
     cv::Mat mask = blob(size, {2, 3, 6, 5}) | blob(size, {30, 20, 10, 12});
     std::vector<PredictedObject> objects = find_objects(labels_of(mask));
     ASSERT_EQ(objects.size(), 2u);
     FakeSam sam(mask);
     score_objects("img", objects, size, std::ref(sam), {});
-    ASSERT_EQ(sam.calls.size(), 2u);
-    EXPECT_TRUE(sam.calls[0].second);   // multimask
-    EXPECT_FALSE(sam.calls[1].second);  // single mask
-    for (const auto& [prompts, multimask] : sam.calls) {
+    ASSERT_EQ(sam.calls.size(), 1u);  // one decoder pass per prompt gives the multimask and single outputs
+    for (const auto& prompts : sam.calls) {
         ASSERT_EQ(prompts.size(), 4u);
         for (size_t i = 0; i < objects.size(); ++i) {
             const Prompt& point = prompts[2 * i];

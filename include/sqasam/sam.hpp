@@ -36,17 +36,32 @@ struct Prompt {
     std::optional<BoxPrompt> box;
 };
 
-// One prompt's result; K = 3 with multimask output, 1 without. Arrays are row-major K x H x W.
+// Which of the mask decoder's outputs a prediction holds. SAM's decoder computes all of them in one pass and the
+// official multimask_output flag only picks: the single-mask output (False) or the 3 others (True).
+enum class MaskOutput {
+    Multimask,  // the 3 multimask outputs, multimask_output=True (the official default)
+    Single,     // the single-mask output, multimask_output=False
+    All,        // all 4 at the cost of one: mask 0 is Single's, masks 1..3 are Multimask's
+};
+
+struct PredictOptions {
+    MaskOutput output = MaskOutput::Multimask;
+    // Also fill MaskPrediction::logits (K x H x W floats), as the official predict(return_logits=True) returns
+    // logits instead of masks. Off, no full-size floats are kept.
+    bool return_logits = false;
+};
+
+// One prompt's result: K masks (3, 1 or 4 by MaskOutput). Arrays are row-major K x H x W.
 // For MedSam, logits are the log-odds of MedSAM's upsampled probability (it upsamples sigmoid(low_res_logits),
 // not the logits), within +-20, so that masks = logits > 0 still holds.
 struct MaskPrediction {
     int num_masks = 0, height = 0, width = 0;
-    std::vector<float> logits;          // K x H x W at the image's size
-    std::vector<uint8_t> masks;         // K x H x W, 1 where logits > 0
+    std::vector<float> logits;          // K x H x W at the image's size, with PredictOptions::return_logits only
+    std::vector<uint8_t> masks;         // K x H x W, 1 where the logit at the image's size is > 0
     std::vector<float> low_res_logits;  // K x 256 x 256, the decoder's output
     std::vector<float> iou_predictions; // K
-    // K: |logits > 1| / |logits > -1|, the IoU of the mask thresholded one logit unit above and below 0
-    // (SAM's calculate_stability_score); 0 when no pixel exceeds -1.
+    // K: |logits > 1| / |logits > -1| at the image's size, the IoU of the mask thresholded one logit unit above
+    // and below 0 (SAM's calculate_stability_score); 0 when no pixel exceeds -1.
     std::vector<float> stability_scores;
     cv::Mat mask(int k) const;          // CV_8U H x W copy of mask k (0/1)
 };
@@ -98,8 +113,9 @@ public:
     const std::vector<float>& image_embedding() const;
 
     // A prompt needs a point or a box; labels are 0 or 1; a box has x0 <= x1, y0 <= y1 (sqasam::Error otherwise).
-    MaskPrediction predict(const Prompt& prompt, bool multimask_output = true) const;
-    std::vector<MaskPrediction> predict(const std::vector<Prompt>& prompts, bool multimask_output = true) const;
+    MaskPrediction predict(const Prompt& prompt, const PredictOptions& options = {}) const;
+    // Many prompts on the image at once: the same results as one at a time, in less time per prompt.
+    std::vector<MaskPrediction> predict(const std::vector<Prompt>& prompts, const PredictOptions& options = {}) const;
 
 private:
     struct State;

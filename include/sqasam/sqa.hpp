@@ -67,8 +67,9 @@ double dice(const cv::Mat& a, const cv::Mat& b);
 // ---- Scoring with SAM ----
 
 // SAM's masks for a batch of prompts on one image's embedding (SamPredictor::predict in the CLI, any stand-in in
-// tests).
-using MaskSource = std::function<std::vector<MaskPrediction>(const std::vector<Prompt>&, bool multimask_output)>;
+// tests): per prompt all 4 outputs of one decoder pass, as MaskOutput::All orders them (mask 0 the single-mask
+// output, masks 1..3 the multimask ones).
+using MaskSource = std::function<std::vector<MaskPrediction>(const std::vector<Prompt>&)>;
 // Prepares SAM for one RGB image (computes its embedding once) and returns the mask source for that image.
 using Segmenter = std::function<MaskSource(const cv::Mat& rgb)>;
 Segmenter sam_segmenter(SamPredictor& predictor);
@@ -78,7 +79,8 @@ Segmenter sam_segmenter(SamPredictor& predictor);
 // - BestDice: of the 3, the one that agrees best with the object. It looks at the prediction when choosing, so
 //   it is an upper bound ("oracle-ish") rather than an independent opinion of SAM;
 // - SingleMask: the single-mask output (multimask_output=False).
-// Every object gets 4 predictions (point and box, multimask and single) so all choices are recorded.
+// Every object gets 2 decoder passes (point and box), each giving the multimask and single outputs, so all choices
+// are recorded.
 struct ScoreOptions {
     ObjectOptions objects;
     Reducer reducer = Reducer::Max;

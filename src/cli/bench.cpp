@@ -97,11 +97,11 @@ void run_bench(const BenchOptions& options) {
         if (!warm_up) encoder_ms.push_back(elapsed_ms(start));
         for (const Prompt& prompt : prompts) {
             start = Clock::now();
-            predictor.predict(prompt, true);
+            predictor.predict(prompt);
             if (!warm_up) decoder_ms.push_back(elapsed_ms(start));
         }
         start = Clock::now();
-        predictor.predict(prompts, true);
+        predictor.predict(prompts);
         if (!warm_up) batched_ms_per_prompt.push_back(elapsed_ms(start) / double(prompts.size()));
     }
 

@@ -400,50 +400,66 @@ cv::Mat skimage_resize_cubic(const cv::Mat& image, cv::Size size) {
     return out;
 }
 
-void interpolate_bilinear(const float* in, cv::Size in_size, float* out, cv::Size full_size, cv::Size crop_size) {
-    // Per output index: the two source indices and their weights, as upsample_bilinear2d computes them on the
-    // CPU: a float scale, the source position in double, clamped at 0.
-    struct Taps {
-        std::vector<int> i0, i1;
-        std::vector<float> w0, w1;
-    };
-    auto taps_for = [](int in_n, int out_n, int keep) {
-        Taps t;
-        t.i0.resize(keep);
-        t.i1.resize(keep);
-        t.w0.resize(keep);
-        t.w1.resize(keep);
-        const float scale = static_cast<float>(in_n) / out_n;
-        for (int o = 0; o < keep; ++o) {
-            if (in_n == out_n) {
-                t.i0[o] = t.i1[o] = o;
-                t.w0[o] = 1.0f;
-                t.w1[o] = 0.0f;
-                continue;
-            }
-            double source = static_cast<double>(scale) * (o + 0.5) - 0.5;
-            if (source < 0) source = 0;
-            const int index = static_cast<int>(source);
-            t.i0[o] = index;
-            t.i1[o] = index + (index < in_n - 1 ? 1 : 0);
-            t.w1[o] = static_cast<float>(source - index);
-            t.w0[o] = 1.0f - t.w1[o];
+BilinearResampler::Taps BilinearResampler::taps(int in_n, int out_n, int keep) {
+    Taps t;
+    const float scale = static_cast<float>(in_n) / out_n;
+    for (int o = 0; o < keep; ++o) {
+        if (in_n == out_n) {
+            t.first.push_back(o);
+            t.second.push_back(o);
+            t.first_weight.push_back(1.0f);
+            t.second_weight.push_back(0.0f);
+            continue;
         }
-        return t;
-    };
-    const Taps ty = taps_for(in_size.height, full_size.height, crop_size.height);
-    const Taps tx = taps_for(in_size.width, full_size.width, crop_size.width);
-#pragma omp parallel for schedule(static)
-    for (int y = 0; y < crop_size.height; ++y) {
-        const float* row0 = in + int64_t(ty.i0[y]) * in_size.width;
-        const float* row1 = in + int64_t(ty.i1[y]) * in_size.width;
-        float* dst = out + int64_t(y) * crop_size.width;
-        for (int x = 0; x < crop_size.width; ++x) {
-            const float t0 = row0[tx.i0[x]] * tx.w0[x] + row0[tx.i1[x]] * tx.w1[x];
-            const float t1 = row1[tx.i0[x]] * tx.w0[x] + row1[tx.i1[x]] * tx.w1[x];
-            dst[x] = t0 * ty.w0[y] + t1 * ty.w1[y];
-        }
+        double source = static_cast<double>(scale) * (o + 0.5) - 0.5;
+        if (source < 0) source = 0;
+        const int index = static_cast<int>(source);
+        const float lambda = static_cast<float>(source - index);
+        t.first.push_back(index);
+        t.second.push_back(index + (index < in_n - 1 ? 1 : 0));
+        t.first_weight.push_back(1.0f - lambda);
+        t.second_weight.push_back(lambda);
     }
+    return t;
+}
+
+BilinearResampler::BilinearResampler(cv::Size in_size, cv::Size full_size, cv::Size crop_size)
+    : in_size_(in_size),
+      x_(taps(in_size.width, full_size.width, crop_size.width)),
+      y_(taps(in_size.height, full_size.height, crop_size.height)) {
+    for (int index : y_.second) source_rows_ = std::max(source_rows_, index + 1);
+}
+
+void BilinearResampler::interpolate_x(const float* in, float* rows) const {
+    const int width = out_size().width;
+    const int* first = x_.first.data();
+    const int* second = x_.second.data();
+    const float* w0 = x_.first_weight.data();
+    const float* w1 = x_.second_weight.data();
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < source_rows_; ++r) {
+        const float* src = in + int64_t(r) * in_size_.width;
+        float* dst = rows + int64_t(r) * width;
+#pragma omp simd
+        for (int x = 0; x < width; ++x) dst[x] = src[first[x]] * w0[x] + src[second[x]] * w1[x];
+    }
+}
+
+void BilinearResampler::interpolate_y(const float* rows, int y, float* out_row) const {
+    const int width = out_size().width;
+    const float* row0 = rows + int64_t(y_.first[y]) * width;
+    const float* row1 = rows + int64_t(y_.second[y]) * width;
+    const float w0 = y_.first_weight[y], w1 = y_.second_weight[y];
+#pragma omp simd
+    for (int x = 0; x < width; ++x) out_row[x] = row0[x] * w0 + row1[x] * w1;
+}
+
+void BilinearResampler::operator()(const float* in, float* out, std::vector<float>& scratch) const {
+    const cv::Size size = out_size();
+    scratch.resize(size_t(source_rows_) * size.width);
+    interpolate_x(in, scratch.data());
+#pragma omp parallel for schedule(static)
+    for (int y = 0; y < size.height; ++y) interpolate_y(scratch.data(), y, out + int64_t(y) * size.width);
 }
 
 }  // namespace sqasam::sam

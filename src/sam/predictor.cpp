@@ -126,6 +126,7 @@ struct SamPredictor::State {
     bool has_image = false;
     sam::ImageFrame frame;
     std::vector<float> embedding;
+    sam::DecoderImage decoder_image;  // the decoder's per-image work, shared by all prompts
 };
 
 SamPredictor::SamPredictor(const Sam& sam) : sam_(sam), state_(std::make_unique<State>()) {}
@@ -137,6 +138,7 @@ void SamPredictor::set_image(const cv::Mat& rgb) {
     state_->has_image = false;
     state_->embedding.resize(static_cast<size_t>(hp.prompt_embed_dim) * hp.embedding_size() * hp.embedding_size());
     sam_.model().encode_image(input.tensor.data(), state_->embedding.data());
+    state_->decoder_image = sam_.model().prepare_decoder(state_->embedding.data());
     state_->frame = input.frame;
     state_->has_image = true;
 }
@@ -150,17 +152,15 @@ const std::vector<float>& SamPredictor::image_embedding() const {
     return state_->embedding;
 }
 
-MaskPrediction SamPredictor::predict(const Prompt& prompt, bool multimask_output) const {
-    if (!state_->has_image) throw Error("", "predict() called before set_image()");
-    return sam::predict_masks(sam_.model(), sam::processing_for(sam_.info().type), state_->frame,
-                              state_->embedding.data(), prompt, multimask_output);
+MaskPrediction SamPredictor::predict(const Prompt& prompt, const PredictOptions& options) const {
+    return std::move(predict(std::vector<Prompt>{prompt}, options).front());
 }
 
-std::vector<MaskPrediction> SamPredictor::predict(const std::vector<Prompt>& prompts, bool multimask_output) const {
-    std::vector<MaskPrediction> out;
-    out.reserve(prompts.size());
-    for (const Prompt& prompt : prompts) out.push_back(predict(prompt, multimask_output));
-    return out;
+std::vector<MaskPrediction> SamPredictor::predict(const std::vector<Prompt>& prompts,
+                                                  const PredictOptions& options) const {
+    if (!state_->has_image) throw Error("", "predict() called before set_image()");
+    return sam::predict_masks(sam_.model(), sam::processing_for(sam_.info().type), state_->frame,
+                              state_->decoder_image, prompts, options);
 }
 
 }  // namespace sqasam

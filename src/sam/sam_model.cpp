@@ -373,25 +373,26 @@ private:
 
 // ---------------------------------------------------------------------------------------------------------------
 // Mask decoder
+//
+// One prompt at a time (decoding several prompts in one pass, with B x E*E image rows, measured no faster); several
+// prompts run side by side, one per OpenMP thread. What depends on the image alone is computed once per image
+// (DecoderImage).
 
 struct DecoderWorkspace {
-    // Per image: the decoder's first layer sees the image tokens before any prompt has touched them, so these stay
-    // valid for every prompt on the same embedding (the copy identifies it).
-    std::vector<float> embedding;         // C x E x E, the embedding the cache below belongs to
-    std::vector<float> src;               // E*E x C: embedding + no-mask dense embedding, as token rows
-    std::vector<float> first_keys;        // layer 0 token-to-image keys, k_proj(src + pe)
-    std::vector<float> first_values;      // layer 0 token-to-image values, v_proj(src)
-    std::vector<float> first_image_queries;  // layer 0 image-to-token queries, q_proj(src + pe)
-    // Per prompt
     std::vector<float> keys, keys_pe;      // E*E x C: image tokens, and image tokens + positional encoding
-    std::vector<float> queries, query_in;  // tokens x C
-    std::vector<float> q, k, v, attended;  // projections, up to E*E x C
+    std::vector<float> queries, query_in;  // n x C
+    std::vector<float> q, k, v, attended;  // projections, up to n x the MLP width
+    // The folded cross attentions: per-head rows of the token side, their products with
+    // the projection weights, and the attention weights between the image and those rows.
+    std::vector<float> head_rows, folded, folded_bias, weights, products;
+    ops::PackedMatrix folded_packed;
     std::vector<float> upscaled1, upscaled2, masks;
 };
 
 // Attention with an optional down-projection of the internal width (TwoWayTransformer's Attention), split into
 // its projections so that projections of unchanged inputs can be reused.
-struct DecoderAttention {
+class DecoderAttention {
+public:
     ops::Linear q_proj, k_proj, v_proj, out_proj;
     int64_t heads = 0, internal = 0;
 
@@ -402,26 +403,102 @@ struct DecoderAttention {
           v_proj(weights.linear(prefix + ".v_proj", dim / downsample, dim)),
           out_proj(weights.linear(prefix + ".out_proj", dim, dim / downsample)),
           heads(heads),
-          internal(dim / downsample) {}
+          internal(dim / downsample) {
+        if (downsample == 1) return;  // the self-attention: nothing to fold
+        // For the folded cross attentions below: the projection weights W [internal, dim] and out_proj's W^T as
+        // right-hand matrices.
+        const int64_t width = internal;
+        q_weight.pack(weights.data(prefix + ".q_proj.weight", {width, dim}), width, dim, dim, false);
+        k_weight.pack(weights.data(prefix + ".k_proj.weight", {width, dim}), width, dim, dim, false);
+        out_weight.pack(weights.data(prefix + ".out_proj.weight", {dim, width}), width, dim, width, true);
+        q_bias = weights.copy(prefix + ".q_proj.bias", {width});
+        out_bias = weights.copy(prefix + ".out_proj.bias", {dim});
+    }
 
-    // out = out_proj(attention(queries, keys, values)) of projected inputs, or out += that with accumulate.
+    // attended = attention(queries, keys, values) of projected rows (internal wide).
     void attend(const float* queries, int64_t query_count, const float* keys, const float* values, int64_t key_count,
-                float* out, ops::Epilogue epilogue, float* attended) const {
+                float* attended) const {
         const int64_t head_dim = internal / heads;
         ops::AttentionShape shape{.heads = heads, .queries = query_count, .keys = key_count, .head_dim = head_dim,
                                   .q_row_stride = internal, .k_row_stride = internal, .v_row_stride = internal,
                                   .out_row_stride = internal};
         ops::attention(queries, keys, values, attended, shape, 1.0f / std::sqrt(float(head_dim)));
-        out_proj.forward(attended, out, query_count, epilogue);
     }
 
-    // The whole module on unprojected inputs.
+    // out = out_proj(attention(q_proj(q), k_proj(k), v_proj(v))), or out += that with accumulate.
     void forward(const float* q, int64_t query_count, const float* k, const float* v, int64_t key_count, float* out,
                  ops::Epilogue epilogue, DecoderWorkspace& ws) const {
         q_proj.forward(q, ws.q.data(), query_count);
         k_proj.forward(k, ws.k.data(), key_count);
         v_proj.forward(v, ws.v.data(), key_count);
-        attend(ws.q.data(), query_count, ws.k.data(), ws.v.data(), key_count, out, epilogue, ws.attended.data());
+        attend(ws.q.data(), query_count, ws.k.data(), ws.v.data(), key_count, ws.attended.data());
+        out_proj.forward(ws.attended.data(), out, query_count, epilogue);
+    }
+
+    // The cross attentions between a few token rows and the E*E image rows have their projections of the image
+    // rows folded into the token side, which has far fewer rows: per head h (weights W_h, the head's rows of a
+    // projection), q_h . (Wk_h x + bk_h) = (Wk_h^T q_h) . x + const and sum_i p_i (Wv_h x_i + bv_h) =
+    // Wv_h (sum_i p_i x_i) + bv_h, since the weights p sum to 1; likewise Wo_h (sum_j p_j v_j) =
+    // sum_j p_j (Wo_h v_j) for the output projection. The results equal the unfolded module's up to rounding.
+
+    // Tokens attend to the image: out (n x internal, before out_proj) from projected queries q (n x internal),
+    // image rows with positional encoding (keys_pe) and without (keys), E*E x dim each.
+    void token_to_image_folded(const float* q, int64_t n, const float* keys_pe, const float* keys, int64_t image,
+                               float* out, DecoderWorkspace& ws) const {
+        const int64_t head_dim = internal / heads, dim = k_weight.cols(), rows = n * heads;
+        // Row (j, h): token j's query in head h's columns. Times Wk: the query folded into the image's width.
+        spread_heads(q, n, true, ws.head_rows.data());
+        k_weight.multiply(ws.head_rows.data(), ws.folded.data(), rows, 1.0f / std::sqrt(float(head_dim)));
+        ops::matmul(ws.folded.data(), keys_pe, ws.weights.data(), rows, image, dim, dim, dim, image, true);
+        ops::softmax_rows(ws.weights.data(), rows, image);
+        // The weighted sums of the image rows, then v_proj of them; row (j, h) keeps head h's columns.
+        ops::matmul(ws.weights.data(), keys, ws.folded.data(), rows, dim, image, image, dim, dim, false);
+        v_proj.forward(ws.folded.data(), ws.products.data(), rows);
+        for (int64_t j = 0; j < n; ++j)
+            for (int64_t h = 0; h < heads; ++h)
+                std::copy_n(ws.products.data() + (j * heads + h) * internal + h * head_dim, head_dim,
+                            out + j * internal + h * head_dim);
+    }
+
+    // The image attends to the tokens: image (E*E x dim) += out_proj(attention) for the projected token keys k and
+    // values v (n x internal each) and image rows x (E*E x dim, the queries before q_proj).
+    void image_to_token_folded(const float* x, int64_t image, const float* k, const float* v, int64_t n,
+                               float* out, DecoderWorkspace& ws) const {
+        const int64_t head_dim = internal / heads, dim = q_weight.cols(), rows = n * heads;
+        const float scale = 1.0f / std::sqrt(float(head_dim));
+        // Row (h, j): token j's key in head h's columns. Times Wq: the key folded into the image's width, and
+        // its product with q_proj's bias as a per-column bias of the logits.
+        spread_heads(k, n, false, ws.head_rows.data());
+        q_weight.multiply(ws.head_rows.data(), ws.folded.data(), rows, scale);
+        for (int64_t r = 0; r < rows; ++r) {
+            const float* key = ws.head_rows.data() + r * internal;
+            float dot = 0;
+            for (int64_t c = 0; c < internal; ++c) dot += key[c] * q_bias[c];
+            ws.folded_bias[r] = scale * dot;
+        }
+        ws.folded_packed.pack(ws.folded.data(), dim, rows, dim, true);
+        ws.folded_packed.multiply(x, ws.weights.data(), image, 1.0f, ws.folded_bias.data());
+        ops::softmax_rows(ws.weights.data(), image * heads, n);  // columns are (h, j): n per head
+        // Row (h, j): Wo_h v_j, so that out += weights . rows + out_proj's bias.
+        spread_heads(v, n, false, ws.head_rows.data());
+        out_weight.multiply(ws.head_rows.data(), ws.products.data(), rows);
+        ws.folded_packed.pack(ws.products.data(), rows, dim, dim, false);
+        ws.folded_packed.multiply(ws.weights.data(), out, image, 1.0f, out_bias.data(), ops::Epilogue::accumulate);
+    }
+
+private:
+    ops::PackedMatrix q_weight, k_weight, out_weight;
+    std::vector<float> q_bias, out_bias;
+
+    // n x internal rows to n * heads rows that keep one head's columns each (zeros elsewhere), ordered (j, h)
+    // with token_major, else (h, j).
+    void spread_heads(const float* rows, int64_t n, bool token_major, float* out) const {
+        const int64_t head_dim = internal / heads;
+        std::fill_n(out, n * heads * internal, 0.0f);
+        for (int64_t j = 0; j < n; ++j)
+            for (int64_t h = 0; h < heads; ++h)
+                std::copy_n(rows + j * internal + h * head_dim, head_dim,
+                            out + (token_major ? j * heads + h : h * n + j) * internal + h * head_dim);
     }
 };
 
@@ -441,8 +518,8 @@ struct Mlp {
             layers.push_back(weights.linear(prefix + ".layers." + std::to_string(i), i == depth - 1 ? out : hidden,
                                             i == 0 ? in : hidden));
     }
-    std::vector<float> operator()(const float* x) const {
-        std::vector<float> current(x, x + layers.front().in_features()), next;
+    std::vector<float> operator()(std::vector<float> x) const {
+        std::vector<float> current(std::move(x)), next;
         for (size_t i = 0; i < layers.size(); ++i) {
             next.resize(layers[i].out_features());
             layers[i].forward(current.data(), next.data(), 1,
@@ -458,6 +535,23 @@ void add_positions(float* sum, const float* x, const float* pe, int64_t count) {
     std::copy_n(x, count, sum);
     ops::add(sum, pe, count);
 }
+
+}  // namespace
+
+struct DecoderImage::Data {
+    const void* decoder = nullptr;           // the MaskDecoder that prepared it
+    std::vector<float> src;           // E*E x C: embedding + no-mask dense embedding, as token rows
+    std::vector<float> src_pe;        // src + positional encoding
+    std::vector<float> first_keys;    // layer 0 token-to-image keys, k_proj(src + pe)
+    std::vector<float> first_values;  // layer 0 token-to-image values, v_proj(src)
+};
+
+DecoderImage::DecoderImage() = default;
+DecoderImage::~DecoderImage() = default;
+DecoderImage::DecoderImage(DecoderImage&&) noexcept = default;
+DecoderImage& DecoderImage::operator=(DecoderImage&&) noexcept = default;
+
+namespace {
 
 class MaskDecoder {
 public:
@@ -495,6 +589,27 @@ public:
     int64_t mask_token_count() const { return mask_tokens_count_; }
     int64_t low_res_size() const { return 4 * grid_; }
 
+    // The image side: src = embedding (C x E x E, as token rows) + dense (one row broadcast), and the first
+    // layer's projections of it.
+    DecoderImage::Data prepare_image(const float* embedding, const float* dense, const float* key_pe) const {
+        const int64_t image = grid_ * grid_, count = image * dim_, projected = image * dim_ / kAttentionDownsampleRate;
+        DecoderImage::Data data;
+        data.decoder = this;
+        data.src.resize(count);
+        float* src = data.src.data();
+        ops::transpose(embedding, src, dim_, image, image, dim_);
+#pragma omp parallel for schedule(static)
+        for (int64_t t = 0; t < image; ++t)
+            for (int64_t c = 0; c < dim_; ++c) src[t * dim_ + c] += dense[c];
+        data.src_pe.resize(count);
+        add_positions(data.src_pe.data(), src, key_pe, count);
+        const DecoderAttention& first = layers_[0].token_to_image;
+        for (auto* buffer : {&data.first_keys, &data.first_values}) buffer->resize(projected);
+        first.k_proj.forward(data.src_pe.data(), data.first_keys.data(), image);
+        first.v_proj.forward(src, data.first_values.data(), image);
+        return data;
+    }
+
     // tokens = [iou token, mask tokens, sparse prompt rows]
     std::vector<float> tokens(const std::vector<float>& sparse) const {
         std::vector<float> out(iou_token_);
@@ -503,25 +618,10 @@ public:
         return out;
     }
 
-    // Loads the image side: src = embedding (C x E x E, as token rows) + dense (one row broadcast), and the first
-    // layer's projections of it. Skipped when the workspace already holds this embedding.
-    void set_image(const float* embedding, const float* dense, const float* key_pe, DecoderWorkspace& ws) const {
-        const int64_t image = grid_ * grid_, count = image * dim_;
-        if (std::equal(embedding, embedding + count, ws.embedding.begin())) return;
-        ws.embedding.assign(embedding, embedding + count);
-        float* src = ws.src.data();
-        ops::transpose(embedding, src, dim_, image, image, dim_);
-#pragma omp parallel for schedule(static)
-        for (int64_t t = 0; t < image; ++t)
-            for (int64_t c = 0; c < dim_; ++c) src[t * dim_ + c] += dense[c];
-        add_positions(ws.keys_pe.data(), src, key_pe, count);
-        layers_[0].token_to_image.k_proj.forward(ws.keys_pe.data(), ws.first_keys.data(), image);
-        layers_[0].token_to_image.v_proj.forward(src, ws.first_values.data(), image);
-        layers_[0].image_to_token.q_proj.forward(ws.keys_pe.data(), ws.first_image_queries.data(), image);
-    }
-
-    // TwoWayTransformer on the image set by set_image() and these token rows; leaves ws.queries and ws.keys.
-    void transformer(const std::vector<float>& token_rows, const float* key_pe, DecoderWorkspace& ws) const {
+    // TwoWayTransformer on the image and these token rows; leaves ws.keys and ws.queries, of which only the first
+    // `used_tokens` pass the final attention (the rest are not read afterwards).
+    void transformer(const DecoderImage::Data& image_data, const std::vector<float>& token_rows, int64_t used_tokens,
+                     const float* key_pe, DecoderWorkspace& ws) const {
         const int64_t n = int64_t(token_rows.size()) / dim_, image = grid_ * grid_;
         const float* query_pe = token_rows.data();
         float* queries = ws.queries.data();
@@ -529,10 +629,11 @@ public:
         float* keys = ws.keys.data();
         float* keys_pe = ws.keys_pe.data();
         std::copy(token_rows.begin(), token_rows.end(), queries);
-        std::copy_n(ws.src.data(), image * dim_, keys);
+        std::copy_n(image_data.src.data(), image * dim_, keys);
         for (size_t i = 0; i < layers_.size(); ++i) {
             const TwoWayLayer& l = layers_[i];
-            if (i == 0) {  // the first layer's self-attention has no positional term and no residual
+            const bool first = i == 0;
+            if (first) {  // the first layer's self-attention has no positional term and no residual
                 std::copy_n(queries, n * dim_, q);
                 l.self_attn.forward(q, n, q, q, n, queries, ops::Epilogue::store, ws);
             } else {
@@ -541,42 +642,37 @@ public:
             }
             l.norm1(queries, queries, n);
 
-            // Tokens attend to the image. The image side is the cached one in the first layer.
-            const float *image_keys = ws.first_keys.data(), *image_values = ws.first_values.data();
-            if (i > 0) {
-                add_positions(keys_pe, keys, key_pe, image * dim_);
-                l.token_to_image.k_proj.forward(keys_pe, ws.k.data(), image);
-                l.token_to_image.v_proj.forward(keys, ws.v.data(), image);
-                image_keys = ws.k.data();
-                image_values = ws.v.data();
-            }
+            // Tokens attend to the image: in the first layer to the image's cached projections.
             add_positions(q, queries, query_pe, n * dim_);
             l.token_to_image.q_proj.forward(q, ws.q.data(), n);
-            l.token_to_image.attend(ws.q.data(), n, image_keys, image_values, image, queries,
-                                    ops::Epilogue::accumulate, ws.attended.data());
+            if (first) {
+                l.token_to_image.attend(ws.q.data(), n, image_data.first_keys.data(), image_data.first_values.data(),
+                                        image, ws.attended.data());
+            } else {
+                add_positions(keys_pe, keys, key_pe, image * dim_);
+                l.token_to_image.token_to_image_folded(ws.q.data(), n, keys_pe, keys, image, ws.attended.data(), ws);
+            }
+            l.token_to_image.out_proj.forward(ws.attended.data(), queries, n, ops::Epilogue::accumulate);
             l.norm2(queries, queries, n);
 
             l.mlp_lin1.forward(queries, ws.attended.data(), n, ops::Epilogue::relu);
             l.mlp_lin2.forward(ws.attended.data(), queries, n, ops::Epilogue::accumulate);
             l.norm3(queries, queries, n);
 
-            // The image attends to the tokens; keys are unchanged since the token-to-image step, so its keys_pe
-            // (or, in the first layer, the cached projection) serves as the image queries.
+            // The image attends to the tokens; its queries are the image rows with positional encoding, which
+            // are unchanged since the token-to-image step (in the first layer: the image's own).
             add_positions(q, queries, query_pe, n * dim_);
-            const float* image_queries = ws.first_image_queries.data();
-            if (i > 0) {
-                l.image_to_token.q_proj.forward(keys_pe, ws.q.data(), image);
-                image_queries = ws.q.data();
-            }
             l.image_to_token.k_proj.forward(q, ws.k.data(), n);
             l.image_to_token.v_proj.forward(queries, ws.v.data(), n);
-            l.image_to_token.attend(image_queries, image, ws.k.data(), ws.v.data(), n, keys,
-                                    ops::Epilogue::accumulate, ws.attended.data());
+            l.image_to_token.image_to_token_folded(first ? image_data.src_pe.data() : keys_pe, image, ws.k.data(),
+                                                   ws.v.data(), n, keys, ws);
             l.norm4(keys, keys, image);
         }
         add_positions(q, queries, query_pe, n * dim_);
         add_positions(keys_pe, keys, key_pe, image * dim_);
-        final_attn_.forward(q, n, keys_pe, keys, image, queries, ops::Epilogue::accumulate, ws);
+        final_attn_.q_proj.forward(q, ws.q.data(), n);
+        final_attn_.token_to_image_folded(ws.q.data(), used_tokens, keys_pe, keys, image, ws.attended.data(), ws);
+        final_attn_.out_proj.forward(ws.attended.data(), queries, used_tokens, ops::Epilogue::accumulate);
         norm_final_(queries, queries, n);
     }
 
@@ -607,48 +703,67 @@ public:
                     }
     }
 
-    DecoderOutput run(const float* embedding, const std::vector<float>& sparse, const PromptEncoder& prompts,
-                      bool multimask) const {
-        auto ws = workspaces_.take();
-        prepare(*ws, int64_t(sparse.size()) / dim_);
-        set_image(embedding, prompts.no_mask().data(), prompts.dense_pe().data(), *ws);
-        transformer(tokens(sparse), prompts.dense_pe().data(), *ws);
-        upscale(*ws);
-
-        const int64_t first = multimask ? 1 : 0, count = multimask ? mask_tokens_count_ - 1 : 1;
-        const int64_t c8 = dim_ / 8, pixels = 16 * grid_ * grid_;
-        std::vector<float> hyper(count * c8);
-        for (int64_t m = 0; m < count; ++m) {
-            auto row = hypernetworks_[first + m](ws->queries.data() + (1 + first + m) * dim_);
-            std::copy(row.begin(), row.end(), hyper.begin() + m * c8);
+    // Every mask token's output for each prompt, given their sparse rows. Several prompts run side by side, each
+    // on one OpenMP thread (no synchronisation within a prompt); a lone prompt runs on all of them.
+    std::vector<DecoderOutput> run(const DecoderImage::Data& image, const std::vector<std::vector<float>>& sparse,
+                                   const PromptEncoder& prompts) const {
+        std::vector<DecoderOutput> out(sparse.size());
+        auto decode_one = [&](size_t i) {
+            auto ws = workspaces_.take();
+            out[i] = decode(image, sparse[i], prompts, *ws);
+        };
+        // Not a parallel region with if(false) for one prompt: the ops' own regions would then be nested ones,
+        // which start their threads anew each time.
+        if (sparse.size() == 1) {
+            decode_one(0);
+            return out;
         }
-        ops::matmul(hyper.data(), ws->upscaled2.data(), ws->masks.data(), count, pixels, c8, c8, c8, pixels, true);
-        DecoderOutput out;
-        out.low_res_logits.resize(count * pixels);
-        unblock(ws->masks.data(), out.low_res_logits.data(), count, false);
-        auto iou = iou_head_(ws->queries.data());
-        out.iou_predictions.assign(iou.begin() + first, iou.begin() + first + count);
+#pragma omp parallel for schedule(dynamic, 1)
+        for (size_t i = 0; i < sparse.size(); ++i) decode_one(i);
         return out;
     }
 
-    void prepare(DecoderWorkspace& ws, int64_t sparse_rows) const {
-        const int64_t image = grid_ * grid_, tokens = 1 + mask_tokens_count_ + sparse_rows;
-        if (ws.embedding.empty()) ws.embedding.assign(image * dim_, std::nanf(""));  // matches no embedding
-        for (auto* buffer : {&ws.src, &ws.keys, &ws.keys_pe}) ensure_size(*buffer, image * dim_);
-        for (auto* buffer : {&ws.first_keys, &ws.first_values, &ws.first_image_queries})
-            ensure_size(*buffer, image * dim_ / kAttentionDownsampleRate);
+    void prepare(DecoderWorkspace& ws, int64_t tokens) const {
+        const int64_t image = grid_ * grid_;
+        for (auto* buffer : {&ws.keys, &ws.keys_pe}) ensure_size(*buffer, image * dim_);
         ensure_size(ws.queries, tokens * dim_);
         ensure_size(ws.query_in, tokens * dim_);
-        // projections: image rows at the cross-attention width, or token rows at the full or MLP width
+        // projections: token rows at the full or MLP width
         const int64_t mlp = layers_[0].mlp_lin1.out_features();
-        const int64_t projection = std::max(image * dim_ / kAttentionDownsampleRate, tokens * std::max(dim_, mlp));
-        for (auto* buffer : {&ws.q, &ws.k, &ws.v, &ws.attended}) ensure_size(*buffer, projection);
+        for (auto* buffer : {&ws.q, &ws.k, &ws.v, &ws.attended}) ensure_size(*buffer, tokens * std::max(dim_, mlp));
+        // the folded cross attentions: tokens x heads rows against the image's rows
+        const int64_t head_rows = tokens * layers_[0].token_to_image.heads;
+        for (auto* buffer : {&ws.head_rows, &ws.folded, &ws.products}) ensure_size(*buffer, head_rows * dim_);
+        ensure_size(ws.folded_bias, head_rows);
+        ensure_size(ws.weights, head_rows * image);
         ensure_size(ws.upscaled1, 4 * image * (dim_ / 4));
         ensure_size(ws.upscaled2, 16 * image * (dim_ / 8));
         ensure_size(ws.masks, mask_tokens_count_ * 16 * image);
     }
 
 private:
+    DecoderOutput decode(const DecoderImage::Data& image, const std::vector<float>& sparse,
+                         const PromptEncoder& prompts, DecoderWorkspace& ws) const {
+        const std::vector<float> token_rows = tokens(sparse);
+        prepare(ws, int64_t(token_rows.size()) / dim_);
+        transformer(image, token_rows, 1 + mask_tokens_count_, prompts.dense_pe().data(), ws);
+        upscale(ws);
+
+        const int64_t c8 = dim_ / 8, pixels = 16 * grid_ * grid_, k = mask_tokens_count_;
+        std::vector<float> hyper(k * c8);
+        for (int64_t m = 0; m < k; ++m) {
+            const float* token = ws.queries.data() + (1 + m) * dim_;
+            const std::vector<float> row = hypernetworks_[m](std::vector<float>(token, token + dim_));
+            std::copy(row.begin(), row.end(), hyper.begin() + m * c8);
+        }
+        ops::matmul(hyper.data(), ws.upscaled2.data(), ws.masks.data(), k, pixels, c8, c8, c8, pixels, true);
+        DecoderOutput out;
+        out.low_res_logits.resize(k * pixels);
+        unblock(ws.masks.data(), out.low_res_logits.data(), k, false);
+        out.iou_predictions = iou_head_(std::vector<float>(ws.queries.begin(), ws.queries.begin() + dim_));
+        return out;
+    }
+
     int64_t grid_, dim_, mask_tokens_count_;
     std::vector<float> iou_token_, mask_tokens_;
     std::vector<TwoWayLayer> layers_;
@@ -728,8 +843,36 @@ void SamModel::encode_image(const float* input, float* embedding) const {
     else impl_->encoder->encode(input, embedding);
 }
 
+int64_t SamModel::decoder_mask_count() const { return impl_->decoder->mask_token_count(); }
+
+DecoderImage SamModel::prepare_decoder(const float* embedding) const {
+    const PromptEncoder& prompts = *impl_->prompt_encoder;
+    DecoderImage image;
+    image.data_ = std::make_unique<DecoderImage::Data>(
+        impl_->decoder->prepare_image(embedding, prompts.no_mask().data(), prompts.dense_pe().data()));
+    return image;
+}
+
+std::vector<DecoderOutput> SamModel::decode(const DecoderImage& image, const std::vector<FramePrompt>& prompts) const {
+    if (image.empty() || image.data_->decoder != impl_->decoder.get())
+        throw Error("", "decode() needs an image prepared by this model's prepare_decoder()");
+    std::vector<std::vector<float>> sparse;
+    for (const FramePrompt& prompt : prompts) sparse.push_back(impl_->prompt_encoder->sparse(prompt));
+    return impl_->decoder->run(*image.data_, sparse, *impl_->prompt_encoder);
+}
+
 DecoderOutput SamModel::decode(const float* embedding, const FramePrompt& prompt, bool multimask_output) const {
-    return impl_->decoder->run(embedding, impl_->prompt_encoder->sparse(prompt), *impl_->prompt_encoder, multimask_output);
+    return select_masks(decode(prepare_decoder(embedding), {prompt}).front(), multimask_output);
+}
+
+DecoderOutput select_masks(const DecoderOutput& all, bool multimask_output) {
+    const size_t count = all.iou_predictions.size(), plane = all.low_res_logits.size() / count;
+    const size_t first = multimask_output ? 1 : 0, kept = multimask_output ? count - 1 : 1;
+    DecoderOutput out;
+    out.low_res_logits.assign(all.low_res_logits.begin() + first * plane,
+                              all.low_res_logits.begin() + (first + kept) * plane);
+    out.iou_predictions.assign(all.iou_predictions.begin() + first, all.iou_predictions.begin() + first + kept);
+    return out;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -782,12 +925,12 @@ void SamModelProbe::two_way_transformer(const SamModel& model, const std::vector
     const MaskDecoder& decoder = *model.impl_->decoder;
     const int64_t dim = model.impl_->hp.prompt_embed_dim, n = int64_t(tokens.size()) / dim;
     const int64_t image = int64_t(src.size()) / dim;
-    DecoderWorkspace ws;  // not from the pool: its image cache would hold this src under a foreign dense / pe
-    decoder.prepare(ws, n - 1 - decoder.mask_token_count());
     std::vector<float> pos_rows(pos.size()), no_dense(dim, 0.0f);
     ops::transpose(pos.data(), pos_rows.data(), dim, image, image, dim);
-    decoder.set_image(src.data(), no_dense.data(), pos_rows.data(), ws);
-    decoder.transformer(tokens, pos_rows.data(), ws);
+    const DecoderImage::Data image_data = decoder.prepare_image(src.data(), no_dense.data(), pos_rows.data());
+    DecoderWorkspace ws;
+    decoder.prepare(ws, n);
+    decoder.transformer(image_data, tokens, n, pos_rows.data(), ws);
     queries.assign(ws.queries.begin(), ws.queries.begin() + n * dim);
     keys.assign(ws.keys.begin(), ws.keys.begin() + image * dim);
 }
@@ -807,7 +950,10 @@ std::vector<float> SamModelProbe::upscale(const SamModel& model, const std::vect
 
 DecoderOutput SamModelProbe::mask_decoder(const SamModel& model, const float* embedding,
                                           const std::vector<float>& sparse, bool multimask) {
-    return model.impl_->decoder->run(embedding, sparse, *model.impl_->prompt_encoder, multimask);
+    const PromptEncoder& prompts = *model.impl_->prompt_encoder;
+    const MaskDecoder& decoder = *model.impl_->decoder;
+    const DecoderImage::Data image = decoder.prepare_image(embedding, prompts.no_mask().data(), prompts.dense_pe().data());
+    return select_masks(decoder.run(image, {sparse}, prompts).front(), multimask);
 }
 
 }  // namespace sqasam::sam

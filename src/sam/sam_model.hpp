@@ -47,9 +47,31 @@ struct FramePrompt {
     float box[4] = {0, 0, 0, 0};
 };
 
+// The mask decoder's outputs for one prompt: K = num_multimask_outputs + 1 masks in mask-token order (token 0 is
+// the official multimask_output=False output, tokens 1.. the multimask ones), or the ones a selection kept.
 struct DecoderOutput {
     std::vector<float> low_res_logits;  // K x 256 x 256
     std::vector<float> iou_predictions; // K
+};
+// The official multimask_output selection from all outputs: tokens 1.. (true) or token 0 (false).
+DecoderOutput select_masks(const DecoderOutput& all, bool multimask_output);
+
+// The mask decoder's work that depends on the image embedding alone, done once per image and shared by all its
+// prompts: the image tokens (embedding + no-mask dense embedding), with the positional encoding, and the first
+// two-way layer's projections of them (that layer sees the image before any prompt has changed it).
+class DecoderImage {
+public:
+    DecoderImage();
+    ~DecoderImage();
+    DecoderImage(DecoderImage&&) noexcept;
+    DecoderImage& operator=(DecoderImage&&) noexcept;
+    bool empty() const { return !data_; }
+
+    struct Data;  // defined with the decoder (sam_model.cpp)
+
+private:
+    friend class SamModel;
+    std::unique_ptr<Data> data_;
 };
 
 class SamModel {
@@ -57,9 +79,17 @@ public:
     SamModel(const Checkpoint& checkpoint, const SamHyperParams& hp);
     ~SamModel();
     const SamHyperParams& hyper_params() const;
+    int64_t decoder_mask_count() const;  // K of a full DecoderOutput
 
     // input: 3 x S x S (S = image_size) preprocessed; embedding: prompt_embed_dim x E x E.
     void encode_image(const float* input, float* embedding) const;
+
+    DecoderImage prepare_decoder(const float* embedding) const;
+    // All K outputs for each prompt. Prompts are decoded together (those with the same number of sparse rows in
+    // one pass); each result equals the one of decoding that prompt alone. The image must come from this model's
+    // prepare_decoder(). Safe to call from several threads at once.
+    std::vector<DecoderOutput> decode(const DecoderImage& image, const std::vector<FramePrompt>& prompts) const;
+    // One prompt with the official selection, preparing the image for this call alone.
     DecoderOutput decode(const float* embedding, const FramePrompt& prompt, bool multimask_output) const;
 
 private:

@@ -154,58 +154,110 @@ FramePrompt to_frame_prompt(const Prompt& prompt, const ImageFrame& frame, Proce
     return out;
 }
 
-float stability_score(const float* logits, size_t count) {
-    size_t above_plus_one = 0, above_minus_one = 0;
-    for (size_t i = 0; i < count; ++i) {
-        above_plus_one += logits[i] > 1.0f;
-        above_minus_one += logits[i] > -1.0f;
+MaskRange mask_range(MaskOutput output, int decoder_masks) {
+    switch (output) {
+        case MaskOutput::Single: return {0, 1};
+        case MaskOutput::All: return {0, decoder_masks};
+        case MaskOutput::Multimask: break;
     }
-    return above_minus_one == 0 ? 0.0f : static_cast<float>(double(above_plus_one) / double(above_minus_one));
+    return {1, decoder_masks - 1};
 }
 
-MaskPrediction postprocess(DecoderOutput decoded, int low_res, const ImageFrame& frame, Processing processing) {
+MaskPrediction postprocess(const DecoderOutput& decoded, MaskRange range, int low_res, const ImageFrame& frame,
+                           Processing processing, bool return_logits) {
     MaskPrediction out;
-    out.num_masks = static_cast<int>(decoded.iou_predictions.size());
+    out.num_masks = range.count;
     out.height = frame.original_size.height;
     out.width = frame.original_size.width;
+    const int width = out.width;
     const size_t low_plane = static_cast<size_t>(low_res) * low_res;
-    const size_t plane = static_cast<size_t>(out.height) * out.width;
-    out.logits.resize(out.num_masks * plane);
-    out.masks.resize(out.num_masks * plane);
+    const size_t plane = static_cast<size_t>(out.height) * width;
+    if (return_logits) out.logits.resize(range.count * plane);
+    out.masks.resize(range.count * plane);
+    // SAM's postprocess_masks (LiteMedSAM's is the same, its frame being the low-res size): low res -> frame,
+    // cropped to the resized image, -> original size. MedSAM: sigmoid at low res -> original size.
+    const bool medsam = processing == Processing::MedSam;
     const cv::Size low_size(low_res, low_res);
-    std::vector<float> scratch;
-    for (int k = 0; k < out.num_masks; ++k) {
-        const float* low = decoded.low_res_logits.data() + k * low_plane;
-        float* logits = out.logits.data() + k * plane;
-        uint8_t* masks = out.masks.data() + k * plane;
-        if (processing != Processing::MedSam) {  // SAM's postprocess_masks; LiteMedSAM's is the same at 256
-            const cv::Size frame_size(frame.frame_size, frame.frame_size);
-            scratch.resize(static_cast<size_t>(frame.input_size.area()));
-            interpolate_bilinear(low, low_size, scratch.data(), frame_size, frame.input_size);
-            interpolate_bilinear(scratch.data(), frame.input_size, logits, frame.original_size, frame.original_size);
-            for (size_t i = 0; i < plane; ++i) masks[i] = logits[i] > 0.0f;
+    const BilinearResampler to_frame(low_size, {frame.frame_size, frame.frame_size}, frame.input_size);
+    const BilinearResampler to_original(medsam ? low_size : frame.input_size, frame.original_size,
+                                        frame.original_size);
+    // Scratch kept per thread across calls: first touches of fresh pages are slow.
+    thread_local std::vector<float> source, scratch, x_pass;
+    x_pass.resize(static_cast<size_t>(to_original.source_rows()) * width);
+    const float* rows = x_pass.data();  // the parallel region below reads the calling thread's buffer
+    for (int k = 0; k < range.count; ++k) {
+        const float* low = decoded.low_res_logits.data() + (range.first + k) * low_plane;
+        if (medsam) {
+            source.resize(low_plane);
+            for (size_t i = 0; i < low_plane; ++i) source[i] = 1.0f / (1.0f + std::exp(-low[i]));
         } else {
-            scratch.resize(low_plane);
-            for (size_t i = 0; i < low_plane; ++i) scratch[i] = 1.0f / (1.0f + std::exp(-low[i]));
-            interpolate_bilinear(scratch.data(), low_size, logits, frame.original_size, frame.original_size);
-            for (size_t i = 0; i < plane; ++i) {
-                const float p = logits[i];
-                masks[i] = p > 0.5f;
-                const double log_odds = std::log(double(p)) - std::log1p(-double(p));
-                logits[i] = static_cast<float>(std::clamp(log_odds, double(-kMaxLogOdds), double(kMaxLogOdds)));
+            source.resize(static_cast<size_t>(frame.input_size.area()));
+            to_frame(low, source.data(), scratch);
+        }
+        to_original.interpolate_x(source.data(), x_pass.data());
+        // The last pass makes each output row, thresholds it and counts it for the stability score.
+        int64_t above_plus_one = 0, above_minus_one = 0;
+#pragma omp parallel reduction(+ : above_plus_one, above_minus_one)
+        {
+            std::vector<float> row_buffer(return_logits ? 0 : width);
+#pragma omp for schedule(static)
+            for (int y = 0; y < out.height; ++y) {
+                const size_t offset = k * plane + static_cast<size_t>(y) * width;
+                float* logits = return_logits ? out.logits.data() + offset : row_buffer.data();
+                uint8_t* masks = out.masks.data() + offset;
+                to_original.interpolate_y(rows, y, logits);
+                if (medsam) {
+                    for (int x = 0; x < width; ++x) {
+                        const double p = logits[x];
+                        masks[x] = logits[x] > 0.5f;
+                        const double log_odds = std::log(p) - std::log1p(-p);
+                        logits[x] = static_cast<float>(std::clamp(log_odds, double(-kMaxLogOdds), double(kMaxLogOdds)));
+                    }
+                } else {
+#pragma omp simd
+                    for (int x = 0; x < width; ++x) masks[x] = logits[x] > 0.0f;
+                }
+                int plus = 0, minus = 0;
+#pragma omp simd reduction(+ : plus, minus)
+                for (int x = 0; x < width; ++x) {
+                    plus += logits[x] > 1.0f;
+                    minus += logits[x] > -1.0f;
+                }
+                above_plus_one += plus;
+                above_minus_one += minus;
             }
         }
-        out.stability_scores.push_back(stability_score(logits, plane));
+        out.stability_scores.push_back(
+            above_minus_one == 0 ? 0.0f : static_cast<float>(double(above_plus_one) / double(above_minus_one)));
     }
-    out.low_res_logits = std::move(decoded.low_res_logits);
-    out.iou_predictions = std::move(decoded.iou_predictions);
+    const auto low_first = decoded.low_res_logits.begin() + range.first * low_plane;
+    out.low_res_logits.assign(low_first, low_first + range.count * low_plane);
+    const auto iou_first = decoded.iou_predictions.begin() + range.first;
+    out.iou_predictions.assign(iou_first, iou_first + range.count);
     return out;
 }
 
-MaskPrediction predict_masks(const SamModel& model, Processing processing, const ImageFrame& frame,
-                             const float* embedding, const Prompt& prompt, bool multimask_output) {
-    return postprocess(model.decode(embedding, to_frame_prompt(prompt, frame, processing), multimask_output),
-                       model.hyper_params().low_res_size(), frame, processing);
+std::vector<MaskPrediction> predict_masks(const SamModel& model, Processing processing, const ImageFrame& frame,
+                                          const DecoderImage& image, const std::vector<Prompt>& prompts,
+                                          const PredictOptions& options) {
+    std::vector<FramePrompt> frame_prompts;
+    for (const Prompt& prompt : prompts) frame_prompts.push_back(to_frame_prompt(prompt, frame, processing));
+    const std::vector<DecoderOutput> decoded = model.decode(image, frame_prompts);
+    const MaskRange range = mask_range(options.output, static_cast<int>(model.decoder_mask_count()));
+    std::vector<MaskPrediction> out(decoded.size());
+    auto postprocess_one = [&](size_t i) {
+        out[i] = postprocess(decoded[i], range, model.hyper_params().low_res_size(), frame, processing,
+                             options.return_logits);
+    };
+    // One prompt: its rows on all threads (outside any parallel region, see MaskDecoder::run); many: one prompt
+    // per thread at a time.
+    if (decoded.size() == 1) {
+        postprocess_one(0);
+        return out;
+    }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t i = 0; i < decoded.size(); ++i) postprocess_one(i);
+    return out;
 }
 
 }  // namespace sqasam::sam

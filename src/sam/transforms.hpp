@@ -45,21 +45,26 @@ std::vector<float> medsam_tensor(const cv::Mat& resized_rgb);
 // (its official script maps boxes only; points get the same mapping).
 FramePrompt to_frame_prompt(const Prompt& prompt, const ImageFrame& frame, Processing processing);
 
-// The decoder's output (K x low_res x low_res logits) at the original size: logits, masks (logits > 0) and
-// stability scores.
-// SAM: logits = bilinear 256 -> frame, crop to input_size, bilinear -> original size (postprocess_masks).
+// The decoder's outputs a MaskOutput keeps, of its `decoder_masks` (single-mask output first): [first, first + count).
+struct MaskRange {
+    int first = 0, count = 0;
+};
+MaskRange mask_range(MaskOutput output, int decoder_masks);
+
+// The decoder's masks in `range` (low_res x low_res logits each) at the original size: masks (logit > 0),
+// stability scores and, with return_logits, the logits.
+// SAM: logits = bilinear low_res -> frame, crop to input_size, bilinear -> original size (postprocess_masks).
 // MedSAM: p = bilinear(sigmoid(low-res logits)) -> original size, masks = p > 0.5 as MedSAM thresholds, and
 // logits = log(p / (1 - p)) (limited to +-kMaxLogOdds where p rounds to 0 or 1), so masks = logits > 0 holds too.
+// Stability scores follow SAM's calculate_stability_score (threshold 0, offset 1): the number of pixels with
+// logit > 1 over the number with logit > -1, 0 when none exceeds -1.
 inline constexpr float kMaxLogOdds = 20.0f;
-MaskPrediction postprocess(DecoderOutput decoded, int low_res, const ImageFrame& frame, Processing processing);
+MaskPrediction postprocess(const DecoderOutput& decoded, MaskRange range, int low_res, const ImageFrame& frame,
+                           Processing processing, bool return_logits);
 
-// Stability score of one mask (SAM's calculate_stability_score with threshold 0, offset 1): the number of pixels
-// with logit > 1 over the number with logit > -1, i.e. the IoU of the mask shrunk and grown by one logit unit.
-// 0 when no pixel exceeds -1.
-float stability_score(const float* logits, size_t count);
-
-// decode + postprocess for an image already embedded.
-MaskPrediction predict_masks(const SamModel& model, Processing processing, const ImageFrame& frame,
-                             const float* embedding, const Prompt& prompt, bool multimask_output);
+// decode + postprocess of prompts on an image whose embedding the decoder has prepared.
+std::vector<MaskPrediction> predict_masks(const SamModel& model, Processing processing, const ImageFrame& frame,
+                                          const DecoderImage& image, const std::vector<Prompt>& prompts,
+                                          const PredictOptions& options);
 
 }  // namespace sqasam::sam

@@ -7,8 +7,8 @@ namespace sqasam {
 Segmenter sam_segmenter(SamPredictor& predictor) {
     return [&predictor](const cv::Mat& rgb) -> MaskSource {
         predictor.set_image(rgb);
-        return [&predictor](const std::vector<Prompt>& prompts, bool multimask_output) {
-            return predictor.predict(prompts, multimask_output);
+        return [&predictor](const std::vector<Prompt>& prompts) {
+            return predictor.predict(prompts, {.output = MaskOutput::All});
         };
     };
 }

@@ -10,8 +10,10 @@
 namespace sqasam {
 namespace {
 
-// Decoded masks of all prompts of a batch stay in memory together; this bounds that to roughly 64 MB of logits.
-constexpr double kBatchPixelBudget = 16.0 * 1024 * 1024;
+// Decoded masks of all prompts of a batch stay in memory together; this bounds that to roughly 64 MB of masks.
+constexpr double kBatchPixelBudget = 64.0 * 1024 * 1024;
+// The outputs of one decoder pass (MaskSource): the single-mask one, then the multimask ones.
+constexpr int kSingleMask = 0, kFirstMultimask = 1, kDecoderMasks = 4;
 
 // Mask k of a prediction, without copying.
 cv::Mat mask_view(const MaskPrediction& prediction, int k) {
@@ -19,14 +21,14 @@ cv::Mat mask_view(const MaskPrediction& prediction, int k) {
     return cv::Mat(prediction.height, prediction.width, CV_8U, const_cast<uint8_t*>(data));
 }
 
-void check_prediction(const MaskPrediction& prediction, int expected_masks, cv::Size image_size) {
-    if (prediction.num_masks != expected_masks || prediction.width != image_size.width ||
+void check_prediction(const MaskPrediction& prediction, cv::Size image_size) {
+    if (prediction.num_masks != kDecoderMasks || prediction.width != image_size.width ||
         prediction.height != image_size.height ||
-        prediction.masks.size() != static_cast<size_t>(expected_masks) * image_size.area() ||
-        prediction.iou_predictions.size() != static_cast<size_t>(expected_masks))
+        prediction.masks.size() != static_cast<size_t>(kDecoderMasks) * image_size.area() ||
+        prediction.iou_predictions.size() != static_cast<size_t>(kDecoderMasks))
         throw Error("", "SAM returned " + std::to_string(prediction.num_masks) + " masks of " +
                             std::to_string(prediction.width) + "x" + std::to_string(prediction.height) + ", expected " +
-                            std::to_string(expected_masks) + " of " + std::to_string(image_size.width) + "x" +
+                            std::to_string(kDecoderMasks) + " of " + std::to_string(image_size.width) + "x" +
                             std::to_string(image_size.height));
 }
 
@@ -36,34 +38,32 @@ size_t first_max(const std::vector<double>& values) {
 
 // The agreement of one prompt's masks with the object for every mask choice, and the mask the configured
 // choice picks.
-PromptAgreement agreement(const PredictedObject& object, const MaskPrediction& multimask,
-                          const MaskPrediction& single, MaskChoice configured, cv::Mat& picked) {
+PromptAgreement agreement(const PredictedObject& object, const MaskPrediction& masks, MaskChoice configured,
+                          cv::Mat& picked) {
     std::vector<Overlap> overlaps;
     std::vector<double> predicted, dices;
-    for (int k = 0; k < multimask.num_masks; ++k) {
-        overlaps.push_back(overlap(object, mask_view(multimask, k)));
-        predicted.push_back(multimask.iou_predictions[k]);
+    for (int k = kFirstMultimask; k < kDecoderMasks; ++k) {
+        overlaps.push_back(overlap(object, mask_view(masks, k)));
+        predicted.push_back(masks.iou_predictions[k]);
         dices.push_back(overlaps.back().dice);
     }
     struct Pick {
-        const MaskPrediction* prediction;
-        size_t k;
+        int k;
         Overlap overlap;
     };
     std::array<Pick, 3> picks{};
     size_t by_iou = first_max(predicted), by_dice = first_max(dices);  // ties: the first, like numpy's argmax
-    picks[mask_choice_index(MaskChoice::BestPredictedIou)] = {&multimask, by_iou, overlaps[by_iou]};
-    picks[mask_choice_index(MaskChoice::BestDice)] = {&multimask, by_dice, overlaps[by_dice]};
-    picks[mask_choice_index(MaskChoice::SingleMask)] = {&single, 0, overlap(object, mask_view(single, 0))};
+    picks[mask_choice_index(MaskChoice::BestPredictedIou)] = {kFirstMultimask + int(by_iou), overlaps[by_iou]};
+    picks[mask_choice_index(MaskChoice::BestDice)] = {kFirstMultimask + int(by_dice), overlaps[by_dice]};
+    picks[mask_choice_index(MaskChoice::SingleMask)] = {kSingleMask, overlap(object, mask_view(masks, kSingleMask))};
 
     PromptAgreement result;
     for (size_t i = 0; i < picks.size(); ++i) {
         result.dice[i] = picks[i].overlap.dice;
         result.iou[i] = picks[i].overlap.iou;
-        result.predicted_iou[i] = picks[i].prediction->iou_predictions[picks[i].k];
+        result.predicted_iou[i] = masks.iou_predictions[picks[i].k];
     }
-    const Pick& chosen = picks[mask_choice_index(configured)];
-    picked = mask_view(*chosen.prediction, static_cast<int>(chosen.k));
+    picked = mask_view(masks, picks[mask_choice_index(configured)].k);
     return result;
 }
 
@@ -74,8 +74,9 @@ ScoredObjects score_objects(const std::string& image_name, const std::vector<Pre
     ScoredObjects scored;
     scored.sam_point_mask = cv::Mat::zeros(image_size, CV_8U);
     scored.sam_box_mask = cv::Mat::zeros(image_size, CV_8U);
-    // Each object costs 2 prompts x (3 + 1) full-size masks.
-    size_t per_batch = std::clamp<size_t>(static_cast<size_t>(kBatchPixelBudget / (8.0 * image_size.area())), 1, 32);
+    // Each object costs 2 prompts x 4 full-size masks.
+    const size_t per_batch =
+        std::clamp<size_t>(static_cast<size_t>(kBatchPixelBudget / (2.0 * kDecoderMasks * image_size.area())), 1, 32);
     for (size_t begin = 0; begin < objects.size(); begin += per_batch) {
         size_t end = std::min(objects.size(), begin + per_batch);
         std::vector<Prompt> prompts;
@@ -84,13 +85,10 @@ ScoredObjects score_objects(const std::string& image_name, const std::vector<Pre
             prompts.push_back(Prompt{{PointPrompt{object.point.x, object.point.y, 1}}, std::nullopt});
             prompts.push_back(Prompt{{}, prompt_box(object.bounds)});
         }
-        std::vector<MaskPrediction> multimask = sam(prompts, true), single = sam(prompts, false);
-        if (multimask.size() != prompts.size() || single.size() != prompts.size())
+        const std::vector<MaskPrediction> masks = sam(prompts);
+        if (masks.size() != prompts.size())
             throw Error("", "SAM returned a different number of predictions than prompts");
-        for (size_t p = 0; p < prompts.size(); ++p) {
-            check_prediction(multimask[p], 3, image_size);
-            check_prediction(single[p], 1, image_size);
-        }
+        for (const MaskPrediction& prediction : masks) check_prediction(prediction, image_size);
         for (size_t i = begin; i < end; ++i) {
             const PredictedObject& object = objects[i];
             size_t p = 2 * (i - begin);
@@ -105,8 +103,8 @@ ScoredObjects score_objects(const std::string& image_name, const std::vector<Pre
             result.point[0] = object.point.x;
             result.point[1] = object.point.y;
             cv::Mat point_mask, box_mask;
-            result.point_prompt = agreement(object, multimask[p], single[p], options.mask_choice, point_mask);
-            result.box_prompt = agreement(object, multimask[p + 1], single[p + 1], options.mask_choice, box_mask);
+            result.point_prompt = agreement(object, masks[p], options.mask_choice, point_mask);
+            result.box_prompt = agreement(object, masks[p + 1], options.mask_choice, box_mask);
             scored.sam_point_mask |= point_mask;
             scored.sam_box_mask |= box_mask;
             result.score = result.score_with(options.reducer, options.mask_choice);
