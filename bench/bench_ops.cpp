@@ -15,6 +15,7 @@ namespace {
 using sqasam::ops::AttentionShape;
 using sqasam::ops::Epilogue;
 using sqasam::ops::Linear;
+using sqasam::Precision;
 using sqasam::ops::RelativePosition;
 
 constexpr int64_t kTokens = 64 * 64, kDim = 768, kHeads = 12, kHeadDim = kDim / kHeads;
@@ -33,14 +34,15 @@ void set_flops(benchmark::State& state, double flops_per_iteration) {
         benchmark::Counter(flops_per_iteration, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 
-// Arguments: rows, in_features, out_features, epilogue.
+// Arguments: rows, in_features, out_features, epilogue, precision (0 fp32, 1 bf16).
 void BM_Linear(benchmark::State& state) {
     const int64_t rows = state.range(0), in = state.range(1), out = state.range(2);
     const auto epilogue = static_cast<Epilogue>(state.range(3));
+    const auto precision = static_cast<Precision>(state.range(4));
     const std::vector<float> x = random_values(rows * in), weight = random_values(out * in, 0.02f),
                              bias = random_values(out, 0.02f);
     std::vector<float> y(rows * out);
-    const Linear layer(weight.data(), bias.data(), out, in);
+    const Linear layer(weight.data(), bias.data(), out, in, precision);
     for (auto _ : state) {
         layer.forward(x.data(), y.data(), rows, epilogue);
         benchmark::DoNotOptimize(y.data());
@@ -48,21 +50,22 @@ void BM_Linear(benchmark::State& state) {
     set_flops(state, 2.0 * rows * in * out);
 }
 BENCHMARK(BM_Linear)
-    ->ArgNames({"rows", "in", "out", "epilogue"})
-    ->Args({kWindows * kWindowTokens, kDim, 3 * kDim, int(Epilogue::store)})       // windowed qkv (padded 70x70)
-    ->Args({kTokens, kDim, 3 * kDim, int(Epilogue::store)})                        // global qkv
-    ->Args({kTokens, kDim, kDim, int(Epilogue::accumulate)})                       // attention proj + residual
-    ->Args({kTokens, kDim, 4 * kDim, int(Epilogue::gelu)})                         // mlp.lin1 + GELU
-    ->Args({kTokens, 4 * kDim, kDim, int(Epilogue::accumulate)})                   // mlp.lin2 + residual
+    ->ArgNames({"rows", "in", "out", "epilogue", "bf16"})
+    ->ArgsProduct({{kTokens}, {kDim}, {3 * kDim}, {int(Epilogue::store)}, {0, 1}})        // qkv
+    ->ArgsProduct({{kTokens}, {kDim}, {kDim}, {int(Epilogue::accumulate)}, {0, 1}})       // attention proj + residual
+    ->ArgsProduct({{kTokens}, {kDim}, {4 * kDim}, {int(Epilogue::gelu)}, {0, 1}})         // mlp.lin1 + GELU
+    ->ArgsProduct({{kTokens}, {4 * kDim}, {kDim}, {int(Epilogue::accumulate)}, {0, 1}})   // mlp.lin2 + residual
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
 // Self-attention on a qkv buffer laid out as the encoder's qkv Linear writes it: rows of [q | k | v], heads side by
-// side. Arguments: batch, tokens, grid side (tokens = side^2), heads, head_dim, 1 = with relative positions.
+// side. Arguments: batch, tokens, grid side (tokens = side^2), heads, head_dim, 1 = with relative positions,
+// precision (0 fp32, 1 bf16).
 void BM_EncoderAttention(benchmark::State& state) {
     const int64_t batch = state.range(0), tokens = state.range(1), side = state.range(2), heads = state.range(3),
                   head_dim = state.range(4);
     const bool with_rel_pos = state.range(5) != 0;
+    const auto precision = static_cast<Precision>(state.range(6));
     const int64_t dim = heads * head_dim;
     const std::vector<float> qkv = random_values(batch * tokens * 3 * dim);
     const std::vector<float> table_h = random_values((2 * side - 1) * head_dim, 0.02f),
@@ -77,15 +80,15 @@ void BM_EncoderAttention(benchmark::State& state) {
     const float scale = 1.0f / std::sqrt(float(head_dim));
     for (auto _ : state) {
         sqasam::ops::attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, out.data(), shape, scale,
-                               with_rel_pos ? &rel_pos : nullptr);
+                               with_rel_pos ? &rel_pos : nullptr, precision);
         benchmark::DoNotOptimize(out.data());
     }
     set_flops(state, 4.0 * batch * heads * tokens * tokens * head_dim);  // q k^T and weights v
 }
 BENCHMARK(BM_EncoderAttention)
-    ->ArgNames({"batch", "tokens", "side", "heads", "hd", "relpos"})
-    ->Args({kWindows, kWindowTokens, 14, kHeads, kHeadDim, 1})  // windowed block
-    ->Args({1, kTokens, 64, kHeads, kHeadDim, 1})               // global block
+    ->ArgNames({"batch", "tokens", "side", "heads", "hd", "relpos", "bf16"})
+    ->ArgsProduct({{kWindows}, {kWindowTokens}, {14}, {kHeads}, {kHeadDim}, {1}, {0, 1}})  // windowed block
+    ->ArgsProduct({{1}, {kTokens}, {64}, {kHeads}, {kHeadDim}, {1}, {0, 1}})               // global block
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

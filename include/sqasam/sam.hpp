@@ -8,6 +8,8 @@
 
 #include <opencv2/core.hpp>
 
+#include "sqasam/precision.hpp"
+
 namespace sqasam {
 
 // Vit* are the official SAM image encoders; MedSam is a vit_b checkpoint with MedSAM's own preprocessing
@@ -84,7 +86,10 @@ class SamModel;  // the network; defined in src/sam
 class Sam {
 public:
     // Reads a .pth (PyTorch zip) or .safetensors file; throws sqasam::Error naming the file and the problem.
-    static Sam load(const std::string& checkpoint_path, ModelType type = ModelType::Auto);
+    // The image encoder computes in `precision` (bf16 falls back to fp32, with a warning, on CPUs without it);
+    // the mask decoder is always fp32.
+    static Sam load(const std::string& checkpoint_path, ModelType type = ModelType::Auto,
+                    Precision precision = Precision::fp32);
     ~Sam();
     Sam(Sam&&) noexcept;
     Sam& operator=(Sam&&) noexcept;

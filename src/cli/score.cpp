@@ -33,7 +33,8 @@ struct ScoreCommandOptions {
     std::string checkpoint, images, pred, prob, gt, manifest, out;
     bool resume = false;
     int threads = 0;
-    std::string model_type = "auto", reducer = "max", mask_choice = "best_iou", aggregation = "mean";
+    std::string model_type = "auto", precision = "fp32", reducer = "max", mask_choice = "best_iou",
+                aggregation = "mean";
     int connectivity = 8;
     long min_area = 0;
     std::optional<double> pred_threshold;
@@ -62,6 +63,7 @@ nlohmann::json run_config(const ScoreCommandOptions& o, const PipelineOptions& p
     return {{"checkpoint", absolute(o.checkpoint)},
             {"checkpoint_bytes", ec ? 0 : checkpoint_bytes},
             {"model_type", o.model_type},
+            {"precision", o.precision},
             {"images", absolute(o.images)},
             {"pred", absolute(o.pred)},
             {"prob", absolute(o.prob)},
@@ -146,7 +148,7 @@ void run_score(const ScoreCommandOptions& o) {
         omp_set_num_threads(o.threads);
         cv::setNumThreads(o.threads);
     }
-    const Sam sam = Sam::load(o.checkpoint, model_type);
+    const Sam sam = Sam::load(o.checkpoint, model_type, precision_from_string(o.precision));
     SamPredictor predictor(sam);
 
     const nlohmann::json config = run_config(o, pipeline);
@@ -200,6 +202,10 @@ void add_score_command(CLI::App& app) {
     cmd->add_option("--threads", o->threads, "compute threads (default: OpenMP's default)")
         ->check(CLI::PositiveNumber);
     cmd->add_option("--model-type", o->model_type, "vit_b, vit_l, vit_h, medsam, vit_t, lite_medsam or auto (read from the checkpoint)")
+        ->capture_default_str();
+    cmd->add_option("--precision", o->precision, "image encoder arithmetic: fp32, or bf16 (about twice as fast on CPUs "
+                                                 "with AVX512-BF16, masks within 1% IoU)")
+        ->check(CLI::IsMember({"fp32", "bf16"}))
         ->capture_default_str();
     cmd->add_option("--reducer", o->reducer, "object score from point and box Dice: max, mean, min, point, box")
         ->capture_default_str();

@@ -24,7 +24,7 @@ struct SegmentOptions {
     std::vector<std::string> points;
     std::string box;
     bool single_mask = false;
-    std::string model_type = "auto";
+    std::string model_type = "auto", precision = "fp32";
 };
 
 // "1.5,20" -> {1.5, 20}: exactly `count` finite numbers separated by commas, else an Error naming the option.
@@ -70,7 +70,7 @@ void run_segment(const SegmentOptions& options) {
     const Prompt prompt = parse_prompt(options);
     const ModelType type = model_type_from_string(options.model_type);
     const cv::Mat image = read_rgb_image(options.image);
-    const Sam sam = Sam::load(options.checkpoint, type);
+    const Sam sam = Sam::load(options.checkpoint, type, precision_from_string(options.precision));
     SamPredictor predictor(sam);
     predictor.set_image(image);
     const MaskPrediction result = predictor.predict(
@@ -116,6 +116,10 @@ void add_segment_command(CLI::App& app) {
                     "vit_b, vit_l, vit_h, medsam (a vit_b checkpoint with MedSAM's processing), vit_t (MobileSAM), "
                     "lite_medsam (LiteMedSAM with its own processing) or auto (read from the checkpoint)")
         ->check(CLI::IsMember({"auto", "vit_b", "vit_l", "vit_h", "medsam", "vit_t", "lite_medsam"}))
+        ->capture_default_str();
+    cmd->add_option("--precision", options->precision, "image encoder arithmetic: fp32, or bf16 (about twice as "
+                                                       "fast on CPUs with AVX512-BF16, masks within 1% IoU)")
+        ->check(CLI::IsMember({"fp32", "bf16"}))
         ->capture_default_str();
     cmd->add_option("--out", options->out, "output folder (created if needed)")->required();
     cmd->callback([options] { run_segment(*options); });

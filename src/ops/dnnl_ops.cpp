@@ -3,7 +3,11 @@
 // serve many products are repacked once into the blocked layout oneDNN's kernels read directly.
 #include <omp.h>
 
+#include <bit>
+#include <cstdint>
+#include <iostream>
 #include <map>
+#include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
 #include <unordered_map>
@@ -17,9 +21,13 @@ namespace {
 using dnnl::memory;
 using Dims = memory::dims;
 
-// The blocked layout of fp32 brgemm weights does not depend on the row count of the left operand, so a packing
-// chosen for this many rows serves every call (one that did not fit would fail loudly at primitive creation).
+// The blocked layout of brgemm weights (fp32 and bf16) does not depend on the row count of the left operand, so a
+// packing chosen for this many rows serves every call (one that did not fit would fail loudly at primitive
+// creation).
 constexpr int64_t kTypicalRows = 256;
+
+// Below this many elements a parallel conversion costs more than it saves.
+constexpr int64_t kParallelGrain = 1 << 14;
 
 const dnnl::engine& cpu_engine() {
     static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
@@ -31,16 +39,38 @@ dnnl::stream& thread_stream() {
     return stream;
 }
 
+memory::data_type operand_type(Precision precision) {
+    return precision == Precision::bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+}
+
+memory::desc plain(int64_t rows, int64_t cols, int64_t row_stride, memory::data_type type) {
+    return memory::desc(Dims{rows, cols}, type, Dims{row_stride, 1});
+}
+
 memory::desc plain_f32(int64_t rows, int64_t cols, int64_t row_stride) {
-    return memory::desc(Dims{rows, cols}, memory::data_type::f32, Dims{row_stride, 1});
+    return plain(rows, cols, row_stride, memory::data_type::f32);
 }
 
 memory::desc transposed_f32(int64_t rows, int64_t cols, int64_t col_stride) {
     return memory::desc(Dims{rows, cols}, memory::data_type::f32, Dims{1, col_stride});
 }
 
-memory::desc any_f32(int64_t rows, int64_t cols) {
-    return memory::desc(Dims{rows, cols}, memory::data_type::f32, memory::format_tag::any);
+// Round to nearest, ties to even (as vcvtneps2bf16), by adding just under half a bf16 unit plus the kept
+// part's lowest bit and truncating; NaN stays a quiet NaN. Branch-free, so the loop below vectorises.
+inline uint16_t to_bf16(float x) {
+    const uint32_t bits = std::bit_cast<uint32_t>(x);
+    const uint16_t rounded = uint16_t((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+    return x != x ? uint16_t(0x7fc0) : rounded;
+}
+
+// A's rows, rounded to bfloat16 into a per-thread buffer that grows, never shrinks (fresh pages are slow).
+const uint16_t* to_bf16_scratch(const float* a, int64_t count) {
+    thread_local std::vector<uint16_t> scratch;
+    if (int64_t(scratch.size()) < count) scratch.resize(count);
+    uint16_t* out = scratch.data();
+#pragma omp parallel for simd schedule(static) if (count >= kParallelGrain)
+    for (int64_t i = 0; i < count; ++i) out[i] = to_bf16(a[i]);
+    return out;
 }
 
 dnnl::primitive_attr attributes(float alpha, float sum_scale, Epilogue epilogue) {
@@ -54,10 +84,13 @@ dnnl::primitive_attr attributes(float alpha, float sum_scale, Epilogue epilogue)
     return attr;
 }
 
-float* writable(const float* p) { return const_cast<float*>(p); }  // oneDNN memory wraps non-const handles
+template <class T>
+T* writable(const T* p) { return const_cast<T*>(p); }  // oneDNN memory wraps non-const handles
 
-// Everything that selects a primitive: shape, strides (0 for a packed right-hand side), scaling and epilogue.
-using ProductKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, float, float, Epilogue, bool>;
+// Everything that selects a primitive: shape, strides (0 for a packed right-hand side), scaling, epilogue, bias
+// and operand precision.
+using ProductKey =
+    std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, float, float, Epilogue, bool, Precision>;
 
 struct ProductKeyHash {
     size_t operator()(const ProductKey& key) const {
@@ -87,26 +120,48 @@ void run(const dnnl::primitive& primitive, const std::unordered_map<int, memory>
 int num_threads() { return omp_get_max_threads(); }
 void set_num_threads(int n) { omp_set_num_threads(n < 1 ? 1 : n); }
 
+bool bf16_supported() {
+    // cpu_isa values are bit sets: an ISA includes another when it has all of its bits.
+    const auto bf16 = unsigned(dnnl::cpu_isa::avx512_core_bf16);
+    return (unsigned(dnnl::get_effective_cpu_isa()) & bf16) == bf16;
+}
+
+Precision effective_precision(Precision requested) {
+    if (requested != Precision::bf16 || bf16_supported()) return requested;
+    static std::once_flag warned;
+    std::call_once(warned, [] {
+        std::cerr << "sqasam: warning: this CPU has no bfloat16 matrix instructions (AVX512-BF16 or AMX) that "
+                     "oneDNN can use; computing in fp32 instead of bf16\n";
+    });
+    return Precision::fp32;
+}
+
 struct PackedMatrix::Impl {
     int64_t k = 0, n = 0;
+    Precision precision = Precision::fp32;
     memory::desc desc;
     memory data;
 };
 
-void PackedMatrix::pack(const float* b, int64_t k, int64_t n, int64_t ldb, bool transpose_b) {
-    if (!impl_ || impl_.use_count() > 1 || impl_->k != k || impl_->n != n) {
+void PackedMatrix::pack(const float* b, int64_t k, int64_t n, int64_t ldb, bool transpose_b, Precision precision) {
+    precision = effective_precision(precision);
+    if (!impl_ || impl_.use_count() > 1 || impl_->k != k || impl_->n != n || impl_->precision != precision) {
         auto impl = std::make_shared<Impl>();
         impl->k = k;
         impl->n = n;
-        dnnl::matmul::desc desc(plain_f32(kTypicalRows, k, k), any_f32(k, n), plain_f32(kTypicalRows, n, n));
+        impl->precision = precision;
+        const auto type = operand_type(precision);
+        dnnl::matmul::desc desc(plain(kTypicalRows, k, k, type), memory::desc(Dims{k, n}, type, memory::format_tag::any),
+                                plain_f32(kTypicalRows, n, n));
         impl->desc = dnnl::matmul::primitive_desc(desc, cpu_engine()).weights_desc();
         impl->data = memory(impl->desc, cpu_engine());
         impl_ = std::move(impl);
     }
+    // The reorder converts to bf16 on the way when the packed layout holds bf16.
     auto source_desc = transpose_b ? transposed_f32(k, n, ldb) : plain_f32(k, n, ldb);
-    using ReorderKey = std::tuple<int64_t, int64_t, int64_t, bool>;
+    using ReorderKey = std::tuple<int64_t, int64_t, int64_t, bool, Precision>;
     thread_local std::map<ReorderKey, dnnl::reorder> reorders;
-    ReorderKey key{k, n, ldb, transpose_b};
+    ReorderKey key{k, n, ldb, transpose_b, precision};
     auto found = reorders.find(key);
     if (found == reorders.end())
         found = reorders.emplace(key, dnnl::reorder({cpu_engine(), source_desc, cpu_engine(), impl_->desc})).first;
@@ -116,29 +171,33 @@ void PackedMatrix::pack(const float* b, int64_t k, int64_t n, int64_t ldb, bool 
 
 int64_t PackedMatrix::rows() const { return impl_ ? impl_->k : 0; }
 int64_t PackedMatrix::cols() const { return impl_ ? impl_->n : 0; }
+Precision PackedMatrix::precision() const { return impl_ ? impl_->precision : Precision::fp32; }
 
 void PackedMatrix::multiply(const float* a, float* c, int64_t m, float alpha, const float* bias,
                             Epilogue epilogue) const {
     if (m == 0) return;
     const Impl& b = *impl_;
     const auto& engine = cpu_engine();
-    auto a_desc = plain_f32(m, b.k, b.k), c_desc = plain_f32(m, b.n, b.n);
+    auto a_desc = plain(m, b.k, b.k, operand_type(b.precision)), c_desc = plain_f32(m, b.n, b.n);
     auto bias_desc = bias ? plain_f32(1, b.n, b.n) : memory::desc();
     const float sum_scale = epilogue == Epilogue::accumulate ? 1.0f : 0.0f;
-    ProductKey key{m, b.n, b.k, 0, 0, 0, false, alpha, sum_scale, epilogue, bias != nullptr};
+    ProductKey key{m, b.n, b.k, 0, 0, 0, false, alpha, sum_scale, epilogue, bias != nullptr, b.precision};
     const auto& primitive = cached_product(key, [&] {
         return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_desc, b.desc, bias_desc, c_desc),
                                             attributes(alpha, sum_scale, epilogue), engine);
     });
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(a_desc, engine, writable(a))},
+    void* a_data = b.precision == Precision::bf16 ? static_cast<void*>(writable(to_bf16_scratch(a, m * b.k)))
+                                                  : static_cast<void*>(writable(a));
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(a_desc, engine, a_data)},
                                          {DNNL_ARG_WEIGHTS, b.data},
                                          {DNNL_ARG_DST, memory(c_desc, engine, c)}};
     if (bias) args.emplace(DNNL_ARG_BIAS, memory(bias_desc, engine, writable(bias)));
     run(primitive, args);
 }
 
-Linear::Linear(const float* weight, const float* bias, int64_t out_features, int64_t in_features) {
-    weight_.pack(weight, in_features, out_features, in_features, true);  // W [out, in] is B^T
+Linear::Linear(const float* weight, const float* bias, int64_t out_features, int64_t in_features,
+               Precision precision) {
+    weight_.pack(weight, in_features, out_features, in_features, true, precision);  // W [out, in] is B^T
     if (bias) bias_.assign(bias, bias + out_features);
 }
 
@@ -166,7 +225,7 @@ void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int6
     auto a_desc = plain_f32(m, k, lda);
     auto b_desc = transpose_b ? transposed_f32(k, n, ldb) : plain_f32(k, n, ldb);
     auto c_desc = plain_f32(m, n, ldc);
-    ProductKey key{m, n, k, lda, ldb, ldc, transpose_b, alpha, beta, Epilogue::store, false};
+    ProductKey key{m, n, k, lda, ldb, ldc, transpose_b, alpha, beta, Epilogue::store, false, Precision::fp32};
     const auto& primitive = cached_product(key, [&] {
         return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_desc, b_desc, c_desc),
                                             attributes(alpha, beta, Epilogue::store), cpu_engine());

@@ -115,42 +115,18 @@ namespace {
 
 constexpr int64_t kLanes = 16;  // floats per accumulator block: one AVX-512 register
 
-// A relative-position table rearranged so that, for query grid row (or column) p, the terms against every key
-// row are a contiguous run: expanded[p][c][kp] = table[p - kp + grid - 1][c], kp padded to whole lane blocks.
-std::vector<float> expand_rel_table(const float* table, int64_t grid, int64_t head_dim) {
-    const int64_t padded = (grid + kLanes - 1) / kLanes * kLanes;
-    std::vector<float> expanded(grid * head_dim * padded, 0.0f);
-    for (int64_t p = 0; p < grid; ++p)
-        for (int64_t kp = 0; kp < grid; ++kp)
-            for (int64_t c = 0; c < head_dim; ++c)
-                expanded[(p * head_dim + c) * padded + kp] = table[(p - kp + grid - 1) * head_dim + c];
-    return expanded;
-}
-
 // One register of floats (GCC/Clang vector extension; alignment relaxed so it loads from any float address).
 using Lanes = float __attribute__((vector_size(kLanes * sizeof(float)), aligned(sizeof(float))));
 
-// For four queries at once, terms_i[kp] = sum_c q_i[c] * expanded_i[c][kp]: four independent sums per lane
-// block hide the multiply-add latency, and each stays in a register.
-void rel_terms4(const float* const q[4], const float* const expanded[4], int64_t head_dim, int64_t grid,
-                float* const terms[4]) {
-    const int64_t padded = (grid + kLanes - 1) / kLanes * kLanes;
-    for (int64_t block = 0; block < padded; block += kLanes) {
-        Lanes acc[4] = {};
-        for (int64_t c = 0; c < head_dim; ++c)
-            for (int i = 0; i < 4; ++i) acc[i] += q[i][c] * *reinterpret_cast<const Lanes*>(expanded[i] + c * padded + block);
-        for (int i = 0; i < 4; ++i)
-            for (int64_t lane = 0; lane < std::min(kLanes, grid - block); ++lane) terms[i][block + lane] = acc[i][lane];
-    }
-}
-
-// row[kh * grid_w + kw] += term_h[kh] + term_w[kw]
-void add_rel_terms(float* row, const float* term_h, const float* term_w, int64_t grid_h, int64_t grid_w) {
+// row[kh * grid_w + kw] += dots_h[grid_h - 1 - kh] + dots_w[grid_w - 1 - kw]: dots_h holds the query's products
+// with table_h from entry qh on (its grid row), so the term of key row kh, q . table_h[qh - kh + grid_h - 1], is
+// dots_h[grid_h - 1 - kh]; the same for columns.
+void add_rel_terms(float* row, const float* dots_h, const float* dots_w, int64_t grid_h, int64_t grid_w) {
     for (int64_t kh = 0; kh < grid_h; ++kh) {
         float* run = row + kh * grid_w;
-        const float add_h = term_h[kh];
+        const float add_h = dots_h[grid_h - 1 - kh];
 #pragma omp simd
-        for (int64_t kw = 0; kw < grid_w; ++kw) run[kw] += add_h + term_w[kw];
+        for (int64_t kw = 0; kw < grid_w; ++kw) run[kw] += add_h + dots_w[grid_w - 1 - kw];
     }
 }
 
@@ -202,10 +178,12 @@ void attention_few_keys(const float* q, const float* k, const float* v, float* o
 
 
 // Attention through matrix products, for many queries and many keys (the image encoder). Per batch item and
-// head, keys (transposed) and values are packed once for oneDNN's kernels; queries then run in tiles whose logits stay within a core's L2: logits = scale q k^T, plus the
-// relative-position terms, exponentiated in place, times v, divided by the row sums.
+// head, keys (transposed) and values are packed once for oneDNN's kernels; queries then run in tiles whose logits
+// stay within a core's L2: logits = scale q k^T, plus the relative-position terms, exponentiated in place, times v,
+// divided by the row sums. The relative-position terms come from two small products per tile, q times each table
+// (2 grid - 1 entries), from which each query reads its run of terms.
 void attention_tiled(const float* q, const float* k, const float* v, float* out, const AttentionShape& s,
-                     float scale, const RelativePosition* rel_pos) {
+                     float scale, const RelativePosition* rel_pos, Precision precision) {
     const int64_t hd = s.head_dim, keys = s.keys, queries = s.queries;
     const int64_t tile = std::min(queries, std::max<int64_t>(32, 128 * 1024 / keys));
     const int64_t tiles = (queries + tile - 1) / tile;
@@ -215,25 +193,26 @@ void attention_tiled(const float* q, const float* k, const float* v, float* out,
     const int64_t groups = std::min(tiles, std::max<int64_t>(1, (2 * num_threads() + heads - 1) / heads));
     const int64_t tiles_per_group = (tiles + groups - 1) / groups;
 
-    std::vector<float> expanded_h, expanded_w;
     const int64_t grid_h = rel_pos ? rel_pos->grid_h : 0, grid_w = rel_pos ? rel_pos->grid_w : 0;
-    const int64_t padded_h = (grid_h + kLanes - 1) / kLanes * kLanes, padded_w = (grid_w + kLanes - 1) / kLanes * kLanes;
+    const int64_t entries_h = grid_h ? 2 * grid_h - 1 : 0, entries_w = grid_w ? 2 * grid_w - 1 : 0;
+    PackedMatrix tables_h, tables_w;  // transposed: hd x entries; fp32, as the terms are
     if (rel_pos) {
-        expanded_h = expand_rel_table(rel_pos->table_h, grid_h, hd);
-        expanded_w = expand_rel_table(rel_pos->table_w, grid_w, hd);
+        tables_h.pack(rel_pos->table_h, hd, entries_h, hd, true);
+        tables_w.pack(rel_pos->table_w, hd, entries_w, hd, true);
     }
 
 #pragma omp parallel for schedule(dynamic, 1) if (heads * groups > 1)
     for (int64_t task = 0; task < heads * groups; ++task) {
         const int64_t b = task / groups / s.heads, h = task / groups % s.heads, group = task % groups;
         const int64_t first_tile = group * tiles_per_group, last_tile = std::min(tiles, first_tile + tiles_per_group);
-        float* q_tile = thread_scratch(size_t(tile * (hd + keys + grid_h + grid_w + 1)));
+        float* q_tile = thread_scratch(size_t(tile * (hd + keys + entries_h + entries_w + 1)));
         float* logits = q_tile + tile * hd;
-        float* terms = logits + tile * keys;  // per row: grid_h terms, then grid_w
-        float* sums = terms + tile * (grid_h + grid_w);
+        float* dots_h = logits + tile * keys;  // tile x entries_h: q . table_h[j]
+        float* dots_w = dots_h + tile * entries_h;
+        float* sums = dots_w + tile * entries_w;
         thread_local PackedMatrix keys_t, values;
-        keys_t.pack(k + b * s.k_batch_stride + h * hd, hd, keys, s.k_row_stride, true);
-        values.pack(v + b * s.v_batch_stride + h * hd, keys, hd, s.v_row_stride, false);
+        keys_t.pack(k + b * s.k_batch_stride + h * hd, hd, keys, s.k_row_stride, true, precision);
+        values.pack(v + b * s.v_batch_stride + h * hd, keys, hd, s.v_row_stride, false, precision);
 
         for (int64_t t = first_tile; t < last_tile; ++t) {
             const int64_t first = t * tile, rows = std::min(tile, queries - first);
@@ -241,26 +220,16 @@ void attention_tiled(const float* q, const float* k, const float* v, float* out,
             for (int64_t r = 0; r < rows; ++r) std::copy_n(q_rows + r * s.q_row_stride, hd, q_tile + r * hd);
             keys_t.multiply(q_tile, logits, rows, scale);
             if (rel_pos) {
-                // terms of row r: grid_h against each key row, then grid_w against each key column
-                for (int64_t r0 = 0; r0 < rows; r0 += 4) {
-                    const float *q4[4], *table_h[4], *table_w[4];
-                    float *terms_h[4], *terms_w[4];
-                    for (int i = 0; i < 4; ++i) {
-                        const int64_t r = std::min(r0 + i, rows - 1), query = first + r;  // a short group repeats
-                        q4[i] = q_tile + r * hd;
-                        table_h[i] = expanded_h.data() + query / grid_w * hd * padded_h;
-                        table_w[i] = expanded_w.data() + query % grid_w * hd * padded_w;
-                        terms_h[i] = terms + r * (grid_h + grid_w);
-                        terms_w[i] = terms_h[i] + grid_h;
-                    }
-                    rel_terms4(q4, table_h, hd, grid_h, terms_h);
-                    rel_terms4(q4, table_w, hd, grid_w, terms_w);
-                }
+                tables_h.multiply(q_tile, dots_h, rows);
+                tables_w.multiply(q_tile, dots_w, rows);
             }
             for (int64_t r = 0; r < rows; ++r) {
                 float* row = logits + r * keys;
-                const float* term_h = terms + r * (grid_h + grid_w);
-                if (rel_pos) add_rel_terms(row, term_h, term_h + grid_h, grid_h, grid_w);
+                if (rel_pos) {
+                    const int64_t query = first + r;
+                    add_rel_terms(row, dots_h + r * entries_h + query / grid_w, dots_w + r * entries_w + query % grid_w,
+                                  grid_h, grid_w);
+                }
                 sums[r] = exp_shifted_row(row, keys);
             }
             values.multiply(logits, q_tile, rows);  // q_tile now holds the output
@@ -278,10 +247,10 @@ void attention_tiled(const float* q, const float* k, const float* v, float* out,
 }  // namespace
 
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& s, float scale,
-               const RelativePosition* rel_pos) {
+               const RelativePosition* rel_pos, Precision precision) {
     if (s.queries == 0 || s.batch == 0 || s.heads == 0) return;
     if (!rel_pos && s.keys <= kFewKeys) return attention_few_keys(q, k, v, out, s, scale);
-    attention_tiled(q, k, v, out, s, scale, rel_pos);
+    attention_tiled(q, k, v, out, s, scale, rel_pos, precision);
 }
 
 }  // namespace sqasam::ops

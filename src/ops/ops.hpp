@@ -1,16 +1,25 @@
 #pragma once
-// The op layer every network goes through. Row-major float32 throughout: matrix products run through oneDNN,
-// the rest are OpenMP loops written so the compiler vectorises them. OpenMP is the one threading runtime: an op
+// The op layer every network goes through. Row-major float32 throughout: matrix products run through oneDNN
+// (in bfloat16 where a layer asks for Precision::bf16), the rest are OpenMP loops written so the compiler
+// vectorises them. OpenMP is the one threading runtime: an op
 // called inside a parallel region runs on the calling thread alone.
 // Each op has a plain reference implementation (namespace ref) that the tests compare the fast one against.
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "sqasam/precision.hpp"
+
 namespace sqasam::ops {
 
 int num_threads();
 void set_num_threads(int n);
+
+// Whether oneDNN runs bf16 products natively here (AVX512-BF16 or AMX).
+bool bf16_supported();
+// The precision products asked for `requested` run in: bf16 falls back to fp32, with one warning on stderr per
+// process, where bf16_supported() is false.
+Precision effective_precision(Precision requested);
 
 // What a matrix product does with its result.
 enum class Epilogue {
@@ -23,12 +32,15 @@ enum class Epilogue {
 // A right-hand matrix B [k, n] repacked into the blocked layout oneDNN's kernels read directly, for many
 // products C[m, n] = alpha * A[m, k] B (+ bias, epilogue) with dense row-major A and C. B is given row-major as
 // [k, n] (row stride ldb) or, with transpose_b, as [n, k]. Copies share the packed data; packing again into a
-// matrix that is not shared reuses its storage.
+// matrix that is not shared reuses its storage. With Precision::bf16, B is stored rounded to bfloat16 and each
+// product rounds A to bfloat16 (into per-thread scratch) and accumulates in float32; C stays float32.
 class PackedMatrix {
 public:
-    void pack(const float* b, int64_t k, int64_t n, int64_t ldb, bool transpose_b);
+    void pack(const float* b, int64_t k, int64_t n, int64_t ldb, bool transpose_b,
+              Precision precision = Precision::fp32);
     int64_t rows() const;  // k
     int64_t cols() const;  // n
+    Precision precision() const;  // after any fallback (effective_precision)
     void multiply(const float* a, float* c, int64_t m, float alpha = 1.0f, const float* bias = nullptr,
                   Epilogue epilogue = Epilogue::store) const;
 
@@ -38,13 +50,15 @@ private:
 };
 
 // A fully connected layer y[rows, out] = x[rows, in] W^T + b, W in PyTorch's [out, in] layout, both row-major.
-// The weight is packed once, at construction. Copies share it.
+// The weight is packed once, at construction (in bfloat16 with Precision::bf16, see PackedMatrix). Copies share it.
 class Linear {
 public:
     Linear() = default;
-    Linear(const float* weight, const float* bias, int64_t out_features, int64_t in_features);
+    Linear(const float* weight, const float* bias, int64_t out_features, int64_t in_features,
+           Precision precision = Precision::fp32);
     int64_t in_features() const { return weight_.rows(); }
     int64_t out_features() const { return weight_.cols(); }
+    Precision precision() const { return weight_.precision(); }
     void forward(const float* x, float* y, int64_t rows, Epilogue epilogue = Epilogue::store) const;
 
 private:
@@ -85,9 +99,11 @@ struct RelativePosition {
 
 // out = softmax(scale * q k^T [+ relative-position terms]) v, per batch item and head. Queries are processed in
 // tiles so the full queries x keys matrix never exists; with only a few keys (the mask decoder's image-to-token
-// attention) it runs as direct loops instead of matrix products.
+// attention) it runs as direct loops instead of matrix products. With Precision::bf16 the two products (q k^T and
+// the softmax numerators times v) round their operands to bfloat16; the relative-position terms, the softmax and
+// its row sums stay float32 (the few-keys path is float32 throughout).
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& shape, float scale,
-               const RelativePosition* rel_pos = nullptr);
+               const RelativePosition* rel_pos = nullptr, Precision precision = Precision::fp32);
 
 namespace ref {
 void linear(const float* x, const float* weight, const float* bias, float* y, int64_t rows, int64_t out_features,
@@ -103,6 +119,8 @@ void exp(float* x, int64_t n);
 void transpose(const float* src, float* dst, int64_t rows, int64_t cols, int64_t src_stride, int64_t dst_stride);
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& shape, float scale,
                const RelativePosition* rel_pos = nullptr);
+// x rounded to the nearest bfloat16 (8 significant bits), ties to even; for x in bfloat16's normal range.
+float round_to_bf16(float x);
 }  // namespace ref
 
 }  // namespace sqasam::ops

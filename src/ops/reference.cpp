@@ -114,4 +114,11 @@ void attention(const float* q, const float* k, const float* v, float* out, const
     }
 }
 
+float round_to_bf16(float x) {
+    // x = m 2^e with 0.5 <= |m| < 1: keep 8 bits of m, rounding to nearest even (the default rounding mode).
+    int exponent = 0;
+    const double mantissa = std::frexp(double(x), &exponent);
+    return float(std::ldexp(std::nearbyint(std::ldexp(mantissa, 8)), exponent - 8));
+}
+
 }  // namespace sqasam::ops::ref

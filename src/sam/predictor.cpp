@@ -103,7 +103,7 @@ Sam::~Sam() = default;
 Sam::Sam(Sam&&) noexcept = default;
 Sam& Sam::operator=(Sam&&) noexcept = default;
 
-Sam Sam::load(const std::string& checkpoint_path, ModelType type) {
+Sam Sam::load(const std::string& checkpoint_path, ModelType type, Precision precision) {
     const sam::Checkpoint checkpoint = sam::load_checkpoint(checkpoint_path);
     const sam::SamHyperParams detected = sam::detect_hyper_params(checkpoint);
     const ModelType found = official_type(detected);
@@ -114,7 +114,7 @@ Sam Sam::load(const std::string& checkpoint_path, ModelType type) {
         throw Error(checkpoint_path,
                     "not a " + asked + " checkpoint (found " + info_for(found, detected).describe() + ")");
     }
-    return Sam(std::make_unique<sam::SamModel>(checkpoint, detected), info_for(type, detected));
+    return Sam(std::make_unique<sam::SamModel>(checkpoint, detected, precision), info_for(type, detected));
 }
 
 const SamInfo& Sam::info() const { return info_; }

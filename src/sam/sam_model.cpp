@@ -48,10 +48,11 @@ public:
         return checkpoint_.read(name, shape);
     }
     // The float32 weights live only while the layer packs them.
-    ops::Linear linear(const std::string& prefix, int64_t out, int64_t in, bool has_bias = true) {
+    ops::Linear linear(const std::string& prefix, int64_t out, int64_t in, bool has_bias = true,
+                       Precision precision = Precision::fp32) {
         const std::vector<float> bias = has_bias ? copy(prefix + ".bias", {out}) : std::vector<float>();
         const std::vector<float> weight = copy(prefix + ".weight", {out, in});
-        return ops::Linear(weight.data(), has_bias ? bias.data() : nullptr, out, in);
+        return ops::Linear(weight.data(), has_bias ? bias.data() : nullptr, out, in, precision);
     }
     void check_all_used(const std::string& architecture) const {
         for (const auto& [name, tensor] : checkpoint_.tensors) {
@@ -142,8 +143,11 @@ void window_unpartition(const float* windows, float* grid, int64_t size, int64_t
 
 class ImageEncoder {
 public:
-    ImageEncoder(WeightReader& weights, const SamHyperParams& hp)
+    // With Precision::bf16 every linear layer and the attention products compute in bf16; the neck's 3x3
+    // convolution (under 1% of the work) stays fp32.
+    ImageEncoder(WeightReader& weights, const SamHyperParams& hp, Precision precision)
         : hp_(hp),
+          precision_(precision),
           grid_(hp.embedding_size()),
           dim_(hp.encoder_embed_dim),
           head_dim_(hp.encoder_embed_dim / hp.encoder_num_heads),
@@ -151,7 +155,7 @@ public:
           neck_channels_(hp.prompt_embed_dim) {
         const std::string p = "image_encoder.";
         patch_embed_ = ops::Linear(weights.data(p + "patch_embed.proj.weight", {dim_, kPatchChannels, hp.patch_size, hp.patch_size}),
-                                   weights.data(p + "patch_embed.proj.bias", {dim_}), dim_, patch_features_);
+                                   weights.data(p + "patch_embed.proj.bias", {dim_}), dim_, patch_features_, precision_);
         pos_embed_ = weights.copy(p + "pos_embed", {1, grid_, grid_, dim_});
         const int64_t mlp = dim_ * hp.mlp_ratio;
         for (int i = 0; i < hp.encoder_depth; ++i) {
@@ -162,17 +166,17 @@ public:
             const int64_t rel_size = 2 * (global ? grid_ : hp.window_size) - 1;
             block.norm1 = LayerNorm(weights, b + "norm1", dim_, kEncoderNormEps);
             block.norm2 = LayerNorm(weights, b + "norm2", dim_, kEncoderNormEps);
-            block.qkv = weights.linear(b + "attn.qkv", 3 * dim_, dim_);
+            block.qkv = weights.linear(b + "attn.qkv", 3 * dim_, dim_, true, precision_);
             block.qkv_bias = weights.copy(b + "attn.qkv.bias", {3 * dim_});
-            block.proj = weights.linear(b + "attn.proj", dim_, dim_);
+            block.proj = weights.linear(b + "attn.proj", dim_, dim_, true, precision_);
             block.rel_pos_h = weights.copy(b + "attn.rel_pos_h", {rel_size, head_dim_});
             block.rel_pos_w = weights.copy(b + "attn.rel_pos_w", {rel_size, head_dim_});
-            block.mlp_lin1 = weights.linear(b + "mlp.lin1", mlp, dim_);
-            block.mlp_lin2 = weights.linear(b + "mlp.lin2", dim_, mlp);
+            block.mlp_lin1 = weights.linear(b + "mlp.lin1", mlp, dim_, true, precision_);
+            block.mlp_lin2 = weights.linear(b + "mlp.lin2", dim_, mlp, true, precision_);
             blocks_.push_back(std::move(block));
         }
         neck_conv1_ = ops::Linear(weights.data(p + "neck.0.weight", {neck_channels_, dim_, 1, 1}), nullptr,
-                                  neck_channels_, dim_);
+                                  neck_channels_, dim_, precision_);
         neck_norm1_ = LayerNorm(weights, p + "neck.1", neck_channels_, kEncoderNormEps);
         neck_norm2_ = LayerNorm(weights, p + "neck.3", neck_channels_, kEncoderNormEps);
         neck_conv2_ = ops::Conv2d(weights.data(p + "neck.2.weight", {neck_channels_, neck_channels_, kNeckKernel, kNeckKernel}),
@@ -264,7 +268,7 @@ private:
                                   .k_batch_stride = tokens * row, .v_batch_stride = tokens * row,
                                   .out_batch_stride = tokens * dim_};
         ops::RelativePosition rel{b.rel_pos_h.data(), b.rel_pos_w.data(), side, side};
-        ops::attention(qkv, qkv + dim_, qkv + 2 * dim_, out, shape, 1.0f / std::sqrt(float(head_dim_)), &rel);
+        ops::attention(qkv, qkv + dim_, qkv + 2 * dim_, out, shape, 1.0f / std::sqrt(float(head_dim_)), &rel, precision_);
     }
 
     // im2col of the 3 x S x S input into E*E rows of (c, ky, kx), the order of the conv weight.
@@ -281,6 +285,7 @@ private:
     }
 
     SamHyperParams hp_;
+    Precision precision_;
     int64_t grid_, dim_, head_dim_, patch_features_, neck_channels_;
     ops::Linear patch_embed_;
     std::vector<float> pos_embed_;
@@ -809,25 +814,28 @@ struct SamModel::Impl {
     SamHyperParams hp;
     std::unique_ptr<ImageEncoder> encoder;          // EncoderKind::Vit
     std::unique_ptr<TinyVitEncoder> tiny_vit;       // EncoderKind::TinyVit
+    Precision precision = Precision::fp32;          // the image encoder's
     std::unique_ptr<PromptEncoder> prompt_encoder;
     std::unique_ptr<MaskDecoder> decoder;
 };
 
-SamModel::SamModel(const Checkpoint& checkpoint, const SamHyperParams& hp) : impl_(std::make_unique<Impl>()) {
+SamModel::SamModel(const Checkpoint& checkpoint, const SamHyperParams& hp, Precision encoder_precision)
+    : impl_(std::make_unique<Impl>()) {
     check_hyper_params(hp, checkpoint.path);
     WeightReader weights(checkpoint);
     impl_->hp = hp;
+    impl_->precision = ops::effective_precision(encoder_precision);
     if (hp.encoder_kind == EncoderKind::TinyVit) {
         impl_->tiny_vit = std::make_unique<TinyVitEncoder>(
             [&weights](const std::string& name, const Shape& shape) { return weights.data(name, shape); }, hp.tiny_vit,
-            checkpoint.path);
+            checkpoint.path, impl_->precision);
         if (impl_->tiny_vit->embedding_size() != hp.embedding_size() || hp.tiny_vit.out_chans != hp.prompt_embed_dim)
             throw Error(checkpoint.path, "the TinyViT encoder's " + std::to_string(hp.tiny_vit.out_chans) + " x " +
                                              std::to_string(impl_->tiny_vit->embedding_size()) + "^2 embedding does not "
                                              "fit the mask decoder's " + std::to_string(hp.prompt_embed_dim) + " x " +
                                              std::to_string(hp.embedding_size()) + "^2");
     } else {
-        impl_->encoder = std::make_unique<ImageEncoder>(weights, hp);
+        impl_->encoder = std::make_unique<ImageEncoder>(weights, hp, impl_->precision);
     }
     impl_->prompt_encoder = std::make_unique<PromptEncoder>(weights, hp);
     impl_->decoder = std::make_unique<MaskDecoder>(weights, hp);
@@ -837,6 +845,7 @@ SamModel::SamModel(const Checkpoint& checkpoint, const SamHyperParams& hp) : imp
 SamModel::~SamModel() = default;
 
 const SamHyperParams& SamModel::hyper_params() const { return impl_->hp; }
+Precision SamModel::encoder_precision() const { return impl_->precision; }
 
 void SamModel::encode_image(const float* input, float* embedding) const {
     if (impl_->tiny_vit) impl_->tiny_vit->encode(input, embedding);

@@ -383,7 +383,7 @@ struct TinyVitEncoder::Impl {
 };
 
 TinyVitEncoder::TinyVitEncoder(const TensorLookup& lookup, const TinyVitParams& params,
-                               const std::string& checkpoint_path)
+                               const std::string& checkpoint_path, Precision precision)
     : impl_(std::make_unique<Impl>()) {
     Impl& m = *impl_;
     m.params = params;
@@ -439,14 +439,14 @@ TinyVitEncoder::TinyVitEncoder(const TensorLookup& lookup, const TinyVitParams& 
                         std::copy_n(qkv_w + from * dim, dim, weight.begin() + to * dim);
                         bias[to] = qkv_b[from];
                     }
-            block.qkv = ops::Linear(weight.data(), bias.data(), 3 * dim, dim);
+            block.qkv = ops::Linear(weight.data(), bias.data(), 3 * dim, dim, precision);
             block.proj = ops::Linear(lookup(prefix + "attn.proj.weight", {dim, dim}),
-                                     lookup(prefix + "attn.proj.bias", {dim}), dim, dim);
+                                     lookup(prefix + "attn.proj.bias", {dim}), dim, dim, precision);
             const int64_t hidden = dim * p.mlp_ratio;
             block.fc1 = ops::Linear(lookup(prefix + "mlp.fc1.weight", {hidden, dim}),
-                                    lookup(prefix + "mlp.fc1.bias", {hidden}), hidden, dim);
+                                    lookup(prefix + "mlp.fc1.bias", {hidden}), hidden, dim, precision);
             block.fc2 = ops::Linear(lookup(prefix + "mlp.fc2.weight", {dim, hidden}),
-                                    lookup(prefix + "mlp.fc2.bias", {dim}), dim, hidden);
+                                    lookup(prefix + "mlp.fc2.bias", {dim}), dim, hidden, precision);
             block.local_conv = spatial(lookup, prefix + "local_conv", dim, dim, p.local_conv_size, 1, dim, counters);
 
             const int64_t window = stage.window, tokens = window * window;
@@ -485,7 +485,7 @@ TinyVitEncoder::TinyVitEncoder(const TensorLookup& lookup, const TinyVitParams& 
     }
     const int64_t out = p.out_chans;
     m.neck_conv1 = ops::Linear(lookup("image_encoder.neck.0.weight", {out, p.embed_dims.back(), 1, 1}), nullptr, out,
-                               p.embed_dims.back());
+                               p.embed_dims.back(), precision);
     m.neck_norm1 = LayerNorm(lookup, "image_encoder.neck.1", out, kNeckNormEps);
     m.neck_conv2 = ops::Conv2d(lookup("image_encoder.neck.2.weight", {out, out, kNeckKernel, kNeckKernel}), nullptr,
                                out, out, kNeckKernel, 1, kNeckKernel / 2);

@@ -1,0 +1,76 @@
+// --precision on the CLI: bf16 runs where the CPU has it and says so in `sqasam bench`'s JSON; where oneDNN may
+// not use AVX512-BF16 (DNNL_MAX_CPU_ISA caps it, as on an older CPU) bf16 falls back to fp32 with one warning.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "ops/ops.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CliResult {
+    int exit_code = -1;
+    std::string output;  // stdout and stderr
+};
+
+// `environment` is prepended to the command line (VAR=value ...).
+CliResult run_cli(const std::string& arguments, const std::string& environment = "") {
+    const std::string command = environment + " " + sqasam::test::cli_path() + " " + arguments + " 2>&1";
+    CliResult result;
+    FILE* pipe = ::popen(command.c_str(), "r");
+    if (!pipe) throw std::runtime_error("cannot run " + command);
+    char buffer[4096];
+    while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) result.output.append(buffer, n);
+    const int status = ::pclose(pipe);
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return result;
+}
+
+std::string bench_arguments(const std::string& precision) {
+    const fs::path model = fs::path(sqasam::test::ref_dir()) / "predictor" / "models" / "small.pth";
+    return "bench --checkpoint '" + model.string() + "' --prompts 1 --repeat 1 --threads 2 --precision " + precision;
+}
+
+// The JSON line `sqasam bench` prints last.
+nlohmann::json bench_json(const CliResult& result) {
+    const size_t start = result.output.rfind("\n{");
+    if (start == std::string::npos) throw std::runtime_error("no JSON line in: " + result.output);
+    return nlohmann::json::parse(result.output.substr(start + 1));
+}
+
+const char* const kWarning = "computing in fp32 instead of bf16";
+
+TEST(CliPrecision, BenchRunsBf16AndReportsIt) {
+    const CliResult result = run_cli(bench_arguments("bf16"));
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    const bool native = sqasam::ops::bf16_supported();
+    EXPECT_EQ(bench_json(result)["precision"], native ? "bf16" : "fp32") << result.output;
+    EXPECT_EQ(result.output.find(kWarning) != std::string::npos, !native) << result.output;
+}
+
+TEST(CliPrecision, Bf16FallsBackToFp32WithOneWarningWithoutTheInstructions) {
+    const CliResult result = run_cli(bench_arguments("bf16"), "DNNL_MAX_CPU_ISA=AVX512_CORE");
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    EXPECT_EQ(bench_json(result)["precision"], "fp32") << result.output;
+    const size_t first = result.output.find(kWarning);
+    ASSERT_NE(first, std::string::npos) << result.output;
+    EXPECT_EQ(result.output.find(kWarning, first + 1), std::string::npos) << "warned more than once:\n" << result.output;
+}
+
+TEST(CliPrecision, UnknownPrecisionIsRefused) {
+    for (const char* command : {"bench", "segment", "score"}) {
+        const CliResult result = run_cli(std::string(command) + " --precision fp16");
+        EXPECT_NE(result.exit_code, 0) << command;
+        EXPECT_NE(result.output.find("--precision"), std::string::npos) << command << ": " << result.output;
+    }
+}
+
+}  // namespace

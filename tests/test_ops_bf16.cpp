@@ -1,0 +1,175 @@
+// The bf16 products (Precision::bf16) against the plain references. Where the inputs are rounded to bfloat16 first,
+// the products of two bf16 values are exact in float32 (8 + 8 significant bits), so the fast path may differ from
+// the double-precision reference only by float32 accumulation: the fp32 tests' tolerance. Against unrounded
+// inputs the difference is bounded by the rounding itself: with u = 2^-9 (half a bf16 unit in the last place),
+// |x w - bf16(x) bf16(w)| <= (2u + u^2) |x w| per term.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <tuple>
+#include <vector>
+
+#include "ops/ops.hpp"
+#include "test_support.hpp"
+
+namespace sqasam::ops {
+namespace {
+
+constexpr double kUnitRoundoff = 1.0 / 512;  // bf16 keeps 8 significant bits: u = 2^-9
+constexpr double kProductRounding = 2 * kUnitRoundoff + kUnitRoundoff * kUnitRoundoff;
+constexpr double kFloatTolerance = 1e-5;  // float32 accumulation, as in test_ops_kernels.cpp
+
+std::vector<float> random_values(size_t n, uint32_t seed, float low = -1.0f, float high = 1.0f) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> dist(low, high);
+    std::vector<float> values(n);
+    for (float& v : values) v = dist(rng);
+    return values;
+}
+
+std::vector<float> rounded(std::vector<float> values) {
+    for (float& v : values) v = ref::round_to_bf16(v);
+    return values;
+}
+
+std::vector<float> absolute(std::vector<float> values) {
+    for (float& v : values) v = std::fabs(v);
+    return values;
+}
+
+void expect_close(const std::vector<float>& fast, const std::vector<float>& reference, double tolerance) {
+    ASSERT_EQ(fast.size(), reference.size());
+    EXPECT_LE(test::max_abs_diff(fast, reference), tolerance * std::max(1.0, test::max_abs(reference)));
+}
+
+class Bf16 : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (!bf16_supported()) GTEST_SKIP() << "no bf16 matrix instructions here (fallback tested in test_cli_precision)";
+    }
+};
+
+TEST(RoundToBf16, RoundsToNearestEvenAtEightSignificantBits) {
+    const float step = std::ldexp(1.0f, -7);  // one bf16 unit in the last place at 1
+    EXPECT_EQ(ref::round_to_bf16(1.0f), 1.0f);
+    EXPECT_EQ(ref::round_to_bf16(1.0f + 0.4f * step), 1.0f);
+    EXPECT_EQ(ref::round_to_bf16(1.0f + 0.6f * step), 1.0f + step);
+    EXPECT_EQ(ref::round_to_bf16(1.0f + 0.5f * step), 1.0f);                // tie: to the even neighbour
+    EXPECT_EQ(ref::round_to_bf16(1.0f + 1.5f * step), 1.0f + 2.0f * step);  // tie: to the even neighbour
+    EXPECT_EQ(ref::round_to_bf16(-3.0f - 0.6f * 2 * step), -3.0f - 2 * step);
+    EXPECT_EQ(ref::round_to_bf16(0.0f), 0.0f);
+}
+
+TEST(Precision, NamesRoundTrip) {
+    for (Precision p : {Precision::fp32, Precision::bf16}) EXPECT_EQ(precision_from_string(to_string(p)), p);
+    EXPECT_THROW(precision_from_string("fp16"), std::runtime_error);
+}
+
+TEST_F(Bf16, EffectivePrecisionKeepsWhatIsSupported) {
+    EXPECT_EQ(effective_precision(Precision::bf16), Precision::bf16);
+    EXPECT_EQ(effective_precision(Precision::fp32), Precision::fp32);
+}
+
+struct LinearCase {
+    int64_t rows, out, in;
+    bool bias;
+};
+
+class Bf16LinearTest : public Bf16, public ::testing::WithParamInterface<LinearCase> {};
+
+TEST_P(Bf16LinearTest, EqualsTheReferenceOnRoundedInputsForEveryEpilogue) {
+    auto [rows, out, in, has_bias] = GetParam();
+    auto x = random_values(rows * in, 1), w = random_values(out * in, 2), b = random_values(out, 3);
+    const Linear layer(w.data(), has_bias ? b.data() : nullptr, out, in, Precision::bf16);
+    ASSERT_EQ(layer.precision(), Precision::bf16);
+    const auto x_bf16 = rounded(x), w_bf16 = rounded(w);
+    for (Epilogue epilogue : {Epilogue::store, Epilogue::gelu, Epilogue::relu, Epilogue::accumulate}) {
+        auto fast = random_values(rows * out, 4), reference = fast;  // accumulate adds to this
+        layer.forward(x.data(), fast.data(), rows, epilogue);
+        ref::linear(x_bf16.data(), w_bf16.data(), has_bias ? b.data() : nullptr, reference.data(), rows, out, in,
+                    epilogue);
+        SCOPED_TRACE(int(epilogue));
+        expect_close(fast, reference, kFloatTolerance);
+    }
+}
+
+TEST_P(Bf16LinearTest, StaysWithinTheRoundingBoundOfTheExactProduct) {
+    auto [rows, out, in, has_bias] = GetParam();
+    auto x = random_values(rows * in, 5), w = random_values(out * in, 6), b = random_values(out, 7);
+    const Linear layer(w.data(), has_bias ? b.data() : nullptr, out, in, Precision::bf16);
+    std::vector<float> fast(rows * out), exact(rows * out), magnitude(rows * out);
+    layer.forward(x.data(), fast.data(), rows);
+    ref::linear(x.data(), w.data(), has_bias ? b.data() : nullptr, exact.data(), rows, out, in);
+    const auto x_abs = absolute(x), w_abs = absolute(w);
+    ref::linear(x_abs.data(), w_abs.data(), nullptr, magnitude.data(), rows, out, in);  // sum |x w| per output
+    for (size_t i = 0; i < fast.size(); ++i)
+        ASSERT_LE(std::fabs(fast[i] - exact[i]), kProductRounding * magnitude[i] + kFloatTolerance * magnitude[i])
+            << "output " << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Bf16LinearTest,
+                         ::testing::Values(LinearCase{1, 1, 1, true}, LinearCase{7, 13, 5, false},
+                                           LinearCase{37, 129, 65, true}, LinearCase{300, 17, 200, true},
+                                           LinearCase{1000, 96, 64, true}, LinearCase{5, 256, 256, true}));
+
+TEST_F(Bf16, PackedMatrixEqualsTheReferenceOnRoundedInputs) {
+    for (auto [m, k, n, transpose_b] : {std::tuple<int64_t, int64_t, int64_t, bool>{1, 1, 1, false},
+                                        {7, 16, 300, true}, {33, 196, 64, false}, {100, 64, 4096, true},
+                                        {3, 33, 7, false}}) {
+        const int64_t ldb = (transpose_b ? k : n) + 5;
+        auto a = random_values(m * k, 8), b = random_values((transpose_b ? n : k) * ldb, 9);
+        PackedMatrix packed;
+        packed.pack(b.data(), k, n, ldb, transpose_b, Precision::bf16);
+        ASSERT_EQ(packed.precision(), Precision::bf16);
+        std::vector<float> fast(m * n), reference(m * n);
+        packed.multiply(a.data(), fast.data(), m, 0.5f);
+        const auto a_bf16 = rounded(a), b_bf16 = rounded(b);
+        ref::matmul(a_bf16.data(), b_bf16.data(), reference.data(), m, n, k, k, ldb, n, transpose_b, 0.5f);
+        SCOPED_TRACE(testing::Message() << m << "x" << k << "x" << n);
+        expect_close(fast, reference, kFloatTolerance);
+    }
+}
+
+struct AttentionCase {
+    int64_t batch, heads, grid_h, grid_w, head_dim;
+};
+
+class Bf16AttentionTest : public Bf16, public ::testing::WithParamInterface<AttentionCase> {};
+
+// q, k and v are bfloat16 values already, so the products of q k^T are exact and the one rounding left is that of
+// the softmax numerators p before p v: each weight changes by at most u relative to itself, the output (a weighted
+// mean of v divided by the exact sum of p) by at most u max |v|.
+TEST_P(Bf16AttentionTest, DiffersFromTheReferenceByTheWeightRoundingAtMost) {
+    auto [batch, heads, grid_h, grid_w, head_dim] = GetParam();
+    const int64_t tokens = grid_h * grid_w, dim = heads * head_dim;
+    AttentionShape shape{.batch = batch, .heads = heads, .queries = tokens, .keys = tokens, .head_dim = head_dim,
+                         .q_row_stride = 3 * dim, .k_row_stride = 3 * dim, .v_row_stride = 3 * dim,
+                         .out_row_stride = dim, .q_batch_stride = tokens * 3 * dim, .k_batch_stride = tokens * 3 * dim,
+                         .v_batch_stride = tokens * 3 * dim, .out_batch_stride = tokens * dim};
+    const auto qkv = rounded(random_values(batch * tokens * 3 * dim, 10, -2, 2));
+    auto table_h = random_values((2 * grid_h - 1) * head_dim, 11), table_w = random_values((2 * grid_w - 1) * head_dim, 12);
+    const RelativePosition rel{table_h.data(), table_w.data(), grid_h, grid_w};
+    std::vector<float> fast(batch * tokens * dim), reference(fast.size());
+    const float scale = 1.0f / std::sqrt(float(head_dim));
+    ref::attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, reference.data(), shape, scale, &rel);
+    const double bound = kUnitRoundoff * test::max_abs(qkv) + kFloatTolerance * std::max(1.0, test::max_abs(reference));
+    attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, fast.data(), shape, scale, &rel, Precision::bf16);
+    EXPECT_LE(test::max_abs_diff(fast, reference), bound);
+
+    // Nested in a parallel region each thread converts into its own scratch.
+    std::vector<std::vector<float>> nested(2, std::vector<float>(fast.size()));
+#pragma omp parallel for num_threads(2)
+    for (int i = 0; i < 2; ++i)
+        attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, nested[i].data(), shape, scale, &rel,
+                  Precision::bf16);
+    for (const auto& result : nested) EXPECT_LE(test::max_abs_diff(result, reference), bound);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Bf16AttentionTest,
+                         ::testing::Values(AttentionCase{2, 3, 5, 7, 12},     // odd grid, heads
+                                           AttentionCase{3, 2, 14, 14, 16},   // windows
+                                           AttentionCase{1, 2, 32, 40, 8}));  // several query tiles
+
+}  // namespace
+}  // namespace sqasam::ops
