@@ -16,23 +16,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CliResult {
-    int exit_code = -1;
-    std::string output;  // stdout and stderr
-};
-
-// `environment` is prepended to the command line (VAR=value ...).
-CliResult run_cli(const std::string& arguments, const std::string& environment = "") {
-    const std::string command = environment + " " + sqasam::test::cli_path() + " " + arguments + " 2>&1";
-    CliResult result;
-    FILE* pipe = ::popen(command.c_str(), "r");
-    if (!pipe) throw std::runtime_error("cannot run " + command);
-    char buffer[4096];
-    while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) result.output.append(buffer, n);
-    const int status = ::pclose(pipe);
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return result;
-}
+using sqasam::test::CliResult;
+using sqasam::test::run_cli;
 
 std::string bench_arguments(const std::string& precision) {
     const fs::path model = fs::path(sqasam::test::ref_dir()) / "predictor" / "models" / "small.pth";

@@ -20,22 +20,8 @@ namespace {
 namespace fs = std::filesystem;
 using namespace sqasam;
 
-struct CliResult {
-    int exit_code = -1;
-    std::string output;  // stdout and stderr
-};
-
-CliResult run_cli(const std::string& arguments) {
-    const std::string command = test::cli_path() + " " + arguments + " 2>&1";
-    CliResult result;
-    FILE* pipe = ::popen(command.c_str(), "r");
-    if (!pipe) throw std::runtime_error("cannot run " + command);
-    char buffer[4096];
-    while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) result.output.append(buffer, n);
-    const int status = ::pclose(pipe);
-    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    return result;
-}
+using test::CliResult;
+using test::run_cli;
 
 // A path as one shell word (the test paths hold no quote characters).
 std::string shell_arg(const fs::path& path) { return "'" + path.string() + "'"; }

@@ -7,7 +7,10 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 namespace sqasam::test {
 
@@ -108,6 +111,18 @@ double relative_l2(const std::vector<float>& a, const std::vector<float>& refere
         norm += double(reference[i]) * double(reference[i]);
     }
     return std::sqrt(diff / std::max(norm, 1e-30));
+}
+
+CliResult run_cli(const std::string& arguments, const std::string& environment) {
+    const std::string command = environment + " " + cli_path() + " " + arguments + " 2>&1";
+    CliResult result;
+    FILE* pipe = ::popen(command.c_str(), "r");
+    if (!pipe) throw std::runtime_error("cannot run " + command);
+    char buffer[4096];
+    while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) result.output.append(buffer, n);
+    const int status = ::pclose(pipe);
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return result;
 }
 
 }  // namespace sqasam::test

@@ -20,6 +20,13 @@ struct NpyArray {
 NpyArray read_npy(const std::string& path);
 std::string read_text(const std::string& path);  // a whole file, bytes as they are; empty if unreadable
 
+// Runs the built CLI through the shell with `arguments` (and `environment`, VAR=value ..., before it).
+struct CliResult {
+    int exit_code = -1;
+    std::string output;  // stdout and stderr
+};
+CliResult run_cli(const std::string& arguments, const std::string& environment = "");
+
 // Largest |a-b| and max |b|, for relative tolerances.
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b);
 double max_abs(const std::vector<float>& a);

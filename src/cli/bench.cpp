@@ -23,8 +23,9 @@ namespace sqasam::cli {
 namespace {
 
 struct BenchOptions {
-    std::string checkpoint, image, precision = "fp32", model_type = "auto";
-    int prompts = 8, repeat = 3, threads = 0;
+    ModelOptions model;
+    std::string image;
+    int prompts = 8, repeat = 3;
 };
 
 // Prompt i of count: a foreground point spread along the image's diagonal band, with a box a quarter of the image
@@ -76,13 +77,11 @@ double rounded(double value, int decimals) {
 }
 
 void run_bench(const BenchOptions& options) {
-    if (options.threads > 0) ops::set_num_threads(options.threads);
-    const ModelType type = model_type_from_string(options.model_type);
     const cv::Mat image = options.image.empty() ? synthetic_image() : read_rgb_image(options.image);
     const std::vector<Prompt> prompts = bench_prompts(options.prompts, image.cols, image.rows);
 
     auto start = Clock::now();
-    const Sam sam = Sam::load(options.checkpoint, type, precision_from_string(options.precision));
+    const Sam sam = load_model(options.model);
     const double load_ms = elapsed_ms(start);
     SamPredictor predictor(sam);
 
@@ -136,8 +135,7 @@ void add_bench_command(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand(
         "bench", "Time the SAM engine: image encoder (set_image) and mask decoder (predict) medians and peak RSS; "
                  "the last line printed is JSON");
-    cmd->add_option("--checkpoint", options->checkpoint, "SAM checkpoint: official .pth or .safetensors")
-        ->required();
+    add_model_options(*cmd, options->model);
     cmd->add_option("--image", options->image, "image file (default: a 1920x1080 noise image)");
     cmd->add_option("--prompts", options->prompts, "point + box prompts per image")
         ->check(CLI::Range(1, 10000))
@@ -145,16 +143,6 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--repeat", options->repeat, "timed passes after one warm-up pass")
         ->check(CLI::Range(1, 1000))
         ->capture_default_str();
-    cmd->add_option("--precision", options->precision,
-                    "image encoder arithmetic: fp32 or bf16 (falls back to fp32, with a warning, without AVX512-BF16)")
-        ->check(CLI::IsMember({"fp32", "bf16"}))
-        ->capture_default_str();
-    cmd->add_option("--model-type", options->model_type,
-                    "vit_b, vit_l, vit_h, medsam, vit_t, lite_medsam or auto (read from the checkpoint)")
-        ->check(CLI::IsMember({"auto", "vit_b", "vit_l", "vit_h", "medsam", "vit_t", "lite_medsam"}))
-        ->capture_default_str();
-    cmd->add_option("--threads", options->threads, "OpenMP threads (default: OpenMP's own default)")
-        ->check(CLI::Range(1, 1024));
     cmd->callback([options] { run_bench(*options); });
 }
 

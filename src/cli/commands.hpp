@@ -1,6 +1,10 @@
 #pragma once
 // Each sqasam subcommand registers itself on the app; main() only dispatches.
+#include <string>
+
 #include <CLI/CLI.hpp>
+
+#include "sqasam/sam.hpp"
 
 namespace sqasam::cli {
 
@@ -8,5 +12,14 @@ void add_segment_command(CLI::App& app);     // one image, explicit prompts -> m
 void add_score_command(CLI::App& app);       // a dataset -> images.csv, objects.csv, summary.json, report.html
 void add_bench_command(CLI::App& app);       // encoder / decoder timing, peak RSS
 void add_test_model_command(CLI::App& app);  // writes a small random-weight model (pipeline checks only)
+
+// --checkpoint, --model-type, --precision, --threads: shared by every command that runs SAM.
+struct ModelOptions {
+    std::string checkpoint, model_type = "auto", precision = "fp32";
+    int threads = 0;  // 0: OpenMP's default
+};
+void add_model_options(CLI::App& cmd, ModelOptions& options);
+// Sets the thread count and loads the checkpoint; throws sqasam::Error naming the file and the problem.
+Sam load_model(const ModelOptions& options);
 
 }  // namespace sqasam::cli

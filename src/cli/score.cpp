@@ -12,7 +12,6 @@
 #include <optional>
 #include <string>
 
-#include <omp.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
@@ -30,11 +29,10 @@ namespace {
 namespace fs = std::filesystem;
 
 struct ScoreCommandOptions {
-    std::string checkpoint, images, pred, prob, gt, manifest, out;
+    ModelOptions model;
+    std::string images, pred, prob, gt, manifest, out;
     bool resume = false;
-    int threads = 0;
-    std::string model_type = "auto", precision = "fp32", reducer = "max", mask_choice = "best_iou",
-                aggregation = "mean";
+    std::string reducer = "max", mask_choice = "best_iou", aggregation = "mean";
     int connectivity = 8;
     long min_area = 0;
     std::optional<double> pred_threshold;
@@ -59,11 +57,11 @@ Dataset load_dataset(const ScoreCommandOptions& o) {
 // Everything that changes the journaled results; a resumed run must match it.
 nlohmann::json run_config(const ScoreCommandOptions& o, const PipelineOptions& pipeline) {
     std::error_code ec;
-    auto checkpoint_bytes = fs::file_size(o.checkpoint, ec);
-    return {{"checkpoint", absolute(o.checkpoint)},
+    auto checkpoint_bytes = fs::file_size(o.model.checkpoint, ec);
+    return {{"checkpoint", absolute(o.model.checkpoint)},
             {"checkpoint_bytes", ec ? 0 : checkpoint_bytes},
-            {"model_type", o.model_type},
-            {"precision", o.precision},
+            {"model_type", o.model.model_type},
+            {"precision", o.model.precision},
             {"images", absolute(o.images)},
             {"pred", absolute(o.pred)},
             {"prob", absolute(o.prob)},
@@ -141,14 +139,9 @@ void run_score(const ScoreCommandOptions& o) {
     pipeline.score.aggregation = aggregation_from_string(o.aggregation);
     pipeline.score.objects = {o.connectivity, o.min_area};
     pipeline.pred_threshold = o.pred_threshold;
-    const ModelType model_type = model_type_from_string(o.model_type);
     const Dataset dataset = load_dataset(o);
 
-    if (o.threads > 0) {
-        omp_set_num_threads(o.threads);
-        cv::setNumThreads(o.threads);
-    }
-    const Sam sam = Sam::load(o.checkpoint, model_type, precision_from_string(o.precision));
+    const Sam sam = load_model(o.model);
     SamPredictor predictor(sam);
 
     const nlohmann::json config = run_config(o, pipeline);
@@ -163,7 +156,7 @@ void run_score(const ScoreCommandOptions& o) {
     report.mask_choice = pipeline.score.mask_choice;
     report.aggregation = pipeline.score.aggregation;
     report.config = config;
-    report.model = {{"checkpoint", absolute(o.checkpoint)},
+    report.model = {{"checkpoint", absolute(o.model.checkpoint)},
                     {"type", to_string(sam.info().type)},
                     {"description", sam.info().describe()}};
     report.overlays = lowest_scored_overlays(run, dataset, journal, pipeline);
@@ -188,7 +181,7 @@ void add_score_command(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand(
         "score", "Score segmentation predictions without ground truth (SQA-SAM): writes images.csv, objects.csv, "
                  "summary.json and report.html into --out");
-    cmd->add_option("--checkpoint", o->checkpoint, "SAM checkpoint: official .pth or .safetensors")->required();
+    add_model_options(*cmd, o->model);
     cmd->add_option("--images", o->images, "folder of images (PNG, JPEG, TIFF, BMP)");
     cmd->add_option("--pred", o->pred,
                     "folder of predictions matched to images by base name: binary {0,255}, label maps (0 = "
@@ -199,14 +192,6 @@ void add_score_command(CLI::App& app) {
                     "CSV with columns image,pred[,prob][,gt] instead of the folders (paths relative to the CSV)");
     cmd->add_option("--out", o->out, "output folder (created if needed)")->required();
     cmd->add_flag("--resume", o->resume, "continue an interrupted run in --out, skipping images already done");
-    cmd->add_option("--threads", o->threads, "compute threads (default: OpenMP's default)")
-        ->check(CLI::PositiveNumber);
-    cmd->add_option("--model-type", o->model_type, "vit_b, vit_l, vit_h, medsam, vit_t, lite_medsam or auto (read from the checkpoint)")
-        ->capture_default_str();
-    cmd->add_option("--precision", o->precision, "image encoder arithmetic: fp32, or bf16 (about twice as fast on CPUs "
-                                                 "with AVX512-BF16, masks within 1% IoU)")
-        ->check(CLI::IsMember({"fp32", "bf16"}))
-        ->capture_default_str();
     cmd->add_option("--reducer", o->reducer, "object score from point and box Dice: max, mean, min, point, box")
         ->capture_default_str();
     cmd->add_option("--mask-choice", o->mask_choice,

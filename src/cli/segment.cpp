@@ -20,11 +20,11 @@ namespace sqasam::cli {
 namespace {
 
 struct SegmentOptions {
-    std::string checkpoint, image, out;
+    ModelOptions model;
+    std::string image, out;
     std::vector<std::string> points;
     std::string box;
     bool single_mask = false;
-    std::string model_type = "auto", precision = "fp32";
 };
 
 // "1.5,20" -> {1.5, 20}: exactly `count` finite numbers separated by commas, else an Error naming the option.
@@ -68,9 +68,8 @@ Prompt parse_prompt(const SegmentOptions& options) {
 void run_segment(const SegmentOptions& options) {
     // Everything that can be wrong with the input is checked before anything is written.
     const Prompt prompt = parse_prompt(options);
-    const ModelType type = model_type_from_string(options.model_type);
     const cv::Mat image = read_rgb_image(options.image);
-    const Sam sam = Sam::load(options.checkpoint, type, precision_from_string(options.precision));
+    const Sam sam = load_model(options.model);
     SamPredictor predictor(sam);
     predictor.set_image(image);
     const MaskPrediction result = predictor.predict(
@@ -104,23 +103,13 @@ void add_segment_command(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand(
         "segment", "Segment one image with SAM from explicit prompts; writes masks.npy (uint8 K x H x W), "
                    "logits.npy (float32 K x H x W), low_res_logits.npy (float32 K x 256 x 256) and scores.json");
-    cmd->add_option("--checkpoint", options->checkpoint, "SAM checkpoint: official .pth or .safetensors")
-        ->required();
+    add_model_options(*cmd, options->model);
     cmd->add_option("--image", options->image, "image file (PNG, JPEG, TIFF, BMP; gray, RGB, 8 or 16-bit)")
         ->required();
     cmd->add_option("--point", options->points, "foreground point X,Y in image pixels (repeatable)");
     cmd->add_option("--box", options->box, "box X0,Y0,X1,Y1 in image pixels");
     cmd->add_flag("--single-mask", options->single_mask,
                   "one mask instead of SAM's three (MedSAM's own inference uses one)");
-    cmd->add_option("--model-type", options->model_type,
-                    "vit_b, vit_l, vit_h, medsam (a vit_b checkpoint with MedSAM's processing), vit_t (MobileSAM), "
-                    "lite_medsam (LiteMedSAM with its own processing) or auto (read from the checkpoint)")
-        ->check(CLI::IsMember({"auto", "vit_b", "vit_l", "vit_h", "medsam", "vit_t", "lite_medsam"}))
-        ->capture_default_str();
-    cmd->add_option("--precision", options->precision, "image encoder arithmetic: fp32, or bf16 (about twice as "
-                                                       "fast on CPUs with AVX512-BF16, masks within 1% IoU)")
-        ->check(CLI::IsMember({"fp32", "bf16"}))
-        ->capture_default_str();
     cmd->add_option("--out", options->out, "output folder (created if needed)")->required();
     cmd->callback([options] { run_segment(*options); });
 }

@@ -1,0 +1,35 @@
+// The options every command that runs SAM shares: which checkpoint, read how, computed how.
+#include <omp.h>
+#include <opencv2/core.hpp>
+
+#include "cli/commands.hpp"
+
+namespace sqasam::cli {
+
+void add_model_options(CLI::App& cmd, ModelOptions& options) {
+    cmd.add_option("--checkpoint", options.checkpoint, "SAM checkpoint: official .pth or .safetensors")->required();
+    cmd.add_option("--model-type", options.model_type,
+                   "vit_b, vit_l, vit_h, medsam (a vit_b checkpoint with MedSAM's processing), vit_t (MobileSAM), "
+                   "lite_medsam (LiteMedSAM with its own processing) or auto (read from the checkpoint)")
+        ->check(CLI::IsMember({"auto", "vit_b", "vit_l", "vit_h", "medsam", "vit_t", "lite_medsam"}))
+        ->capture_default_str();
+    cmd.add_option("--precision", options.precision,
+                   "image encoder arithmetic: fp32, or bf16 (about twice as fast on CPUs with AVX512-BF16, masks "
+                   "within 1% IoU; falls back to fp32 with a warning elsewhere)")
+        ->check(CLI::IsMember({"fp32", "bf16"}))
+        ->capture_default_str();
+    cmd.add_option("--threads", options.threads, "compute threads (default: OpenMP's default)")
+        ->check(CLI::Range(1, 1024));
+}
+
+Sam load_model(const ModelOptions& options) {
+    const ModelType type = model_type_from_string(options.model_type);
+    const Precision precision = precision_from_string(options.precision);
+    if (options.threads > 0) {
+        omp_set_num_threads(options.threads);
+        cv::setNumThreads(options.threads);
+    }
+    return Sam::load(options.checkpoint, type, precision);
+}
+
+}  // namespace sqasam::cli
