@@ -3,10 +3,11 @@
 # and repeats, prints a side-by-side table and writes bench/results/<date>_<time>.json. See bench/NOTES.md.
 #
 #   bench/run.sh [--checkpoint CKPT] [--image IMG] [--prompts N] [--repeat R] [--threads T]
-#                [--model-type vit_b|vit_l|vit_h|vit_t] [--rounds K]
+#                [--model-type vit_b|vit_l|vit_h|vit_t] [--rounds K] [--precision fp32|bf16]
 #
 # vit_t is MobileSAM, whose peer is the official mobile_sam package. --rounds K runs the two programs alternately
-# K times and reports medians over the rounds (for a busy machine). Without --checkpoint it uses (and first makes,
+# K times and reports medians over the rounds (for a busy machine). --precision sets our image encoder's
+# arithmetic only; the peer always runs the official fp32 model. Without --checkpoint it uses (and first makes,
 # with the official code) a random-weight checkpoint of the model type in the build folder: no pretrained weights
 # can be downloaded here, and the timings do not depend on the weights' values.
 # The sqasam binary is taken from $SQASAM_BUILD_DIR (default: build).
@@ -16,7 +17,7 @@ build=$(cd "$repo" && realpath -m "${SQASAM_BUILD_DIR:-build}")
 python="$repo/.venv/bin/python"
 shared="${SQASAM_SHARED_DIR:-$repo/../shared}"
 
-checkpoint="" model_type=vit_b prompts=8 repeat=3 threads=2 rounds=1
+checkpoint="" model_type=vit_b prompts=8 repeat=3 threads=2 rounds=1 precision=fp32
 image="$shared/data/polyp_polypgen_test/images/10_endocv2021_positive_1087.jpg"  # 1920x1080, CC BY 4.0
 while (($#)); do
   case "$1" in
@@ -27,6 +28,7 @@ while (($#)); do
     --threads) threads=$2; shift 2 ;;
     --model-type) model_type=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
+    --precision) precision=$2; shift 2 ;;
     *) echo "bench/run.sh: unknown argument '$1' (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -35,6 +37,10 @@ case "$model_type" in  # the model types with an official peer (OFFICIAL_PACKAGE
   vit_b | vit_l | vit_h | vit_t) ;;
   *) echo "bench/run.sh: no official PyTorch peer for --model-type '$model_type' (vit_b, vit_l, vit_h, vit_t)" >&2
      exit 2 ;;
+esac
+case "$precision" in
+  fp32 | bf16) ;;
+  *) echo "bench/run.sh: --precision wants fp32 or bf16, got '$precision'" >&2; exit 2 ;;
 esac
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "bench/run.sh: --rounds wants a positive integer, got '$rounds'" >&2; exit 2; }
 sqasam="$build/sqasam"
@@ -64,7 +70,7 @@ loads=()
 for ((round = 1; round <= rounds; round++)); do
   loads+=("$(load)")
   echo "== round $round/$rounds: sqasam bench" >&2
-  "$sqasam" bench "${common[@]}" --model-type "$model_type" --precision fp32 | tee "$work/ours$round.json" >&2
+  "$sqasam" bench "${common[@]}" --model-type "$model_type" --precision "$precision" | tee "$work/ours$round.json" >&2
   loads+=("$(load)")
   # The peer under its best conditions (bench/NOTES.md has the measurements): OpenBLAS's OpenMP build, which
   # shares torch's OpenMP threads (the pthread build oversubscribes the cores), left to pick its own kernels;

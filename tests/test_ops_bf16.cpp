@@ -133,15 +133,16 @@ TEST_F(Bf16, PackedMatrixEqualsTheReferenceOnRoundedInputs) {
 
 struct AttentionCase {
     int64_t batch, heads, grid_h, grid_w, head_dim;
+    bool logit_bias;
 };
 
 class Bf16AttentionTest : public Bf16, public ::testing::WithParamInterface<AttentionCase> {};
 
 // q, k and v are bfloat16 values already, so the products of q k^T are exact and the one rounding left is that of
 // the softmax numerators p before p v: each weight changes by at most u relative to itself, the output (a weighted
-// mean of v divided by the exact sum of p) by at most u max |v|.
+// mean of v divided by the exact sum of p) by at most u max |v|. A logit bias is added in float32, so the same holds.
 TEST_P(Bf16AttentionTest, DiffersFromTheReferenceByTheWeightRoundingAtMost) {
-    auto [batch, heads, grid_h, grid_w, head_dim] = GetParam();
+    auto [batch, heads, grid_h, grid_w, head_dim, use_bias] = GetParam();
     const int64_t tokens = grid_h * grid_w, dim = heads * head_dim;
     AttentionShape shape{.batch = batch, .heads = heads, .queries = tokens, .keys = tokens, .head_dim = head_dim,
                          .q_row_stride = 3 * dim, .k_row_stride = 3 * dim, .v_row_stride = 3 * dim,
@@ -150,11 +151,13 @@ TEST_P(Bf16AttentionTest, DiffersFromTheReferenceByTheWeightRoundingAtMost) {
     const auto qkv = rounded(random_values(batch * tokens * 3 * dim, 10, -2, 2));
     auto table_h = random_values((2 * grid_h - 1) * head_dim, 11), table_w = random_values((2 * grid_w - 1) * head_dim, 12);
     const RelativePosition rel{table_h.data(), table_w.data(), grid_h, grid_w};
+    const auto bias_values = random_values(heads * tokens * tokens, 13, -3, 3);
+    const float* bias = use_bias ? bias_values.data() : nullptr;
     std::vector<float> fast(batch * tokens * dim), reference(fast.size());
     const float scale = 1.0f / std::sqrt(float(head_dim));
-    ref::attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, reference.data(), shape, scale, &rel);
+    ref::attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, reference.data(), shape, scale, &rel, bias);
     const double bound = kUnitRoundoff * test::max_abs(qkv) + kFloatTolerance * std::max(1.0, test::max_abs(reference));
-    attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, fast.data(), shape, scale, &rel, Precision::bf16);
+    attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, fast.data(), shape, scale, &rel, Precision::bf16, bias);
     EXPECT_LE(test::max_abs_diff(fast, reference), bound);
 
     // Nested in a parallel region each thread converts into its own scratch.
@@ -162,14 +165,16 @@ TEST_P(Bf16AttentionTest, DiffersFromTheReferenceByTheWeightRoundingAtMost) {
 #pragma omp parallel for num_threads(2)
     for (int i = 0; i < 2; ++i)
         attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, nested[i].data(), shape, scale, &rel,
-                  Precision::bf16);
+                  Precision::bf16, bias);
     for (const auto& result : nested) EXPECT_LE(test::max_abs_diff(result, reference), bound);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, Bf16AttentionTest,
-                         ::testing::Values(AttentionCase{2, 3, 5, 7, 12},     // odd grid, heads
-                                           AttentionCase{3, 2, 14, 14, 16},   // windows
-                                           AttentionCase{1, 2, 32, 40, 8}));  // several query tiles
+                         ::testing::Values(AttentionCase{2, 3, 5, 7, 12, false},    // odd grid, heads
+                                           AttentionCase{3, 2, 14, 14, 16, false},  // windows
+                                           AttentionCase{1, 2, 32, 40, 8, false},   // several query tiles
+                                           AttentionCase{5, 4, 7, 7, 32, true},     // TinyViT windows, bias
+                                           AttentionCase{1, 2, 32, 40, 8, true}));  // bias over query tiles
 
 }  // namespace
 }  // namespace sqasam::ops

@@ -154,14 +154,14 @@ TEST(Elementwise, SoftmaxMatchesReference) {
 
 struct AttentionCase {
     int64_t batch, heads, grid_h, grid_w, keys, head_dim;
-    bool rel_pos;
+    bool rel_pos, logit_bias;
 };
 
 class AttentionTest : public ::testing::TestWithParam<AttentionCase> {};
 
 // q, k and v interleaved in one buffer per token, as a fused qkv projection leaves them.
 TEST_P(AttentionTest, MatchesReference) {
-    auto [batch, heads, grid_h, grid_w, keys, head_dim, use_rel_pos] = GetParam();
+    auto [batch, heads, grid_h, grid_w, keys, head_dim, use_rel_pos, use_bias] = GetParam();
     const int64_t queries = grid_h * grid_w, dim = heads * head_dim, tokens = std::max(queries, keys);
     AttentionShape shape{.batch = batch, .heads = heads, .queries = queries, .keys = keys, .head_dim = head_dim,
                          .q_row_stride = 3 * dim, .k_row_stride = 3 * dim, .v_row_stride = 3 * dim,
@@ -171,32 +171,39 @@ TEST_P(AttentionTest, MatchesReference) {
     auto qkv = random_values(batch * tokens * 3 * dim, 15, -2, 2);
     auto table_h = random_values((2 * grid_h - 1) * head_dim, 16), table_w = random_values((2 * grid_w - 1) * head_dim, 17);
     RelativePosition rel{table_h.data(), table_w.data(), grid_h, grid_w};
+    const RelativePosition* rel_pos = use_rel_pos ? &rel : nullptr;
+    const auto bias_values = random_values(heads * queries * keys, 18, -3, 3);
+    const float* bias = use_bias ? bias_values.data() : nullptr;
     std::vector<float> fast(batch * queries * (dim + 1), 0.0f), reference = fast;
     float scale = 1.0f / std::sqrt(float(head_dim));
-    attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, fast.data(), shape, scale, use_rel_pos ? &rel : nullptr);
-    ref::attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, reference.data(), shape, scale,
-                   use_rel_pos ? &rel : nullptr);
+    attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, fast.data(), shape, scale, rel_pos, Precision::fp32,
+              bias);
+    ref::attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, reference.data(), shape, scale, rel_pos, bias);
     expect_close(fast, reference, 2e-5);
 
     // Called from inside a parallel region the op runs on each calling thread alone, with its own caches.
     std::vector<std::vector<float>> nested(2, std::vector<float>(fast.size(), 0.0f));
 #pragma omp parallel for num_threads(2)
     for (int i = 0; i < 2; ++i)
-        attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, nested[i].data(), shape, scale,
-                  use_rel_pos ? &rel : nullptr);
+        attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, nested[i].data(), shape, scale, rel_pos,
+                  Precision::fp32, bias);
     for (const auto& result : nested) expect_close(result, reference, 2e-5);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
-                         ::testing::Values(AttentionCase{1, 1, 1, 1, 1, 1, false},
-                                           AttentionCase{2, 3, 5, 7, 35, 12, true},     // odd grid, heads
-                                           AttentionCase{3, 2, 14, 14, 196, 16, true},  // windows
-                                           AttentionCase{1, 2, 32, 40, 1280, 8, true},  // several query tiles
-                                           AttentionCase{1, 8, 1, 7, 4096, 16, false},  // tokens to image
-                                           AttentionCase{1, 8, 64, 64, 7, 16, false},   // image to tokens
-                                           AttentionCase{2, 3, 1, 5, 301, 12, false},   // odd, few queries
-                                           AttentionCase{2, 3, 30, 10, 5, 12, false},   // odd, few keys
-                                           AttentionCase{2, 3, 1, 33, 40, 20, false})); // just above direct
+                         ::testing::Values(AttentionCase{1, 1, 1, 1, 1, 1, false, false},
+                                           AttentionCase{2, 3, 5, 7, 35, 12, true, false},     // odd grid, heads
+                                           AttentionCase{3, 2, 14, 14, 196, 16, true, false},  // windows
+                                           AttentionCase{1, 2, 32, 40, 1280, 8, true, false},  // several query tiles
+                                           AttentionCase{1, 8, 1, 7, 4096, 16, false, false},  // tokens to image
+                                           AttentionCase{1, 8, 64, 64, 7, 16, false, false},   // image to tokens
+                                           AttentionCase{2, 3, 1, 5, 301, 12, false, false},   // odd, few queries
+                                           AttentionCase{2, 3, 30, 10, 5, 12, false, false},   // odd, few keys
+                                           AttentionCase{2, 3, 1, 33, 40, 20, false, false},   // just above direct
+                                           AttentionCase{5, 4, 7, 7, 49, 32, false, true},     // TinyViT windows
+                                           AttentionCase{2, 3, 30, 10, 5, 12, false, true},    // few keys, bias
+                                           AttentionCase{2, 3, 5, 7, 35, 12, true, true},      // both terms
+                                           AttentionCase{1, 2, 32, 40, 1280, 8, false, true})); // bias over tiles
 
 }  // namespace
 }  // namespace sqasam::ops

@@ -177,13 +177,19 @@ void attention_few_keys(const float* q, const float* k, const float* v, float* o
 }
 
 
+// Up to this many keys (TinyViT's 7 x 7 windows), packing a sequence's keys and values costs more than its two
+// products: they read q, k and v in place, in fp32 whatever the precision asked for (measured: bf16 with packing
+// was slower on MobileSAM's ~5000 such window-heads per image).
+constexpr int64_t kInPlaceKeys = 64;
+
 // Attention through matrix products, for many queries and many keys (the image encoder). Per batch item and
-// head, keys (transposed) and values are packed once for oneDNN's kernels; queries then run in tiles whose logits
-// stay within a core's L2: logits = scale q k^T, plus the relative-position terms, exponentiated in place, times v,
-// divided by the row sums. The relative-position terms come from two small products per tile, q times each table
-// (2 grid - 1 entries), from which each query reads its run of terms.
+// head, keys (transposed) and values are packed once for oneDNN's kernels (or read in place, see kInPlaceKeys);
+// queries then run in tiles whose logits stay within a core's L2: logits = scale q k^T, plus the relative-position
+// terms, exponentiated in place, times v, divided by the row sums. The relative-position terms come from two small
+// products per tile, q times each table (2 grid - 1 entries), from which each query reads its run of terms; a
+// logit bias is added row by row.
 void attention_tiled(const float* q, const float* k, const float* v, float* out, const AttentionShape& s,
-                     float scale, const RelativePosition* rel_pos, Precision precision) {
+                     float scale, const RelativePosition* rel_pos, Precision precision, const float* logit_bias) {
     const int64_t hd = s.head_dim, keys = s.keys, queries = s.queries;
     const int64_t tile = std::min(queries, std::max<int64_t>(32, 128 * 1024 / keys));
     const int64_t tiles = (queries + tile - 1) / tile;
@@ -193,6 +199,7 @@ void attention_tiled(const float* q, const float* k, const float* v, float* out,
     const int64_t groups = std::min(tiles, std::max<int64_t>(1, (2 * num_threads() + heads - 1) / heads));
     const int64_t tiles_per_group = (tiles + groups - 1) / groups;
 
+    const bool in_place = keys <= kInPlaceKeys;
     const int64_t grid_h = rel_pos ? rel_pos->grid_h : 0, grid_w = rel_pos ? rel_pos->grid_w : 0;
     const int64_t entries_h = grid_h ? 2 * grid_h - 1 : 0, entries_w = grid_w ? 2 * grid_w - 1 : 0;
     PackedMatrix tables_h, tables_w;  // transposed: hd x entries; fp32, as the terms are
@@ -210,15 +217,20 @@ void attention_tiled(const float* q, const float* k, const float* v, float* out,
         float* dots_h = logits + tile * keys;  // tile x entries_h: q . table_h[j]
         float* dots_w = dots_h + tile * entries_h;
         float* sums = dots_w + tile * entries_w;
+        const float* k_head = k + b * s.k_batch_stride + h * hd;
+        const float* v_head = v + b * s.v_batch_stride + h * hd;
         thread_local PackedMatrix keys_t, values;
-        keys_t.pack(k + b * s.k_batch_stride + h * hd, hd, keys, s.k_row_stride, true, precision);
-        values.pack(v + b * s.v_batch_stride + h * hd, keys, hd, s.v_row_stride, false, precision);
+        if (!in_place) {
+            keys_t.pack(k_head, hd, keys, s.k_row_stride, true, precision);
+            values.pack(v_head, keys, hd, s.v_row_stride, false, precision);
+        }
 
         for (int64_t t = first_tile; t < last_tile; ++t) {
             const int64_t first = t * tile, rows = std::min(tile, queries - first);
             const float* q_rows = q + b * s.q_batch_stride + first * s.q_row_stride + h * hd;
             for (int64_t r = 0; r < rows; ++r) std::copy_n(q_rows + r * s.q_row_stride, hd, q_tile + r * hd);
-            keys_t.multiply(q_tile, logits, rows, scale);
+            if (in_place) matmul(q_tile, k_head, logits, rows, keys, hd, hd, s.k_row_stride, keys, true, scale);
+            else keys_t.multiply(q_tile, logits, rows, scale);
             if (rel_pos) {
                 tables_h.multiply(q_tile, dots_h, rows);
                 tables_w.multiply(q_tile, dots_w, rows);
@@ -230,9 +242,16 @@ void attention_tiled(const float* q, const float* k, const float* v, float* out,
                     add_rel_terms(row, dots_h + r * entries_h + query / grid_w, dots_w + r * entries_w + query % grid_w,
                                   grid_h, grid_w);
                 }
+                if (logit_bias) {
+                    const float* bias_row = logit_bias + (h * queries + first + r) * keys;
+#pragma omp simd
+                    for (int64_t j = 0; j < keys; ++j) row[j] += bias_row[j];
+                }
                 sums[r] = exp_shifted_row(row, keys);
             }
-            values.multiply(logits, q_tile, rows);  // q_tile now holds the output
+            // q_tile now holds the output
+            if (in_place) matmul(logits, v_head, q_tile, rows, hd, keys, keys, s.v_row_stride, hd, false);
+            else values.multiply(logits, q_tile, rows);
             float* out_rows = out + b * s.out_batch_stride + first * s.out_row_stride + h * hd;
             for (int64_t r = 0; r < rows; ++r) {
                 const float inv = 1.0f / sums[r];
@@ -247,10 +266,10 @@ void attention_tiled(const float* q, const float* k, const float* v, float* out,
 }  // namespace
 
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& s, float scale,
-               const RelativePosition* rel_pos, Precision precision) {
+               const RelativePosition* rel_pos, Precision precision, const float* logit_bias) {
     if (s.queries == 0 || s.batch == 0 || s.heads == 0) return;
-    if (!rel_pos && s.keys <= kFewKeys) return attention_few_keys(q, k, v, out, s, scale);
-    attention_tiled(q, k, v, out, s, scale, rel_pos, precision);
+    if (!rel_pos && !logit_bias && s.keys <= kFewKeys) return attention_few_keys(q, k, v, out, s, scale);
+    attention_tiled(q, k, v, out, s, scale, rel_pos, precision, logit_bias);
 }
 
 }  // namespace sqasam::ops

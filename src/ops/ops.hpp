@@ -97,13 +97,17 @@ struct RelativePosition {
     int64_t grid_h = 0, grid_w = 0;
 };
 
-// out = softmax(scale * q k^T [+ relative-position terms]) v, per batch item and head. Queries are processed in
-// tiles so the full queries x keys matrix never exists; with only a few keys (the mask decoder's image-to-token
-// attention) it runs as direct loops instead of matrix products. With Precision::bf16 the two products (q k^T and
-// the softmax numerators times v) round their operands to bfloat16; the relative-position terms, the softmax and
-// its row sums stay float32 (the few-keys path is float32 throughout).
+// out = softmax(scale * q k^T [+ relative-position terms] [+ logit_bias]) v, per batch item and head. logit_bias,
+// when given, is heads x queries x keys (row-major), the same for every batch item: a learned additive bias such
+// as TinyViT's per-offset attention biases. Queries are processed in tiles so the full queries x keys matrix never
+// exists; with only a few keys and no extra terms (the mask decoder's image-to-token attention) it runs as direct
+// loops instead of matrix products. With Precision::bf16 the two products (q k^T and the softmax numerators times
+// v) round their operands to bfloat16; the relative-position terms, the bias, the softmax and its row sums stay
+// float32 (sequences of at most 64 keys, and the few-keys path, are float32 throughout: packing bf16 operands
+// costs more than such small products).
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& shape, float scale,
-               const RelativePosition* rel_pos = nullptr, Precision precision = Precision::fp32);
+               const RelativePosition* rel_pos = nullptr, Precision precision = Precision::fp32,
+               const float* logit_bias = nullptr);
 
 namespace ref {
 void linear(const float* x, const float* weight, const float* bias, float* y, int64_t rows, int64_t out_features,
@@ -118,7 +122,7 @@ void add(float* y, const float* x, int64_t n);
 void exp(float* x, int64_t n);
 void transpose(const float* src, float* dst, int64_t rows, int64_t cols, int64_t src_stride, int64_t dst_stride);
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& shape, float scale,
-               const RelativePosition* rel_pos = nullptr);
+               const RelativePosition* rel_pos = nullptr, const float* logit_bias = nullptr);
 // x rounded to the nearest bfloat16 (8 significant bits), ties to even; for x in bfloat16's normal range.
 float round_to_bf16(float x);
 }  // namespace ref

@@ -81,7 +81,7 @@ void transpose(const float* src, float* dst, int64_t rows, int64_t cols, int64_t
 }
 
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& s, float scale,
-               const RelativePosition* rel_pos) {
+               const RelativePosition* rel_pos, const float* logit_bias) {
     std::vector<double> logits(s.keys);
     for (int64_t b = 0; b < s.batch; ++b) {
         for (int64_t h = 0; h < s.heads; ++h) {
@@ -99,6 +99,7 @@ void attention(const float* q, const float* k, const float* v, float* out, const
                         const float* rw = rel_pos->table_w + (qw - kw + rel_pos->grid_w - 1) * s.head_dim;
                         for (int64_t c = 0; c < s.head_dim; ++c) logits[j] += double(qi[c]) * (rh[c] + rw[c]);
                     }
+                    if (logit_bias) logits[j] += logit_bias[(h * s.queries + i) * s.keys + j];
                 }
                 double top = *std::max_element(logits.begin(), logits.end()), sum = 0;
                 for (double& l : logits) sum += (l = std::exp(l - top));

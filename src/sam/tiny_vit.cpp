@@ -38,6 +38,7 @@ constexpr float kLayerNormEps = 1e-5f;   // nn.LayerNorm default (Attention.norm
 constexpr float kNeckNormEps = 1e-6f;    // the neck's LayerNorm2d
 constexpr int kNeckKernel = 3;
 constexpr size_t kMaxStages = 8;         // the official models have 4; more would overflow the stride arithmetic
+constexpr int64_t kStripRows = 16;       // MBConv strip height (vit_t: 16 x 256 x 256 hidden floats = 4 MB)
 
 std::string stage_prefix(int stage) { return "image_encoder.layers." + std::to_string(stage) + "."; }
 std::string block_prefix(int stage, int block) {
@@ -377,7 +378,7 @@ struct TinyVitEncoder::Impl {
     void run_mbconv(const MBConv& block, int64_t grid, int64_t dim, Workspace& ws) const;
     void run_merge(const PatchMerging& merge, int64_t in_dim, int64_t out_dim, Workspace& ws) const;
     void run_block(const TinyVitBlock& block, const Stage& stage, Workspace& ws) const;
-    void attention(const TinyVitBlock& block, const Stage& stage, int64_t windows, float* qkv, float* out) const;
+    void attention(const TinyVitBlock& block, const Stage& stage, int64_t windows, const float* qkv, float* out) const;
 
     mutable WorkspacePool<Workspace> workspaces;
 };
@@ -496,15 +497,35 @@ TinyVitEncoder::~TinyVitEncoder() = default;
 const TinyVitParams& TinyVitEncoder::params() const { return impl_->params; }
 int TinyVitEncoder::embedding_size() const { return int(impl_->stages.back().grid); }
 
-// x (grid^2 x dim) -> GELU(x + project(GELU(depthwise(GELU(expand(x)))))), in ws.x.
+// x (grid^2 x dim) -> GELU(x + project(GELU(depthwise(GELU(expand(x)))))), in ws.x. At stage 0 the hidden
+// activations (grid^2 x 4 dim: 64 MB for vit_t) outgrow the caches, so the block runs in strips of image rows and
+// only a strip's hidden rows exist at a time. The strip's depthwise convolution reads one hidden row above and below
+// it: the buffer holds rows y0 - 1 .. y0 + rows, zeros beyond the image (the convolution's zero padding); the
+// convolution's first and last output rows (padded where the buffer continues) are not used.
 void TinyVitEncoder::Impl::run_mbconv(const MBConv& block, int64_t grid, int64_t dim, Workspace& ws) const {
-    const int64_t pixels = grid * grid, hidden = block.expand.out_features();
-    ensure_size(ws.hidden, pixels * hidden);
-    ensure_size(ws.hidden2, pixels * hidden);
-    block.expand.forward(ws.x.data(), ws.hidden.data(), pixels, ops::Epilogue::gelu);
-    block.depthwise.forward(ws.hidden.data(), ws.hidden2.data(), grid, grid, ops::Epilogue::gelu);
-    block.project.forward(ws.hidden2.data(), ws.x.data(), pixels, ops::Epilogue::accumulate);
-    ops::gelu(ws.x.data(), pixels * dim);
+    const int64_t hidden = block.expand.out_features(), hidden_row = grid * hidden, x_row = grid * dim;
+    const int64_t strip = std::min(kStripRows, grid);
+    ensure_size(ws.hidden, (strip + 2) * hidden_row);
+    ensure_size(ws.hidden2, (strip + 2) * hidden_row);
+    ensure_size(ws.y, grid * x_row);
+    float* expanded = ws.hidden.data();
+    float* convolved = ws.hidden2.data();
+    for (int64_t y0 = 0, rows = 0; y0 < grid; y0 += rows) {
+        // Rows y0 - 1 and y0 are the previous strip's last two buffer rows; the first strip starts at the padding.
+        if (y0 == 0) std::fill_n(expanded, hidden_row, 0.0f);
+        else std::copy_n(expanded + rows * hidden_row, 2 * hidden_row, expanded);
+        rows = std::min(strip, grid - y0);
+        const int64_t first_new = y0 == 0 ? 0 : y0 + 1, end = std::min(y0 + rows + 1, grid);
+        block.expand.forward(ws.x.data() + first_new * x_row, expanded + (first_new - y0 + 1) * hidden_row,
+                             (end - first_new) * grid, ops::Epilogue::gelu);
+        if (end == grid) std::fill_n(expanded + (rows + 1) * hidden_row, hidden_row, 0.0f);
+        block.depthwise.forward(expanded, convolved, rows + 2, grid, ops::Epilogue::gelu);
+        float* out = ws.y.data() + y0 * x_row;
+        std::copy_n(ws.x.data() + y0 * x_row, rows * x_row, out);
+        block.project.forward(convolved + hidden_row, out, rows * grid, ops::Epilogue::accumulate);
+        ops::gelu(out, rows * x_row);
+    }
+    std::swap(ws.x, ws.y);
 }
 
 // ws.x (in_grid^2 x in_dim) -> ws.x (out_grid^2 x out_dim).
@@ -518,26 +539,19 @@ void TinyVitEncoder::Impl::run_merge(const PatchMerging& merge, int64_t in_dim, 
     merge.conv3.forward(ws.hidden2.data(), ws.x.data(), out_pixels);
 }
 
-// softmax(scale q k^T + bias_h) v for every window and head; qkv rows are [q | k | v] of 3 * dim.
-void TinyVitEncoder::Impl::attention(const TinyVitBlock& block, const Stage& stage, int64_t windows, float* qkv,
+// softmax(scale q k^T + bias_h) v for every window and head, in one attention call, in the precision of the block's
+// layers (ops::attention keeps windows of up to 64 tokens fp32); qkv rows are [q | k | v] of 3 * dim.
+void TinyVitEncoder::Impl::attention(const TinyVitBlock& block, const Stage& stage, int64_t windows, const float* qkv,
                                      float* out) const {
     const int64_t dim = stage.dim, heads = stage.heads, head_dim = dim / heads;
     const int64_t tokens = stage.window * stage.window, row = 3 * dim;
-    const float scale = 1.0f / std::sqrt(float(head_dim));
-#pragma omp parallel
-    {
-        std::vector<float> logits(tokens * tokens);
-#pragma omp for schedule(static)
-        for (int64_t task = 0; task < windows * heads; ++task) {
-            const int64_t w = task / heads, h = task % heads;
-            const float* q = qkv + w * tokens * row + h * head_dim;
-            ops::matmul(q, q + dim, logits.data(), tokens, tokens, head_dim, row, row, tokens, true, scale);
-            ops::add(logits.data(), block.attention_bias.data() + h * tokens * tokens, tokens * tokens);
-            ops::softmax_rows(logits.data(), tokens, tokens);
-            ops::matmul(logits.data(), q + 2 * dim, out + w * tokens * dim + h * head_dim, tokens, head_dim, tokens,
-                        tokens, row, dim, false);
-        }
-    }
+    const ops::AttentionShape shape{.batch = windows, .heads = heads, .queries = tokens, .keys = tokens,
+                                    .head_dim = head_dim, .q_row_stride = row, .k_row_stride = row,
+                                    .v_row_stride = row, .out_row_stride = dim, .q_batch_stride = tokens * row,
+                                    .k_batch_stride = tokens * row, .v_batch_stride = tokens * row,
+                                    .out_batch_stride = tokens * dim};
+    ops::attention(qkv, qkv + dim, qkv + 2 * dim, out, shape, 1.0f / std::sqrt(float(head_dim)), nullptr,
+                   block.qkv.precision(), block.attention_bias.data());
 }
 
 // One TinyViT block on ws.x (grid^2 x dim).
