@@ -1,7 +1,8 @@
-// The bf16 image encoder (Precision::bf16) against the official fp32 outputs, which the fp32 engine matches to
-// IoU >= 0.999 (test_sam_predictor.cpp, test_sam_tinyvit.cpp): a random-weight vit_b and the real LiteMedSAM
-// weights, on real images. bf16 keeps 8 significant bits, so embeddings move by about 1% and masks change only where
-// a logit is within that of 0; the requirement is mask IoU >= 0.99.
+// The bf16 model (Precision::bf16: the image encoder and the mask decoder's products over image rows and upscaled
+// pixels) against the official fp32 outputs, which the fp32 engine matches to IoU >= 0.999 (test_sam_predictor.cpp,
+// test_sam_tinyvit.cpp): a random-weight vit_b and the real LiteMedSAM weights, on real images, through the whole
+// pipeline, and the decoder alone on the official embedding. bf16 keeps 8 significant bits, so embeddings move by
+// about 1% and masks change only where a logit is within that of 0; the requirement is mask IoU >= 0.99.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "ops/ops.hpp"
+#include "sam/checkpoint.hpp"
 #include "sam/sam_model.hpp"
 #include "sqasam/sam.hpp"
 #include "test_support.hpp"
@@ -58,15 +60,15 @@ double min_mask_iou(const MaskPrediction& ours, const std::vector<float>& theirs
     return worst;
 }
 
-class Bf16Encoder : public ::testing::Test {
+class Bf16Model : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (!ops::bf16_supported()) GTEST_SKIP() << "no bf16 matrix instructions here: the encoder runs fp32";
+        if (!ops::bf16_supported()) GTEST_SKIP() << "no bf16 matrix instructions here: the model runs fp32";
     }
 };
 
 // The full-size vit_b (random weights, gen_predictor.py) on a real 1920 x 1080 polyp image, every prompt.
-TEST_F(Bf16Encoder, VitBMasksMatchTheOfficialFp32Ones) {
+TEST_F(Bf16Model, VitBMasksMatchTheOfficialFp32Ones) {
     const fs::path cases = fs::path(test::ref_dir()) / "predictor" / "cases";
     for (const json& c : read_json(cases / "index.json")) {
         if (c["name"] != "vit_b_polypgen") continue;
@@ -98,9 +100,44 @@ TEST_F(Bf16Encoder, VitBMasksMatchTheOfficialFp32Ones) {
     FAIL() << "case vit_b_polypgen missing from " << cases / "index.json";
 }
 
+// |A and B| / |A or B| of the masks logits > 0.
+double logit_mask_iou(const std::vector<float>& a, const std::vector<float>& b) {
+    size_t both = 0, either = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+        both += a[i] > 0 && b[i] > 0;
+        either += a[i] > 0 || b[i] > 0;
+    }
+    return either ? double(both) / double(either) : 1.0;
+}
+
+// The bf16 mask decoder alone: the official fp32 embedding of each real image and its box, through the real
+// LiteMedSAM weights, against the official low-res logits (CVPR24_LiteMedSAM_infer.py, gen_tinyvit.py).
+TEST_F(Bf16Model, LiteMedSamRealWeightsDecoderMatchesTheOfficialFp32One) {
+    const fs::path real = fs::path(test::ref_dir()) / "tinyvit" / "real";
+    if (!fs::exists(real / "index.json"))
+        GTEST_SKIP() << "no " << real / "index.json" << ": gen_tinyvit.py found no real LiteMedSAM weights";
+    const json index = read_json(real / "index.json");
+    const sam::Checkpoint checkpoint = sam::load_checkpoint(index["checkpoint"].get<std::string>());
+    const sam::SamModel model(checkpoint, sam::hyper_params_for(ModelType::LiteMedSam), Precision::bf16);
+    for (const json& c : index["cases"]) {
+        const std::string name = c["name"];
+        sam::FramePrompt prompt;
+        prompt.has_box = true;
+        for (int i = 0; i < 4; ++i) prompt.box[i] = c["box_256"][i];
+        const std::vector<float> embedding = test::read_npy((real / name / "embedding.npy").string()).values;
+        const std::vector<float> theirs = test::read_npy((real / name / "low_res_logits.npy").string()).values;
+        const sam::DecoderOutput ours = model.decode(embedding.data(), prompt, false);
+        ASSERT_EQ(ours.low_res_logits.size(), theirs.size()) << name;
+        const double iou = logit_mask_iou(ours.low_res_logits, theirs);
+        EXPECT_GE(iou, kMinMaskIou) << name;
+        std::cout << "[ measured ] lite_medsam bf16 decoder " << name << ": low-res mask IoU " << iou
+                  << ", logits relative L2 " << test::relative_l2(ours.low_res_logits, theirs) << "\n";
+    }
+}
+
 // The real LiteMedSAM weights on three real images (polyp, polyp, fundus), through the whole public pipeline,
 // against the official CVPR24_LiteMedSAM_infer.py masks (gen_tinyvit.py).
-TEST_F(Bf16Encoder, LiteMedSamRealWeightsMasksMatchTheOfficialFp32Ones) {
+TEST_F(Bf16Model, LiteMedSamRealWeightsMasksMatchTheOfficialFp32Ones) {
     const fs::path real = fs::path(test::ref_dir()) / "tinyvit" / "real";
     if (!fs::exists(real / "index.json"))
         GTEST_SKIP() << "no " << real / "index.json" << ": gen_tinyvit.py found no real LiteMedSAM weights "

@@ -86,8 +86,8 @@ class SamModel;  // the network; defined in src/sam
 class Sam {
 public:
     // Reads a .pth (PyTorch zip) or .safetensors file; throws sqasam::Error naming the file and the problem.
-    // The image encoder computes in `precision` (bf16 falls back to fp32, with a warning, on CPUs without it);
-    // the mask decoder is always fp32.
+    // The image encoder and the mask decoder's large products (over image rows and upscaled pixels) compute in
+    // `precision` (bf16 falls back to fp32, with a warning, on CPUs without it); the rest of the decoder is fp32.
     static Sam load(const std::string& checkpoint_path, ModelType type = ModelType::Auto,
                     Precision precision = Precision::fp32);
     ~Sam();

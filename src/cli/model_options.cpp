@@ -14,7 +14,7 @@ void add_model_options(CLI::App& cmd, ModelOptions& options) {
         ->check(CLI::IsMember({"auto", "vit_b", "vit_l", "vit_h", "medsam", "vit_t", "lite_medsam"}))
         ->capture_default_str();
     cmd.add_option("--precision", options.precision,
-                   "image encoder arithmetic: fp32, or bf16 (about twice as fast on CPUs with AVX512-BF16, masks "
+                   "arithmetic of SAM's large matrix products: fp32, or bf16 (about twice as fast on CPUs with AVX512-BF16, masks "
                    "within 1% IoU; falls back to fp32 with a warning elsewhere)")
         ->check(CLI::IsMember({"fp32", "bf16"}))
         ->capture_default_str();

@@ -272,4 +272,41 @@ void attention(const float* q, const float* k, const float* v, float* out, const
     attention_tiled(q, k, v, out, s, scale, rel_pos, precision, logit_bias);
 }
 
+namespace {
+// Rows up to this many columns take softmax_short_rows' lane path; longer ones are softmax_rows' work.
+constexpr int64_t kShortRowMax = 32;
+}  // namespace
+
+void softmax_short_rows(float* x, int64_t rows, int64_t cols) {
+    if (cols > kShortRowMax) return softmax_rows(x, rows, cols);
+    const int64_t blocks = rows / kLanes;
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelGrain)
+    for (int64_t b = 0; b < blocks; ++b) {
+        float* block = x + b * kLanes * cols;
+        float lanes[kShortRowMax * kLanes];  // lanes[j * kLanes + r] = block[r * cols + j]
+        for (int64_t r = 0; r < kLanes; ++r)
+            for (int64_t j = 0; j < cols; ++j) lanes[j * kLanes + r] = block[r * cols + j];
+        float top[kLanes], sum[kLanes];
+#pragma omp simd
+        for (int64_t r = 0; r < kLanes; ++r) {
+            top[r] = lanes[r];
+            sum[r] = 0;
+        }
+        for (int64_t j = 1; j < cols; ++j)
+#pragma omp simd
+            for (int64_t r = 0; r < kLanes; ++r) top[r] = lanes[j * kLanes + r] > top[r] ? lanes[j * kLanes + r] : top[r];
+        for (int64_t j = 0; j < cols; ++j)
+#pragma omp simd
+            for (int64_t r = 0; r < kLanes; ++r) {
+                lanes[j * kLanes + r] = fast_exp(lanes[j * kLanes + r] - top[r]);
+                sum[r] += lanes[j * kLanes + r];
+            }
+#pragma omp simd
+        for (int64_t r = 0; r < kLanes; ++r) sum[r] = 1.0f / sum[r];
+        for (int64_t r = 0; r < kLanes; ++r)
+            for (int64_t j = 0; j < cols; ++j) block[r * cols + j] = lanes[j * kLanes + r] * sum[r];
+    }
+    softmax_rows(x + blocks * kLanes * cols, rows - blocks * kLanes, cols);  // the last rows, fewer than kLanes
+}
+
 }  // namespace sqasam::ops

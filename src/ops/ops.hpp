@@ -75,6 +75,10 @@ void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int6
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps);
 void gelu(float* x, int64_t n);  // exact (erf) GELU, in place
 void softmax_rows(float* x, int64_t rows, int64_t cols);
+// softmax_rows (same reference, ref::softmax_rows) for many rows of a few columns (the mask decoder's
+// image-to-token weights: a row per image pixel and head, a column per token): 16 rows at a time across vector
+// lanes, where a row-wise loop would spend its time in reductions over a fraction of a vector.
+void softmax_short_rows(float* x, int64_t rows, int64_t cols);
 void add(float* y, const float* x, int64_t n);  // y += x
 void exp(float* x, int64_t n);                  // in place; the exponential the attention softmax uses
 // dst[c, r] = src[r, c] for a rows x cols matrix; strides are row strides in floats.

@@ -5,6 +5,8 @@
 // convolution and per-pixel LayerNorm2d is one op over all rows. The image embedding crosses the API
 // channels-first (C x E x E) as in the official code. Weights are looked up by their state-dict names with shape
 // checks; every tensor of the checkpoint must be used (mask_downscaling.* is accepted unused: no mask input).
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <deque>
@@ -28,6 +30,11 @@ constexpr float kDecoderNormEps = 1e-5f;    // TwoWayTransformer's nn.LayerNorm 
 constexpr float kTwoPi = 6.28318530717958647692f;
 constexpr int kPatchChannels = 3;
 constexpr int kNeckKernel = 3;
+// Grid rows the mask decoder upscales at a time: a band's intermediates (4 x 64 x 64 and 16 x 64 x 32 floats per
+// grid row) fit a core's L2 with room for the weights.
+constexpr int64_t kUpscaleRows = 2;
+// Element-wise loops over fewer elements than this run on one thread: a parallel region would cost more.
+constexpr int64_t kParallelElements = 1 << 14;
 const char* const kUnusedPrefix = "prompt_encoder.mask_downscaling.";  // mask prompts are not supported
 
 using Shape = std::vector<int64_t>;
@@ -83,7 +90,8 @@ struct LayerNorm {
 // A 2x2, stride-2 ConvTranspose2d never overlaps: each input pixel yields a 2x2 block of output pixels, i.e. one
 // linear layer with 4 * out features ((dy, dx, o) order). Its output rows are kept in that blocked pixel order
 // (see MaskDecoder::upscale).
-ops::Linear transposed_conv2x2(WeightReader& weights, const std::string& prefix, int64_t in, int64_t out) {
+ops::Linear transposed_conv2x2(WeightReader& weights, const std::string& prefix, int64_t in, int64_t out,
+                               Precision precision) {
     const float* w = weights.data(prefix + ".weight", {in, out, 2, 2});  // PyTorch (in, out, kh, kw)
     const float* b = weights.data(prefix + ".bias", {out});
     std::vector<float> linear_weight(4 * out * in), linear_bias(4 * out);
@@ -92,7 +100,7 @@ ops::Linear transposed_conv2x2(WeightReader& weights, const std::string& prefix,
             linear_bias[d * out + o] = b[o];
             for (int64_t c = 0; c < in; ++c) linear_weight[(d * out + o) * in + c] = w[(c * out + o) * 4 + d];
         }
-    return ops::Linear(linear_weight.data(), linear_bias.data(), 4 * out, in);
+    return ops::Linear(linear_weight.data(), linear_bias.data(), 4 * out, in, precision);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -391,7 +399,11 @@ struct DecoderWorkspace {
     // the projection weights, and the attention weights between the image and those rows.
     std::vector<float> head_rows, folded, folded_bias, weights, products;
     ops::PackedMatrix folded_packed;
-    std::vector<float> upscaled1, upscaled2, masks;
+    // Per thread: one band of the output upscaling (MaskDecoder::upscale) and its masks.
+    struct Band {
+        std::vector<float> upscaled1, upscaled2, masks;
+    };
+    std::vector<Band> bands;
 };
 
 // Attention with an optional down-projection of the internal width (TwoWayTransformer's Attention), split into
@@ -402,13 +414,16 @@ public:
     int64_t heads = 0, internal = 0;
 
     DecoderAttention() = default;
-    DecoderAttention(WeightReader& weights, const std::string& prefix, int64_t dim, int64_t heads, int64_t downsample)
+    // `precision` is that of the image-to-token products over the E*E image rows; everything else is fp32.
+    DecoderAttention(WeightReader& weights, const std::string& prefix, int64_t dim, int64_t heads, int64_t downsample,
+                     Precision precision = Precision::fp32)
         : q_proj(weights.linear(prefix + ".q_proj", dim / downsample, dim)),
           k_proj(weights.linear(prefix + ".k_proj", dim / downsample, dim)),
           v_proj(weights.linear(prefix + ".v_proj", dim / downsample, dim)),
           out_proj(weights.linear(prefix + ".out_proj", dim, dim / downsample)),
           heads(heads),
-          internal(dim / downsample) {
+          internal(dim / downsample),
+          image_precision(precision) {
         if (downsample == 1) return;  // the self-attention: nothing to fold
         // For the folded cross attentions below: the projection weights W [internal, dim] and out_proj's W^T as
         // right-hand matrices.
@@ -481,19 +496,20 @@ public:
             for (int64_t c = 0; c < internal; ++c) dot += key[c] * q_bias[c];
             ws.folded_bias[r] = scale * dot;
         }
-        ws.folded_packed.pack(ws.folded.data(), dim, rows, dim, true);
+        ws.folded_packed.pack(ws.folded.data(), dim, rows, dim, true, image_precision);
         ws.folded_packed.multiply(x, ws.weights.data(), image, 1.0f, ws.folded_bias.data());
-        ops::softmax_rows(ws.weights.data(), image * heads, n);  // columns are (h, j): n per head
+        ops::softmax_short_rows(ws.weights.data(), image * heads, n);  // columns are (h, j): n per head
         // Row (h, j): Wo_h v_j, so that out += weights . rows + out_proj's bias.
         spread_heads(v, n, false, ws.head_rows.data());
         out_weight.multiply(ws.head_rows.data(), ws.products.data(), rows);
-        ws.folded_packed.pack(ws.products.data(), rows, dim, dim, false);
+        ws.folded_packed.pack(ws.products.data(), rows, dim, dim, false, image_precision);
         ws.folded_packed.multiply(ws.weights.data(), out, image, 1.0f, out_bias.data(), ops::Epilogue::accumulate);
     }
 
 private:
     ops::PackedMatrix q_weight, k_weight, out_weight;
     std::vector<float> q_bias, out_bias;
+    Precision image_precision = Precision::fp32;
 
     // n x internal rows to n * heads rows that keep one head's columns each (zeros elsewhere), ordered (j, h)
     // with token_major, else (h, j).
@@ -535,10 +551,11 @@ struct Mlp {
     }
 };
 
-// x + pe into sum
+// x + pe into sum, in one pass; on all threads for the image's rows (a lone prompt), on the caller's alone inside
+// prompts decoded side by side.
 void add_positions(float* sum, const float* x, const float* pe, int64_t count) {
-    std::copy_n(x, count, sum);
-    ops::add(sum, pe, count);
+#pragma omp parallel for simd schedule(static) if (count >= kParallelElements)
+    for (int64_t i = 0; i < count; ++i) sum[i] = x[i] + pe[i];
 }
 
 }  // namespace
@@ -560,7 +577,9 @@ namespace {
 
 class MaskDecoder {
 public:
-    MaskDecoder(WeightReader& weights, const SamHyperParams& hp)
+    // With Precision::bf16 the products over every image row or upscaled pixel (output upscaling, image-to-token
+    // attentions) compute in bf16; the few-token products, norms and softmaxes stay fp32.
+    MaskDecoder(WeightReader& weights, const SamHyperParams& hp, Precision precision)
         : grid_(hp.embedding_size()), dim_(hp.prompt_embed_dim), mask_tokens_count_(hp.num_multimask_outputs + 1) {
         const std::string p = "mask_decoder.", t = p + "transformer.";
         const int64_t heads = hp.decoder_num_heads;
@@ -571,7 +590,8 @@ public:
             TwoWayLayer layer;
             layer.self_attn = DecoderAttention(weights, l + "self_attn", dim_, heads, 1);
             layer.token_to_image = DecoderAttention(weights, l + "cross_attn_token_to_image", dim_, heads, kAttentionDownsampleRate);
-            layer.image_to_token = DecoderAttention(weights, l + "cross_attn_image_to_token", dim_, heads, kAttentionDownsampleRate);
+            layer.image_to_token = DecoderAttention(weights, l + "cross_attn_image_to_token", dim_, heads,
+                                                    kAttentionDownsampleRate, precision);
             layer.norm1 = LayerNorm(weights, l + "norm1", dim_, kDecoderNormEps);
             layer.norm2 = LayerNorm(weights, l + "norm2", dim_, kDecoderNormEps);
             layer.norm3 = LayerNorm(weights, l + "norm3", dim_, kDecoderNormEps);
@@ -582,9 +602,9 @@ public:
         }
         final_attn_ = DecoderAttention(weights, t + "final_attn_token_to_image", dim_, heads, kAttentionDownsampleRate);
         norm_final_ = LayerNorm(weights, t + "norm_final_attn", dim_, kDecoderNormEps);
-        upscale1_ = transposed_conv2x2(weights, p + "output_upscaling.0", dim_, dim_ / 4);
+        upscale1_ = transposed_conv2x2(weights, p + "output_upscaling.0", dim_, dim_ / 4, precision);
         upscale_norm_ = LayerNorm(weights, p + "output_upscaling.1", dim_ / 4, kEncoderNormEps);
-        upscale2_ = transposed_conv2x2(weights, p + "output_upscaling.3", dim_ / 4, dim_ / 8);
+        upscale2_ = transposed_conv2x2(weights, p + "output_upscaling.3", dim_ / 4, dim_ / 8, precision);
         for (int64_t i = 0; i < mask_tokens_count_; ++i)
             hypernetworks_.emplace_back(weights, p + "output_hypernetworks_mlps." + std::to_string(i), dim_, dim_,
                                         dim_ / 8, 3);
@@ -681,30 +701,32 @@ public:
         norm_final_(queries, queries, n);
     }
 
-    // output_upscaling on ws.keys: two 2x2 transposed convs (LayerNorm2d + GELU, then GELU). The result, in
-    // ws.upscaled2, has 16 E^2 pixel rows of C/8 channels in blocked order: row ((p * 4 + d1) * 4 + d2) is pixel
-    // (4 y + 2 dy1 + dy2, 4 x + 2 dx1 + dx2) for grid pixel p = (y, x) and d = dy * 2 + dx.
-    void upscale(DecoderWorkspace& ws) const {
-        const int64_t image = grid_ * grid_;
-        upscale1_.forward(ws.keys.data(), ws.upscaled1.data(), image);
-        upscale_norm_(ws.upscaled1.data(), ws.upscaled1.data(), 4 * image);
-        ops::gelu(ws.upscaled1.data(), 4 * image * (dim_ / 4));
-        upscale2_.forward(ws.upscaled1.data(), ws.upscaled2.data(), 4 * image, ops::Epilogue::gelu);
+    // output_upscaling on kUpscaleRows grid rows of `keys` from grid row `first_row` on (a band, so that its
+    // intermediates stay in cache): two 2x2 transposed convs (LayerNorm2d + GELU, then GELU). The result, in
+    // band.upscaled2, has 16 pixel rows per grid pixel of C/8 channels in blocked order: row ((p * 4 + d1) * 4 + d2)
+    // is pixel (4 y + 2 dy1 + dy2, 4 x + 2 dx1 + dx2) for the band's grid pixel p = (y, x) and d = dy * 2 + dx.
+    void upscale(const float* keys, int64_t first_row, DecoderWorkspace::Band& band) const {
+        const int64_t pixels = kUpscaleRows * grid_;
+        upscale1_.forward(keys + first_row * grid_ * dim_, band.upscaled1.data(), pixels);
+        upscale_norm_(band.upscaled1.data(), band.upscaled1.data(), 4 * pixels);
+        ops::gelu(band.upscaled1.data(), 4 * pixels * (dim_ / 4));
+        upscale2_.forward(band.upscaled1.data(), band.upscaled2.data(), 4 * pixels, ops::Epilogue::gelu);
     }
 
-    // Copies `channels` planes from the blocked pixel order of upscale() to row-major 4E x 4E images.
-    void unblock(const float* blocked, float* images, int64_t channels, bool channels_last_source) const {
-        const int64_t side = 4 * grid_, pixels = side * side;
-#pragma omp parallel for schedule(static)
-        for (int64_t y = 0; y < grid_; ++y)
+    // Copies `channels` planes of one band from the blocked pixel order of upscale() to row-major 4E x 4E images.
+    void unblock(const float* blocked, float* images, int64_t channels, int64_t first_row,
+                 bool channels_last_source) const {
+        const int64_t side = 4 * grid_, pixels = side * side, band_pixels = 16 * kUpscaleRows * grid_;
+        for (int64_t y = 0; y < kUpscaleRows; ++y)
             for (int64_t x = 0; x < grid_; ++x)
                 for (int64_t d1 = 0; d1 < 4; ++d1)
                     for (int64_t d2 = 0; d2 < 4; ++d2) {
                         const int64_t row = ((y * grid_ + x) * 4 + d1) * 4 + d2;
-                        const int64_t out_y = 4 * y + 2 * (d1 / 2) + d2 / 2, out_x = 4 * x + 2 * (d1 % 2) + d2 % 2;
+                        const int64_t out_y = 4 * (first_row + y) + 2 * (d1 / 2) + d2 / 2;
+                        const int64_t out_x = 4 * x + 2 * (d1 % 2) + d2 % 2;
                         for (int64_t c = 0; c < channels; ++c)
                             images[c * pixels + out_y * side + out_x] =
-                                channels_last_source ? blocked[row * channels + c] : blocked[c * pixels + row];
+                                channels_last_source ? blocked[row * channels + c] : blocked[c * band_pixels + row];
                     }
     }
 
@@ -741,9 +763,13 @@ public:
         for (auto* buffer : {&ws.head_rows, &ws.folded, &ws.products}) ensure_size(*buffer, head_rows * dim_);
         ensure_size(ws.folded_bias, head_rows);
         ensure_size(ws.weights, head_rows * image);
-        ensure_size(ws.upscaled1, 4 * image * (dim_ / 4));
-        ensure_size(ws.upscaled2, 16 * image * (dim_ / 8));
-        ensure_size(ws.masks, mask_tokens_count_ * 16 * image);
+        const int64_t band = kUpscaleRows * grid_;
+        if (int64_t(ws.bands.size()) < ops::num_threads()) ws.bands.resize(ops::num_threads());
+        for (DecoderWorkspace::Band& b : ws.bands) {
+            ensure_size(b.upscaled1, 4 * band * (dim_ / 4));
+            ensure_size(b.upscaled2, 16 * band * (dim_ / 8));
+            ensure_size(b.masks, mask_tokens_count_ * 16 * band);
+        }
     }
 
 private:
@@ -752,19 +778,26 @@ private:
         const std::vector<float> token_rows = tokens(sparse);
         prepare(ws, int64_t(token_rows.size()) / dim_);
         transformer(image, token_rows, 1 + mask_tokens_count_, prompts.dense_pe().data(), ws);
-        upscale(ws);
 
-        const int64_t c8 = dim_ / 8, pixels = 16 * grid_ * grid_, k = mask_tokens_count_;
+        const int64_t c8 = dim_ / 8, k = mask_tokens_count_, band_pixels = 16 * kUpscaleRows * grid_;
         std::vector<float> hyper(k * c8);
         for (int64_t m = 0; m < k; ++m) {
             const float* token = ws.queries.data() + (1 + m) * dim_;
             const std::vector<float> row = hypernetworks_[m](std::vector<float>(token, token + dim_));
             std::copy(row.begin(), row.end(), hyper.begin() + m * c8);
         }
-        ops::matmul(hyper.data(), ws.upscaled2.data(), ws.masks.data(), k, pixels, c8, c8, c8, pixels, true);
         DecoderOutput out;
-        out.low_res_logits.resize(k * pixels);
-        unblock(ws.masks.data(), out.low_res_logits.data(), k, false);
+        out.low_res_logits.resize(k * 16 * grid_ * grid_);
+        // The bands are shared between threads (for a lone prompt; inside decoding prompts side by side this
+        // region is a nested one and runs on the prompt's thread), each band's ops on its thread alone.
+#pragma omp parallel for schedule(static)
+        for (int64_t row = 0; row < grid_; row += kUpscaleRows) {
+            DecoderWorkspace::Band& band = ws.bands[omp_get_thread_num()];
+            upscale(ws.keys.data(), row, band);
+            ops::matmul(hyper.data(), band.upscaled2.data(), band.masks.data(), k, band_pixels, c8, c8, c8,
+                        band_pixels, true);
+            unblock(band.masks.data(), out.low_res_logits.data(), k, row, false);
+        }
         out.iou_predictions = iou_head_(std::vector<float>(ws.queries.begin(), ws.queries.begin() + dim_));
         return out;
     }
@@ -794,6 +827,8 @@ void check_hyper_params(const SamHyperParams& hp, const std::string& file) {
             require(index >= 0 && index < hp.encoder_depth, "global attention index " + std::to_string(index) + " outside the encoder");
     }
     require(hp.prompt_embed_dim % 16 == 0, "prompt_embed_dim must be a multiple of 16");
+    require(hp.embedding_size() % kUpscaleRows == 0,
+            "the embedding size must be a multiple of " + std::to_string(kUpscaleRows));
     require(hp.decoder_num_heads > 0 && (hp.prompt_embed_dim / kAttentionDownsampleRate) % hp.decoder_num_heads == 0,
             "decoder_num_heads must divide the decoder's attention width");
     require(hp.num_multimask_outputs > 0 && hp.decoder_depth > 0, "num_multimask_outputs and decoder_depth must be positive");
@@ -814,17 +849,17 @@ struct SamModel::Impl {
     SamHyperParams hp;
     std::unique_ptr<ImageEncoder> encoder;          // EncoderKind::Vit
     std::unique_ptr<TinyVitEncoder> tiny_vit;       // EncoderKind::TinyVit
-    Precision precision = Precision::fp32;          // the image encoder's
+    Precision precision = Precision::fp32;          // the image encoder's and the mask decoder's
     std::unique_ptr<PromptEncoder> prompt_encoder;
     std::unique_ptr<MaskDecoder> decoder;
 };
 
-SamModel::SamModel(const Checkpoint& checkpoint, const SamHyperParams& hp, Precision encoder_precision)
+SamModel::SamModel(const Checkpoint& checkpoint, const SamHyperParams& hp, Precision precision)
     : impl_(std::make_unique<Impl>()) {
     check_hyper_params(hp, checkpoint.path);
     WeightReader weights(checkpoint);
     impl_->hp = hp;
-    impl_->precision = ops::effective_precision(encoder_precision);
+    impl_->precision = ops::effective_precision(precision);
     if (hp.encoder_kind == EncoderKind::TinyVit) {
         impl_->tiny_vit = std::make_unique<TinyVitEncoder>(
             [&weights](const std::string& name, const Shape& shape) { return weights.data(name, shape); }, hp.tiny_vit,
@@ -838,7 +873,7 @@ SamModel::SamModel(const Checkpoint& checkpoint, const SamHyperParams& hp, Preci
         impl_->encoder = std::make_unique<ImageEncoder>(weights, hp, impl_->precision);
     }
     impl_->prompt_encoder = std::make_unique<PromptEncoder>(weights, hp);
-    impl_->decoder = std::make_unique<MaskDecoder>(weights, hp);
+    impl_->decoder = std::make_unique<MaskDecoder>(weights, hp, impl_->precision);
     weights.check_all_used(describe(hp));
 }
 
@@ -950,10 +985,12 @@ std::vector<float> SamModelProbe::upscale(const SamModel& model, const std::vect
     DecoderWorkspace ws;
     decoder.prepare(ws, 0);
     ops::transpose(src.data(), ws.keys.data(), dim, image, image, dim);
-    decoder.upscale(ws);
     const int64_t side = decoder.low_res_size();
     std::vector<float> out(dim / 8 * side * side);
-    decoder.unblock(ws.upscaled2.data(), out.data(), dim / 8, true);
+    for (int64_t row = 0; row < side / 4; row += kUpscaleRows) {
+        decoder.upscale(ws.keys.data(), row, ws.bands.front());
+        decoder.unblock(ws.bands.front().upscaled2.data(), out.data(), dim / 8, row, true);
+    }
     return out;
 }
 

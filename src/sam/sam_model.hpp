@@ -76,14 +76,14 @@ private:
 
 class SamModel {
 public:
-    // The image encoder computes in encoder_precision (bf16: see sqasam::Precision; it falls back to fp32 with a
-    // warning where the CPU lacks bf16). The prompt encoder and mask decoder are fp32: their products are small
-    // (a few tokens, or 4096 x 256 x 128), so bf16 would save little, and the masks come from their logits.
-    SamModel(const Checkpoint& checkpoint, const SamHyperParams& hp, Precision encoder_precision = Precision::fp32);
+    // The image encoder and the mask decoder's products over all image rows or upscaled pixels compute in
+    // `precision` (bf16: see sqasam::Precision; it falls back to fp32 with a warning where the CPU lacks bf16). The
+    // prompt encoder and the decoder's few-token products, norms and softmaxes are fp32.
+    SamModel(const Checkpoint& checkpoint, const SamHyperParams& hp, Precision precision = Precision::fp32);
     ~SamModel();
     const SamHyperParams& hyper_params() const;
     int64_t decoder_mask_count() const;  // K of a full DecoderOutput
-    Precision encoder_precision() const;  // after any fallback
+    Precision encoder_precision() const;  // the constructor's precision after any fallback (the decoder's too)
 
     // input: 3 x S x S (S = image_size) preprocessed; embedding: prompt_embed_dim x E x E.
     void encode_image(const float* input, float* embedding) const;
