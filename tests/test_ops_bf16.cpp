@@ -20,13 +20,7 @@ constexpr double kUnitRoundoff = 1.0 / 512;  // bf16 keeps 8 significant bits: u
 constexpr double kProductRounding = 2 * kUnitRoundoff + kUnitRoundoff * kUnitRoundoff;
 constexpr double kFloatTolerance = 1e-5;  // float32 accumulation, as in test_ops_kernels.cpp
 
-std::vector<float> random_values(size_t n, uint32_t seed, float low = -1.0f, float high = 1.0f) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> dist(low, high);
-    std::vector<float> values(n);
-    for (float& v : values) v = dist(rng);
-    return values;
-}
+using test::random_values;
 
 std::vector<float> rounded(std::vector<float> values) {
     for (float& v : values) v = ref::round_to_bf16(v);

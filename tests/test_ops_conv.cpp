@@ -12,13 +12,7 @@
 namespace sqasam::ops {
 namespace {
 
-std::vector<float> random_values(size_t n, uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-    std::vector<float> values(n);
-    for (float& v : values) v = dist(rng);
-    return values;
-}
+using test::random_values;
 
 struct ConvCase {
     int64_t in, out, height, width, kernel, stride, padding, groups;

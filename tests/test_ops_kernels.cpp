@@ -12,13 +12,7 @@
 namespace sqasam::ops {
 namespace {
 
-std::vector<float> random_values(size_t n, uint32_t seed, float low = -1.0f, float high = 1.0f) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> dist(low, high);
-    std::vector<float> values(n);
-    for (float& v : values) v = dist(rng);
-    return values;
-}
+using test::random_values;
 
 // |fast - reference| <= tolerance * max(1, max|reference|)
 void expect_close(const std::vector<float>& fast, const std::vector<float>& reference, double tolerance) {

@@ -1,5 +1,6 @@
 #pragma once
 // Small helpers shared by the test programs: where the reference data lives, reading .npy files.
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -26,6 +27,9 @@ struct CliResult {
     std::string output;  // stdout and stderr
 };
 CliResult run_cli(const std::string& arguments, const std::string& environment = "");
+
+// n values uniform in [low, high), the same for the same seed.
+std::vector<float> random_values(size_t n, uint32_t seed, float low = -1.0f, float high = 1.0f);
 
 // Largest |a-b| and max |b|, for relative tolerances.
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b);
