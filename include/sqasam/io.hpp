@@ -53,6 +53,9 @@ cv::Mat read_probability_map(const std::string& path);
 // Replaces path's contents all at once: writes a temporary file beside it, flushes it to disk and renames it over
 // path, so a reader (or a killed run) never sees a half-written file.
 void write_file_atomically(const std::filesystem::path& path, const std::string& contents);
+// Appends text to path (created if needed) and flushes it to disk before returning: a journal line that survives a
+// crash right after.
+void append_durably(const std::filesystem::path& path, const std::string& text);
 
 // One image to score and the files that belong to it; a path is empty where the file is missing.
 struct DatasetItem {

@@ -29,6 +29,18 @@ void remove_stale_temporaries(const std::filesystem::path& path) {
     }
 }
 
+// Writes all of `contents` to fd; 0, or the errno of the failure.
+int write_all(int fd, const std::string& contents) {
+    size_t written = 0;
+    while (written < contents.size()) {
+        const ssize_t n = ::write(fd, contents.data() + written, contents.size() - written);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return n < 0 ? errno : EIO;
+        written += static_cast<size_t>(n);
+    }
+    return 0;
+}
+
 }  // namespace
 
 void write_file_atomically(const std::filesystem::path& path, const std::string& contents) {
@@ -37,17 +49,10 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
     temporary += ".tmp." + std::to_string(::getpid());
     int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) throw Error(path.string(), std::string("cannot write: ") + std::strerror(errno));
-    size_t written = 0;
-    while (written < contents.size()) {
-        ssize_t n = ::write(fd, contents.data() + written, contents.size() - written);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            std::string problem = std::strerror(errno);
-            ::close(fd);
-            ::unlink(temporary.c_str());
-            throw Error(path.string(), "cannot write: " + problem);
-        }
-        written += static_cast<size_t>(n);
+    if (const int problem = write_all(fd, contents)) {
+        ::close(fd);
+        ::unlink(temporary.c_str());
+        throw Error(path.string(), std::string("cannot write: ") + std::strerror(problem));
     }
     bool synced = ::fsync(fd) == 0;
     bool closed = ::close(fd) == 0;
@@ -56,6 +61,16 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
         ::unlink(temporary.c_str());
         throw Error(path.string(), "cannot write: " + problem);
     }
+}
+
+void append_durably(const std::filesystem::path& path, const std::string& text) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) throw Error(path.string(), std::string("cannot append: ") + std::strerror(errno));
+    const int problem = write_all(fd, text);
+    const bool synced = problem == 0 && ::fsync(fd) == 0;
+    ::close(fd);
+    if (problem) throw Error(path.string(), std::string("cannot append: ") + std::strerror(problem));
+    if (!synced) throw Error(path.string(), std::string("cannot flush to disk: ") + std::strerror(errno));
 }
 
 }  // namespace sqasam

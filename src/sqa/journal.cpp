@@ -1,10 +1,5 @@
 // The run journal behind --resume (see Journal in sqa.hpp).
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -122,24 +117,6 @@ std::string differing_keys(const json& a, const json& b) {
     return keys;
 }
 
-void append_line(const fs::path& path, const std::string& line) {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) throw Error(path.string(), std::string("cannot append: ") + std::strerror(errno));
-    size_t written = 0;
-    while (written < line.size()) {
-        ssize_t n = ::write(fd, line.data() + written, line.size() - written);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            std::string problem = std::strerror(errno);
-            ::close(fd);
-            throw Error(path.string(), "cannot append: " + problem);
-        }
-        written += static_cast<size_t>(n);
-    }
-    ::fsync(fd);
-    ::close(fd);
-}
-
 }  // namespace
 
 Journal::Journal(const fs::path& out_dir, const json& config, bool resume) : dir_(out_dir / ".partial") {
@@ -188,7 +165,7 @@ void Journal::append(const ImageOutcome& outcome) {
         cv::imencode(".png", both, png);
         write_file_atomically(dir_ / "masks" / (name + ".png"), std::string(png.begin(), png.end()));
     }
-    append_line(dir_ / "journal.jsonl", outcome_record(outcome).dump() + "\n");
+    append_durably(dir_ / "journal.jsonl", outcome_record(outcome).dump() + "\n");
     names_.insert(name);
 }
 
