@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "ops/ops.hpp"
+#include "sam/windows.hpp"
 #include "sam/workspace.hpp"
 #include "sqasam/error.hpp"
 
@@ -165,37 +166,6 @@ struct Stage {
     bool has_merge = false;
     PatchMerging merge;
 };
-
-// Gathers a grid (size x size rows of dim) into windows of w x w rows, zero-padding the grid to a multiple of w
-// as the official F.pad does (before the attention's LayerNorm).
-void window_partition(const float* grid, float* windows, int64_t size, int64_t dim, int64_t w) {
-    const int64_t per_side = (size + w - 1) / w;
-#pragma omp parallel for schedule(static)
-    for (int64_t row = 0; row < per_side * w; ++row) {  // one padded grid row per iteration
-        const int64_t wy = row / w, y_in = row % w;
-        for (int64_t x = 0; x < per_side * w; ++x) {
-            float* dst = windows + (((wy * per_side + x / w) * w + y_in) * w + x % w) * dim;
-            if (row < size && x < size) std::copy_n(grid + (row * size + x) * dim, dim, dst);
-            else std::fill_n(dst, dim, 0.0f);
-        }
-    }
-}
-
-// The inverse, dropping the padding.
-void window_unpartition(const float* windows, float* grid, int64_t size, int64_t dim, int64_t w) {
-    const int64_t per_side = (size + w - 1) / w;
-#pragma omp parallel for schedule(static)
-    for (int64_t y = 0; y < size; ++y)
-        for (int64_t x = 0; x < size; ++x)
-            std::copy_n(windows + (((y / w * per_side + x / w) * w + y % w) * w + x % w) * dim, dim,
-                        grid + (y * size + x) * dim);
-}
-
-void transpose(const float* in, float* out, int64_t rows, int64_t cols) {
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < cols; ++c)
-        for (int64_t r = 0; r < rows; ++r) out[c * rows + r] = in[r * cols + c];
-}
 
 }  // namespace
 
@@ -563,7 +533,8 @@ void TinyVitEncoder::Impl::run_block(const TinyVitBlock& block, const Stage& sta
     ensure_size(ws.qkv, window_rows * 3 * dim);
     ensure_size(ws.y, pixels * dim);
     // The official block pads with zeros before the attention's LayerNorm, so padding rows enter it as zeros.
-    window_partition(ws.x.data(), ws.windows.data(), grid, dim, window);
+    const std::vector<float> zero_row(dim, 0.0f);
+    window_partition(ws.x.data(), ws.windows.data(), grid, dim, window, zero_row.data());
     block.attn_norm(ws.windows.data(), ws.windows.data(), window_rows);
     block.qkv.forward(ws.windows.data(), ws.qkv.data(), window_rows);
     attention(block, stage, windows, ws.qkv.data(), ws.windows.data());
@@ -587,7 +558,8 @@ void TinyVitEncoder::encode(const float* image, float* embedding) const {
     Impl::Workspace& ws = *lease;
     const int64_t size = p.image_size;
     ws.image.resize(size * size * kImageChannels);
-    transpose(image, ws.image.data(), kImageChannels, size * size);  // planar -> channels-last
+    // planar -> channels-last
+    ops::transpose(image, ws.image.data(), kImageChannels, size * size, size * size, kImageChannels);
 
     const int64_t mid = m.embed1.output_size(size), grid0 = m.embed2.output_size(mid);
     ws.hidden.resize(mid * mid * m.embed1.out_channels());
@@ -609,7 +581,7 @@ void TinyVitEncoder::encode(const float* image, float* embedding) const {
     m.neck_norm1(ws.y.data(), ws.y.data(), pixels);
     m.neck_conv2.forward(ws.y.data(), ws.hidden.data(), grid, grid);
     m.neck_norm2(ws.hidden.data(), ws.hidden.data(), pixels);
-    transpose(ws.hidden.data(), embedding, pixels, out);  // channels-last -> C x E x E
+    ops::transpose(ws.hidden.data(), embedding, pixels, out, out, pixels);  // channels-last -> C x E x E
 }
 
 }  // namespace sqasam::sam
