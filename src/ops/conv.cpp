@@ -8,6 +8,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ops/dnnl_context.hpp"
 #include "ops/ops.hpp"
 
 namespace sqasam::ops {
@@ -15,17 +16,6 @@ namespace {
 
 using dnnl::memory;
 using Dims = memory::dims;
-
-// The library's engine and stream are per process / per thread, as in dnnl_ops.cpp.
-const dnnl::engine& engine() {
-    static const dnnl::engine cpu(dnnl::engine::kind::cpu, 0);
-    return cpu;
-}
-
-dnnl::stream& stream() {
-    thread_local dnnl::stream s(engine());
-    return s;
-}
 
 }  // namespace
 
@@ -82,12 +72,12 @@ struct Conv2d::Impl {
         if (epilogue == Epilogue::relu) post.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
         dnnl::primitive_attr attr;
         attr.set_post_ops(post);
-        dnnl::convolution_forward::primitive_desc pd(desc, attr, engine());
+        dnnl::convolution_forward::primitive_desc pd(desc, attr, cpu_engine());
 
-        memory packed(pd.weights_desc(), engine());
-        memory source(plain_weight_desc(), engine(), weight.data());
-        dnnl::reorder(source, packed).execute(stream(), source, packed);
-        stream().wait();
+        memory packed(pd.weights_desc(), cpu_engine());
+        memory source(plain_weight_desc(), cpu_engine(), weight.data());
+        dnnl::reorder(source, packed).execute(thread_stream(), source, packed);
+        thread_stream().wait();
         return compiled.emplace(key, Compiled{dnnl::convolution_forward(pd), packed}).first->second;
     }
 };
@@ -118,12 +108,12 @@ void Conv2d::forward(const float* x, float* y, int64_t height, int64_t width, Ep
     if (impl.output_size(height) < 1 || impl.output_size(width) < 1)
         throw std::invalid_argument("Conv2d: input smaller than the kernel");
     const Impl::Compiled& compiled = impl.get(height, width, epilogue);
-    memory src(impl.image_desc(impl.in_channels, height, width), engine(), const_cast<float*>(x));
-    memory dst(impl.image_desc(impl.out_channels, impl.output_size(height), impl.output_size(width)), engine(), y);
+    memory src(impl.image_desc(impl.in_channels, height, width), cpu_engine(), const_cast<float*>(x));
+    memory dst(impl.image_desc(impl.out_channels, impl.output_size(height), impl.output_size(width)), cpu_engine(), y);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, compiled.weight}, {DNNL_ARG_DST, dst}};
-    if (!impl.bias.empty()) args.emplace(DNNL_ARG_BIAS, memory(impl.bias_desc(), engine(), impl.bias.data()));
-    compiled.primitive.execute(stream(), args);
-    stream().wait();
+    if (!impl.bias.empty()) args.emplace(DNNL_ARG_BIAS, memory(impl.bias_desc(), cpu_engine(), impl.bias.data()));
+    compiled.primitive.execute(thread_stream(), args);
+    thread_stream().wait();
 }
 
 namespace ref {

@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ops/dnnl_context.hpp"
 #include "ops/ops.hpp"
 
 namespace sqasam::ops {
@@ -28,16 +29,6 @@ constexpr int64_t kTypicalRows = 256;
 
 // Below this many elements a parallel conversion costs more than it saves.
 constexpr int64_t kParallelGrain = 1 << 14;
-
-const dnnl::engine& cpu_engine() {
-    static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-    return engine;
-}
-
-dnnl::stream& thread_stream() {
-    thread_local dnnl::stream stream(cpu_engine());
-    return stream;
-}
 
 memory::data_type operand_type(Precision precision) {
     return precision == Precision::bf16 ? memory::data_type::bf16 : memory::data_type::f32;
@@ -116,6 +107,16 @@ void run(const dnnl::primitive& primitive, const std::unordered_map<int, memory>
 }
 
 }  // namespace
+
+const dnnl::engine& cpu_engine() {
+    static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+    return engine;
+}
+
+dnnl::stream& thread_stream() {
+    thread_local dnnl::stream stream(cpu_engine());
+    return stream;
+}
 
 int num_threads() { return omp_get_max_threads(); }
 void set_num_threads(int n) { omp_set_num_threads(n < 1 ? 1 : n); }
