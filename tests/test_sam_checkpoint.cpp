@@ -286,6 +286,24 @@ TEST(OnDemand, ModelBuiltFromTheFileEqualsOneBuiltFromMemory) {
     expect_matches_npy_folder(from_file, checkpoint_file("small_sam"));
 }
 
+// A weight that is NaN or infinite would make every score NaN: the model refuses it at load, naming the tensor
+// (the checkpoint reader itself keeps such values: torch files may hold them in tensors no model reads).
+TEST(Checkpoint, NonFiniteWeightsAreRefusedByName) {
+    const Checkpoint original = load_checkpoint(checkpoint_file("small_sam.pth"));
+    const SamHyperParams hp = detect_hyper_params(original);
+    const std::string key = "mask_decoder.iou_prediction_head.layers.0.weight";
+    for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+        Checkpoint damaged = original;
+        Tensor& tensor = damaged.tensors.at(key);
+        tensor.data = original.read(key, tensor.shape);
+        tensor.location = nullptr;
+        tensor.data[7] = bad;
+        const std::string error = error_of([&] { SamModel model(damaged, hp); });
+        EXPECT_NE(error.find("tensor '" + key + "' holds a non-finite value"), std::string::npos) << error;
+        EXPECT_NE(error.find("at index 7"), std::string::npos) << error;
+    }
+}
+
 class HostilePickle : public testing::TestWithParam<std::pair<const char*, const char*>> {};
 
 TEST_P(HostilePickle, IsRefusedWithoutRunningAnything) {

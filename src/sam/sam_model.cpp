@@ -53,7 +53,13 @@ public:
     }
     std::vector<float> copy(const std::string& name, const Shape& shape) {
         used_.insert(name);
-        return checkpoint_.read(name, shape);
+        std::vector<float> values = checkpoint_.read(name, shape);
+        // A NaN or infinite weight would make every score of a run NaN without a word.
+        const auto bad = std::find_if_not(values.begin(), values.end(), [](float v) { return std::isfinite(v); });
+        if (bad != values.end())
+            throw Error(checkpoint_.path, "tensor '" + name + "' holds a non-finite value (" + std::to_string(*bad) +
+                                              ") at index " + std::to_string(bad - values.begin()));
+        return values;
     }
     // The float32 weights live only while the layer packs them.
     ops::Linear linear(const std::string& prefix, int64_t out, int64_t in, bool has_bias = true,
