@@ -140,6 +140,18 @@ TEST(TinyVit, RejectsAForeignBiasIndexTable) {
     EXPECT_NE(model_error(checkpoint).find("layers.3.blocks.1.attn.attention_bias_idxs differs"), std::string::npos);
 }
 
+// A negative running variance would fold into NaN convolution weights without a word.
+TEST(TinyVit, RejectsANegativeBatchNormVariance) {
+    Checkpoint checkpoint = load_checkpoint(ref_file("vit_t.pth"));
+    const std::string key = "image_encoder.layers.0.blocks.1.conv2.bn.running_var";
+    Tensor& variance = checkpoint.tensors.at(key);
+    variance.data = checkpoint.read(key, variance.shape);
+    variance.data[3] = -0.5f;
+    const std::string error = model_error(checkpoint);
+    EXPECT_NE(error.find("'" + key + "' holds a negative variance (-0.500000) at index 3"), std::string::npos) << error;
+    EXPECT_NE(error.find("vit_t.pth"), std::string::npos) << error;
+}
+
 TEST(TinyVit, RejectsMissingAndMisshapenTensors) {
     const Checkpoint original = load_checkpoint(ref_file("lite_medsam.pth"));
     Checkpoint missing = original;

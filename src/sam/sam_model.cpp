@@ -59,6 +59,14 @@ public:
         if (bad != values.end())
             throw Error(checkpoint_.path, "tensor '" + name + "' holds a non-finite value (" + std::to_string(*bad) +
                                               ") at index " + std::to_string(bad - values.begin()));
+        // A BatchNorm's running variance is a variance; a negative one would fold into NaN weights.
+        if (name.ends_with(".running_var")) {
+            const auto negative = std::find_if(values.begin(), values.end(), [](float v) { return v < 0.0f; });
+            if (negative != values.end())
+                throw Error(checkpoint_.path, "tensor '" + name + "' holds a negative variance (" +
+                                                  std::to_string(*negative) + ") at index " +
+                                                  std::to_string(negative - values.begin()));
+        }
         return values;
     }
     // The float32 weights live only while the layer packs them.
