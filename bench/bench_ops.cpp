@@ -89,6 +89,7 @@ BENCHMARK(BM_EncoderAttention)
     ->ArgNames({"batch", "tokens", "side", "heads", "hd", "relpos", "bf16"})
     ->ArgsProduct({{kWindows}, {kWindowTokens}, {14}, {kHeads}, {kHeadDim}, {1}, {0, 1}})  // windowed block
     ->ArgsProduct({{1}, {kTokens}, {64}, {kHeads}, {kHeadDim}, {1}, {0, 1}})               // global block
+    ->Args({19 * 19, 7 * 7, 7, 4, 32, 0, 0})  // MobileSAM stage 1: 7 x 7 windows of a 128 x 128 grid
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -125,6 +125,29 @@ TEST_F(Bf16, PackedMatrixEqualsTheReferenceOnRoundedInputs) {
     }
 }
 
+// The dense 3x3 convolution of TinyViT's neck, an odd strided one and a depthwise one: on rounded inputs the bf16
+// convolution is the reference up to float32 accumulation, for every epilogue.
+TEST_F(Bf16, Conv2dEqualsTheReferenceOnRoundedInputs) {
+    for (auto [in, out, height, width, stride, groups] : {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>{
+             64, 32, 12, 12, 1, 1}, {24, 16, 11, 13, 2, 1}, {32, 32, 9, 7, 1, 32}}) {
+        auto x = random_values(height * width * in, 14), w = random_values(out * (in / groups) * 9, 15);
+        auto b = random_values(out, 16);
+        const Conv2d conv(w.data(), b.data(), out, in, 3, stride, 1, groups, Precision::bf16);
+        ASSERT_EQ(conv.precision(), Precision::bf16);
+        const int64_t outputs = conv.output_size(height) * conv.output_size(width) * out;
+        const auto x_bf16 = rounded(x), w_bf16 = rounded(w);
+        for (Epilogue epilogue : {Epilogue::store, Epilogue::gelu, Epilogue::relu, Epilogue::accumulate}) {
+            auto fast = random_values(outputs, 17), reference = fast;  // accumulate adds to this
+            conv.forward(x.data(), fast.data(), height, width, epilogue);
+            ref::conv2d(x_bf16.data(), w_bf16.data(), b.data(), reference.data(), in, out, height, width, 3, stride,
+                        1, groups, epilogue);
+            SCOPED_TRACE(testing::Message() << in << "->" << out << " s" << stride << " g" << groups << " epilogue "
+                                            << int(epilogue));
+            expect_close(fast, reference, kFloatTolerance);
+        }
+    }
+}
+
 struct AttentionCase {
     int64_t batch, heads, grid_h, grid_w, head_dim;
     bool logit_bias;

@@ -193,8 +193,11 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
                                            AttentionCase{1, 8, 64, 64, 7, 16, false, false},   // image to tokens
                                            AttentionCase{2, 3, 1, 5, 301, 12, false, false},   // odd, few queries
                                            AttentionCase{2, 3, 30, 10, 5, 12, false, false},   // odd, few keys
-                                           AttentionCase{2, 3, 1, 33, 40, 20, false, false},   // just above direct
+                                           AttentionCase{2, 3, 1, 33, 40, 20, false, false},   // above few keys: short
                                            AttentionCase{5, 4, 7, 7, 49, 32, false, true},     // TinyViT windows
+                                           AttentionCase{3, 2, 1, 5, 29, 80, false, true},     // short, wide heads
+                                           AttentionCase{1, 3, 8, 8, 64, 16, false, true},     // short, longest
+                                           AttentionCase{1, 2, 8, 8, 65, 16, false, true},     // just above short
                                            AttentionCase{2, 3, 30, 10, 5, 12, false, true},    // few keys, bias
                                            AttentionCase{2, 3, 5, 7, 35, 12, true, true},      // both terms
                                            AttentionCase{1, 2, 32, 40, 1280, 8, false, true})); // bias over tiles

@@ -1,5 +1,6 @@
 // 2-D convolution through oneDNN on channels-last images. oneDNN picks its weight layout per problem shape, so
-// each (height, width, epilogue) gets its own primitive and its own reordered copy of the (small) weight.
+// each (height, width, epilogue) gets its own primitive and its own reordered copy of the (small) weight (converted
+// to bf16 on the way with Precision::bf16).
 #include <map>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -21,6 +22,7 @@ using Dims = memory::dims;
 
 struct Conv2d::Impl {
     int64_t out_channels = 0, in_channels = 0, kernel = 0, stride = 1, padding = 0, groups = 1;
+    Precision precision = Precision::fp32;  // after any fallback (effective_precision)
     std::vector<float> weight;  // PyTorch layout (out, in / groups, kernel, kernel)
     std::vector<float> bias;    // empty when the layer has none
 
@@ -41,8 +43,13 @@ struct Conv2d::Impl {
                             memory::data_type::f32, memory::format_tag::goihw);
     }
 
-    memory::desc image_desc(int64_t channels, int64_t height, int64_t width) const {
-        return memory::desc(Dims{1, channels, height, width}, memory::data_type::f32, memory::format_tag::nhwc);
+    memory::data_type operand_type() const {
+        return precision == Precision::bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+    }
+
+    memory::desc image_desc(int64_t channels, int64_t height, int64_t width,
+                            memory::data_type type = memory::data_type::f32) const {
+        return memory::desc(Dims{1, channels, height, width}, type, memory::format_tag::nhwc);
     }
 
     memory::desc bias_desc() const {
@@ -61,10 +68,10 @@ struct Conv2d::Impl {
         const int64_t pad_bottom = (out_h - 1) * stride + kernel - height - padding;
         const int64_t pad_right = (out_w - 1) * stride + kernel - width - padding;
         auto weight_any = plain_weight_desc();
-        weight_any = memory::desc(weight_any.dims(), memory::data_type::f32, memory::format_tag::any);
+        weight_any = memory::desc(weight_any.dims(), operand_type(), memory::format_tag::any);
         dnnl::convolution_forward::desc desc(
             dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-            image_desc(in_channels, height, width), weight_any, bias_desc(), image_desc(out_channels, out_h, out_w),
+            image_desc(in_channels, height, width, operand_type()), weight_any, bias_desc(), image_desc(out_channels, out_h, out_w),
             Dims{stride, stride}, Dims{padding, padding}, Dims{pad_bottom, pad_right});
         dnnl::post_ops post;
         if (epilogue == Epilogue::accumulate) post.append_sum(1.0f);
@@ -83,7 +90,7 @@ struct Conv2d::Impl {
 };
 
 Conv2d::Conv2d(const float* weight, const float* bias, int64_t out_channels, int64_t in_channels, int64_t kernel,
-               int64_t stride, int64_t padding, int64_t groups)
+               int64_t stride, int64_t padding, int64_t groups, Precision precision)
     : impl_(std::make_shared<Impl>()) {
     if (groups < 1 || in_channels % groups != 0 || out_channels % groups != 0 || kernel < 1 || stride < 1 ||
         padding < 0)
@@ -95,6 +102,7 @@ Conv2d::Conv2d(const float* weight, const float* bias, int64_t out_channels, int
     impl.stride = stride;
     impl.padding = padding;
     impl.groups = groups;
+    impl.precision = effective_precision(precision);
     impl.weight.assign(weight, weight + out_channels * (in_channels / groups) * kernel * kernel);
     if (bias) impl.bias.assign(bias, bias + out_channels);
 }
@@ -102,13 +110,17 @@ Conv2d::Conv2d(const float* weight, const float* bias, int64_t out_channels, int
 int64_t Conv2d::in_channels() const { return impl_ ? impl_->in_channels : 0; }
 int64_t Conv2d::out_channels() const { return impl_ ? impl_->out_channels : 0; }
 int64_t Conv2d::output_size(int64_t input) const { return impl_->output_size(input); }
+Precision Conv2d::precision() const { return impl_ ? impl_->precision : Precision::fp32; }
 
 void Conv2d::forward(const float* x, float* y, int64_t height, int64_t width, Epilogue epilogue) const {
     Impl& impl = *impl_;
     if (impl.output_size(height) < 1 || impl.output_size(width) < 1)
         throw std::invalid_argument("Conv2d: input smaller than the kernel");
     const Impl::Compiled& compiled = impl.get(height, width, epilogue);
-    memory src(impl.image_desc(impl.in_channels, height, width), cpu_engine(), const_cast<float*>(x));
+    const bool bf16 = impl.precision == Precision::bf16;
+    void* source = bf16 ? const_cast<uint16_t*>(to_bf16_scratch(x, height * width * impl.in_channels))
+                        : static_cast<void*>(const_cast<float*>(x));
+    memory src(impl.image_desc(impl.in_channels, height, width, impl.operand_type()), cpu_engine(), source);
     memory dst(impl.image_desc(impl.out_channels, impl.output_size(height), impl.output_size(width)), cpu_engine(), y);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, compiled.weight}, {DNNL_ARG_DST, dst}};
     if (!impl.bias.empty()) args.emplace(DNNL_ARG_BIAS, memory(impl.bias_desc(), cpu_engine(), impl.bias.data()));

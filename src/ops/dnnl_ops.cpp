@@ -54,16 +54,6 @@ inline uint16_t to_bf16(float x) {
     return x != x ? uint16_t(0x7fc0) : rounded;
 }
 
-// A's rows, rounded to bfloat16 into a per-thread buffer that grows, never shrinks (fresh pages are slow).
-const uint16_t* to_bf16_scratch(const float* a, int64_t count) {
-    thread_local std::vector<uint16_t> scratch;
-    if (int64_t(scratch.size()) < count) scratch.resize(count);
-    uint16_t* out = scratch.data();
-#pragma omp parallel for simd schedule(static) if (count >= kParallelGrain)
-    for (int64_t i = 0; i < count; ++i) out[i] = to_bf16(a[i]);
-    return out;
-}
-
 dnnl::primitive_attr attributes(float alpha, float sum_scale, Epilogue epilogue) {
     dnnl::primitive_attr attr;
     if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
@@ -116,6 +106,15 @@ const dnnl::engine& cpu_engine() {
 dnnl::stream& thread_stream() {
     thread_local dnnl::stream stream(cpu_engine());
     return stream;
+}
+
+const uint16_t* to_bf16_scratch(const float* a, int64_t count) {
+    thread_local std::vector<uint16_t> scratch;
+    if (int64_t(scratch.size()) < count) scratch.resize(count);
+    uint16_t* out = scratch.data();
+#pragma omp parallel for simd schedule(static) if (count >= kParallelGrain)
+    for (int64_t i = 0; i < count; ++i) out[i] = to_bf16(a[i]);
+    return out;
 }
 
 int num_threads() { return omp_get_max_threads(); }

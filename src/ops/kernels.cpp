@@ -177,13 +177,137 @@ void attention_few_keys(const float* q, const float* k, const float* v, float* o
 }
 
 
-// Up to this many keys (TinyViT's 7 x 7 windows), packing a sequence's keys and values costs more than its two
-// products: they read q, k and v in place, in fp32 whatever the precision asked for (measured: bf16 with packing
-// was slower on MobileSAM's ~5000 such window-heads per image).
-constexpr int64_t kInPlaceKeys = 64;
+// Sequences of at most this many keys (TinyViT's 7 x 7 windows, ~5000 window-heads per MobileSAM image) and no
+// relative-position terms run attention_short: a matrix-product call costs more than such a sequence's ~0.3 MFLOP,
+// and its logits, weights and values fit in L1.
+constexpr int64_t kShortKeys = 64;
+constexpr int64_t kShortKeyGroup = 8;    // keys whose logits (a register of queries each) accumulate at once
+constexpr int64_t kShortOutputRows = 8;  // queries whose outputs (a register of channels each) accumulate at once
+
+inline Lanes load(const float* p) { return *reinterpret_cast<const Lanes*>(p); }
+inline void store(float* p, Lanes x) { *reinterpret_cast<Lanes*>(p) = x; }
+
+Lanes fast_exp(Lanes x) {
+    for (int64_t lane = 0; lane < kLanes; ++lane) x[lane] = fast_exp(x[lane]);
+    return x;
+}
+
+int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+// The additive logit terms of every head, key and query, transposed as attention_short reads them (heads x
+// padded keys x padded queries): the logit bias, or 0 without one; -inf for the keys past the last, which drop out
+// of the softmax (their weights come out as exp(-87.3), below 1e-37, and no value row is read for them); 0 for the
+// queries past the last.
+const float* short_logit_terms(const float* logit_bias, int64_t heads, int64_t queries, int64_t keys,
+                               int64_t padded_queries, int64_t padded_keys) {
+    thread_local std::vector<float> terms;  // built by the calling thread, read by all; grows, never shrinks
+    const int64_t per_head = padded_keys * padded_queries;
+    if (int64_t(terms.size()) < heads * per_head) terms.resize(heads * per_head);
+    for (int64_t h = 0; h < heads; ++h)
+        for (int64_t j = 0; j < padded_keys; ++j) {
+            float* row = terms.data() + h * per_head + j * padded_queries;
+            for (int64_t i = 0; i < padded_queries; ++i)
+                row[i] = j >= keys ? -INFINITY : logit_bias && i < queries ? logit_bias[(h * queries + i) * keys + j] : 0.0f;
+        }
+    return terms.data();
+}
+
+// One sequence and head: q, k, v and out point at its first row and head's first channel, terms at the head's
+// transposed terms. Queries run kLanes at a time across vector lanes (transposed and scaled into scratch), so the
+// softmax over keys is element-wise between registers; keys are read in place, kShortKeyGroup at a time. The
+// exponentiated logits (keys x queries) then multiply the values (copied into rows padded to whole registers),
+// kShortOutputRows queries at a time. Queries and keys past the last repeat it, so that every block is full.
+void attention_short_sequence(const float* q, const float* k, const float* v, float* out, const AttentionShape& s,
+                              float scale, const float* terms) {
+    const int64_t hd = s.head_dim, keys = s.keys, queries = s.queries;
+    const int64_t padded_keys = round_up(keys, kShortKeyGroup), padded_queries = round_up(queries, kLanes);
+    const int64_t head_blocks = (hd + kLanes - 1) / kLanes, padded_hd = head_blocks * kLanes;
+    float* queries_t = thread_scratch(size_t(hd * kLanes + padded_keys * padded_queries + padded_queries +
+                                             keys * padded_hd + kShortOutputRows * padded_hd));
+    float* weights = queries_t + hd * kLanes;                // padded keys x padded queries
+    float* inv_sums = weights + padded_keys * padded_queries;
+    float* values = inv_sums + padded_queries;                // keys x padded_hd
+    float* outputs = values + keys * padded_hd;               // kShortOutputRows x padded_hd
+    for (int64_t j = 0; j < keys; ++j) {
+        std::copy_n(v + j * s.v_row_stride, hd, values + j * padded_hd);
+        std::fill(values + j * padded_hd + hd, values + (j + 1) * padded_hd, 0.0f);
+    }
+
+    for (int64_t i0 = 0; i0 < padded_queries; i0 += kLanes) {
+        const float* query_rows[kLanes];
+        for (int64_t r = 0; r < kLanes; ++r) query_rows[r] = q + std::min(i0 + r, queries - 1) * s.q_row_stride;
+        for (int64_t c = 0; c < hd; ++c)
+            for (int64_t r = 0; r < kLanes; ++r) queries_t[c * kLanes + r] = scale * query_rows[r][c];
+        for (int64_t j0 = 0; j0 < padded_keys; j0 += kShortKeyGroup) {
+            const float* key_rows[kShortKeyGroup];
+            for (int64_t g = 0; g < kShortKeyGroup; ++g) key_rows[g] = k + std::min(j0 + g, keys - 1) * s.k_row_stride;
+            Lanes logits[kShortKeyGroup] = {};
+            for (int64_t c = 0; c < hd; ++c) {
+                const Lanes query_lanes = load(queries_t + c * kLanes);
+                for (int64_t g = 0; g < kShortKeyGroup; ++g) logits[g] += key_rows[g][c] * query_lanes;
+            }
+            for (int64_t g = 0; g < kShortKeyGroup; ++g) {
+                const int64_t at = (j0 + g) * padded_queries + i0;
+                store(weights + at, logits[g] + load(terms + at));
+            }
+        }
+        Lanes top = load(weights + i0);
+        for (int64_t j = 1; j < padded_keys; ++j) {
+            const Lanes logit = load(weights + j * padded_queries + i0);
+            top = top > logit ? top : logit;
+        }
+        Lanes sum = {};
+        for (int64_t j = 0; j < padded_keys; ++j) {
+            const Lanes weight = fast_exp(load(weights + j * padded_queries + i0) - top);
+            store(weights + j * padded_queries + i0, weight);
+            sum += weight;
+        }
+        store(inv_sums + i0, 1.0f / sum);
+    }
+
+    for (int64_t i0 = 0; i0 < queries; i0 += kShortOutputRows) {
+        for (int64_t hb = 0; hb < head_blocks; ++hb) {
+            Lanes acc[kShortOutputRows] = {};
+            for (int64_t j = 0; j < keys; ++j) {
+                const Lanes value = load(values + j * padded_hd + hb * kLanes);
+                for (int64_t r = 0; r < kShortOutputRows; ++r) acc[r] += weights[j * padded_queries + i0 + r] * value;
+            }
+            for (int64_t r = 0; r < kShortOutputRows; ++r)
+                store(outputs + r * padded_hd + hb * kLanes, acc[r] * inv_sums[i0 + r]);
+        }
+        for (int64_t r = 0; r < std::min(kShortOutputRows, queries - i0); ++r)
+            std::copy_n(outputs + r * padded_hd, hd, out + (i0 + r) * s.out_row_stride);
+    }
+}
+
+void prefetch_rows(const float* first, int64_t rows, int64_t row_stride, int64_t floats) {
+    constexpr int64_t kLineFloats = 64 / sizeof(float);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < floats; c += kLineFloats) __builtin_prefetch(first + r * row_stride + c);
+}
+
+void attention_short(const float* q, const float* k, const float* v, float* out, const AttentionShape& s,
+                     float scale, const float* logit_bias) {
+    const int64_t padded_keys = round_up(s.keys, kShortKeyGroup), padded_queries = round_up(s.queries, kLanes);
+    const float* terms = short_logit_terms(logit_bias, s.heads, s.queries, s.keys, padded_queries, padded_keys);
+    const int64_t tasks = s.batch * s.heads, hd = s.head_dim;
+#pragma omp parallel for schedule(static) if (tasks > 1 && tasks * s.queries * s.keys * hd >= kParallelGrain)
+    for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t b = task / s.heads, h = task % s.heads;
+        if (task + 1 < tasks) {  // the next sequence's rows load while this one computes (qkv outgrows the caches)
+            const int64_t next_b = (task + 1) / s.heads, next_h = (task + 1) % s.heads;
+            prefetch_rows(q + next_b * s.q_batch_stride + next_h * hd, s.queries, s.q_row_stride, hd);
+            prefetch_rows(k + next_b * s.k_batch_stride + next_h * hd, s.keys, s.k_row_stride, hd);
+            prefetch_rows(v + next_b * s.v_batch_stride + next_h * hd, s.keys, s.v_row_stride, hd);
+        }
+        attention_short_sequence(q + b * s.q_batch_stride + h * hd, k + b * s.k_batch_stride + h * hd,
+                                 v + b * s.v_batch_stride + h * hd, out + b * s.out_batch_stride + h * hd, s, scale,
+                                 terms + h * padded_keys * padded_queries);
+    }
+}
 
 // Attention through matrix products, for many queries and many keys (the image encoder). Per batch item and
-// head, keys (transposed) and values are packed once for oneDNN's kernels (or read in place, see kInPlaceKeys);
+// head, keys (transposed) and values are packed once for oneDNN's kernels;
 // queries then run in tiles whose logits stay within a core's L2: logits = scale q k^T, plus the relative-position
 // terms, exponentiated in place, times v, divided by the row sums. The relative-position terms come from two small
 // products per tile, q times each table (2 grid - 1 entries), from which each query reads its run of terms; a
@@ -199,7 +323,6 @@ void attention_tiled(const float* q, const float* k, const float* v, float* out,
     const int64_t groups = std::min(tiles, std::max<int64_t>(1, (2 * num_threads() + heads - 1) / heads));
     const int64_t tiles_per_group = (tiles + groups - 1) / groups;
 
-    const bool in_place = keys <= kInPlaceKeys;
     const int64_t grid_h = rel_pos ? rel_pos->grid_h : 0, grid_w = rel_pos ? rel_pos->grid_w : 0;
     const int64_t entries_h = grid_h ? 2 * grid_h - 1 : 0, entries_w = grid_w ? 2 * grid_w - 1 : 0;
     PackedMatrix tables_h, tables_w;  // transposed: hd x entries; fp32, as the terms are
@@ -220,17 +343,14 @@ void attention_tiled(const float* q, const float* k, const float* v, float* out,
         const float* k_head = k + b * s.k_batch_stride + h * hd;
         const float* v_head = v + b * s.v_batch_stride + h * hd;
         thread_local PackedMatrix keys_t, values;
-        if (!in_place) {
-            keys_t.pack(k_head, hd, keys, s.k_row_stride, true, precision);
-            values.pack(v_head, keys, hd, s.v_row_stride, false, precision);
-        }
+        keys_t.pack(k_head, hd, keys, s.k_row_stride, true, precision);
+        values.pack(v_head, keys, hd, s.v_row_stride, false, precision);
 
         for (int64_t t = first_tile; t < last_tile; ++t) {
             const int64_t first = t * tile, rows = std::min(tile, queries - first);
             const float* q_rows = q + b * s.q_batch_stride + first * s.q_row_stride + h * hd;
             for (int64_t r = 0; r < rows; ++r) std::copy_n(q_rows + r * s.q_row_stride, hd, q_tile + r * hd);
-            if (in_place) matmul(q_tile, k_head, logits, rows, keys, hd, hd, s.k_row_stride, keys, true, scale);
-            else keys_t.multiply(q_tile, logits, rows, scale);
+            keys_t.multiply(q_tile, logits, rows, scale);
             if (rel_pos) {
                 tables_h.multiply(q_tile, dots_h, rows);
                 tables_w.multiply(q_tile, dots_w, rows);
@@ -250,8 +370,7 @@ void attention_tiled(const float* q, const float* k, const float* v, float* out,
                 sums[r] = exp_shifted_row(row, keys);
             }
             // q_tile now holds the output
-            if (in_place) matmul(logits, v_head, q_tile, rows, hd, keys, keys, s.v_row_stride, hd, false);
-            else values.multiply(logits, q_tile, rows);
+            values.multiply(logits, q_tile, rows);
             float* out_rows = out + b * s.out_batch_stride + first * s.out_row_stride + h * hd;
             for (int64_t r = 0; r < rows; ++r) {
                 const float inv = 1.0f / sums[r];
@@ -269,6 +388,8 @@ void attention(const float* q, const float* k, const float* v, float* out, const
                const RelativePosition* rel_pos, Precision precision, const float* logit_bias) {
     if (s.queries == 0 || s.batch == 0 || s.heads == 0) return;
     if (!rel_pos && !logit_bias && s.keys <= kFewKeys) return attention_few_keys(q, k, v, out, s, scale);
+    if (!rel_pos && s.keys <= kShortKeys)
+        return attention_short(q, k, v, out, s, scale, logit_bias);
     attention_tiled(q, k, v, out, s, scale, rel_pos, precision, logit_bias);
 }
 

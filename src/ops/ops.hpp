@@ -104,11 +104,11 @@ struct RelativePosition {
 // out = softmax(scale * q k^T [+ relative-position terms] [+ logit_bias]) v, per batch item and head. logit_bias,
 // when given, is heads x queries x keys (row-major), the same for every batch item: a learned additive bias such
 // as TinyViT's per-offset attention biases. Queries are processed in tiles so the full queries x keys matrix never
-// exists; with only a few keys and no extra terms (the mask decoder's image-to-token attention) it runs as direct
-// loops instead of matrix products. With Precision::bf16 the two products (q k^T and the softmax numerators times
-// v) round their operands to bfloat16; the relative-position terms, the bias, the softmax and its row sums stay
-// float32 (sequences of at most 64 keys, and the few-keys path, are float32 throughout: packing bf16 operands
-// costs more than such small products).
+// exists. Two kinds of short sequences run as direct loops instead of matrix products: only a few keys and no
+// extra terms (the mask decoder's image-to-token attention), and at most 64 keys with heads of at most 64 channels
+// and no relative-position terms (TinyViT's 7 x 7 windows). With Precision::bf16 the two products (q k^T and the
+// softmax numerators times v) round their operands to bfloat16; the relative-position terms, the bias, the softmax
+// and its row sums stay float32 (the direct loops are float32 throughout).
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& shape, float scale,
                const RelativePosition* rel_pos = nullptr, Precision precision = Precision::fp32,
                const float* logit_bias = nullptr);
@@ -140,13 +140,16 @@ namespace sqasam::ops {
 // channels-last image: x is height x width x in_channels rows, y is out_h x out_w x out_channels with
 // out = (in + 2 padding - kernel) / stride + 1. The weight is in PyTorch's (out, in / groups, kernel, kernel)
 // layout; groups = in = out is a depthwise convolution. Primitives are built once per input size and epilogue.
+// With Precision::bf16 the weight is stored rounded to bfloat16 and each call rounds x to bfloat16 (into per-thread
+// scratch), accumulating in float32 into a float32 y, as Linear does.
 class Conv2d {
 public:
     Conv2d() = default;
     Conv2d(const float* weight, const float* bias, int64_t out_channels, int64_t in_channels, int64_t kernel,
-           int64_t stride, int64_t padding, int64_t groups = 1);
+           int64_t stride, int64_t padding, int64_t groups = 1, Precision precision = Precision::fp32);
     int64_t in_channels() const;
     int64_t out_channels() const;
+    Precision precision() const;  // after any fallback (effective_precision)
     int64_t output_size(int64_t input) const;
     void forward(const float* x, float* y, int64_t height, int64_t width, Epilogue epilogue = Epilogue::store) const;
 

@@ -16,6 +16,8 @@
 //   5. neck: conv1x1 (no bias), LayerNorm2d, conv3x3 (no bias), LayerNorm2d -> 256 x 64 x 64 channels-first
 #include "sam/tiny_vit.hpp"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -40,6 +42,9 @@ constexpr float kNeckNormEps = 1e-6f;    // the neck's LayerNorm2d
 constexpr int kNeckKernel = 3;
 constexpr size_t kMaxStages = 8;         // the official models have 4; more would overflow the stride arithmetic
 constexpr int64_t kStripRows = 16;       // MBConv strip height (vit_t: 16 x 256 x 256 hidden floats = 4 MB)
+constexpr int64_t kMlpChunkFloats = 1 << 17;  // hidden floats per MLP chunk: 512 KB, half a core's L2
+constexpr int64_t kMlpMinChunkRows = 32;
+constexpr int64_t kAttentionChunkFloats = 1 << 17;  // qkv activations per attention chunk: 512 KB
 
 std::string stage_prefix(int stage) { return "image_encoder.layers." + std::to_string(stage) + "."; }
 std::string block_prefix(int stage, int block) {
@@ -342,12 +347,13 @@ struct TinyVitEncoder::Impl {
     LayerNorm neck_norm1, neck_norm2;
 
     struct Workspace {
-        std::vector<float> image, x, y, hidden, hidden2, windows, qkv;
+        std::vector<float> image, x, y, hidden, hidden2, windows;
     };
 
     void run_mbconv(const MBConv& block, int64_t grid, int64_t dim, Workspace& ws) const;
     void run_merge(const PatchMerging& merge, int64_t in_dim, int64_t out_dim, Workspace& ws) const;
     void run_block(const TinyVitBlock& block, const Stage& stage, Workspace& ws) const;
+    void run_mlp(const TinyVitBlock& block, int64_t pixels, int64_t dim, Workspace& ws) const;
     void attention(const TinyVitBlock& block, const Stage& stage, int64_t windows, const float* qkv, float* out) const;
 
     mutable WorkspacePool<Workspace> workspaces;
@@ -459,7 +465,7 @@ TinyVitEncoder::TinyVitEncoder(const TensorLookup& lookup, const TinyVitParams& 
                                p.embed_dims.back(), precision);
     m.neck_norm1 = LayerNorm(lookup, "image_encoder.neck.1", out, kNeckNormEps);
     m.neck_conv2 = ops::Conv2d(lookup("image_encoder.neck.2.weight", {out, out, kNeckKernel, kNeckKernel}), nullptr,
-                               out, out, kNeckKernel, 1, kNeckKernel / 2);
+                               out, out, kNeckKernel, 1, kNeckKernel / 2, 1, precision);
     m.neck_norm2 = LayerNorm(lookup, "image_encoder.neck.3", out, kNeckNormEps);
 }
 
@@ -524,31 +530,55 @@ void TinyVitEncoder::Impl::attention(const TinyVitBlock& block, const Stage& sta
                    block.qkv.precision(), block.attention_bias.data());
 }
 
-// One TinyViT block on ws.x (grid^2 x dim).
+// One TinyViT block on ws.x (grid^2 x dim). The attention half runs a few windows at a time, each thread alone,
+// so that their rows, qkv activations and attention output stay in the core's L2 (the whole qkv activation is up
+// to 27 MB); the projection's residual is added as the windows go back into the grid.
 void TinyVitEncoder::Impl::run_block(const TinyVitBlock& block, const Stage& stage, Workspace& ws) const {
     const int64_t grid = stage.grid, dim = stage.dim, window = stage.window, pixels = grid * grid;
-    const int64_t per_side = (grid + window - 1) / window, windows = per_side * per_side;
-    const int64_t window_rows = windows * window * window;
-    ensure_size(ws.windows, window_rows * dim);
-    ensure_size(ws.qkv, window_rows * 3 * dim);
-    ensure_size(ws.y, pixels * dim);
+    const int64_t windows = window_count(grid, window), tokens = window * window;
+    const int64_t group = std::max<int64_t>(1, kAttentionChunkFloats / (tokens * 3 * dim));
+    const int64_t chunks = (windows + group - 1) / group, per_thread = group * tokens * 4 * dim;
+    ensure_size(ws.windows, ops::num_threads() * per_thread);
     // The official block pads with zeros before the attention's LayerNorm, so padding rows enter it as zeros.
     const std::vector<float> zero_row(dim, 0.0f);
-    window_partition(ws.x.data(), ws.windows.data(), grid, dim, window, zero_row.data());
-    block.attn_norm(ws.windows.data(), ws.windows.data(), window_rows);
-    block.qkv.forward(ws.windows.data(), ws.qkv.data(), window_rows);
-    attention(block, stage, windows, ws.qkv.data(), ws.windows.data());
-    window_unpartition(ws.windows.data(), ws.y.data(), grid, dim, window);
-    block.proj.forward(ws.y.data(), ws.x.data(), pixels, ops::Epilogue::accumulate);
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t first = c * group, count = std::min(group, windows - first), rows = count * tokens;
+        float* normed = ws.windows.data() + omp_get_thread_num() * per_thread;  // then the attention output
+        float* qkv = normed + group * tokens * dim;                              // then the projection
+        window_partition(ws.x.data(), normed, grid, dim, window, zero_row.data(), first, count);
+        block.attn_norm(normed, normed, rows);
+        block.qkv.forward(normed, qkv, rows);
+        attention(block, stage, count, qkv, normed);
+        block.proj.forward(normed, qkv, rows);
+        window_unpartition(qkv, ws.x.data(), grid, dim, window, first, count, true);
+    }
 
+    ensure_size(ws.y, pixels * dim);
     block.local_conv.forward(ws.x.data(), ws.y.data(), grid, grid);
     std::swap(ws.x, ws.y);
 
+    run_mlp(block, pixels, dim, ws);
+}
+
+// x += fc2(GELU(fc1(LayerNorm(x)))) over ws.x (pixels x dim), in chunks of rows that each thread runs alone, so that
+// a chunk's normalised rows and hidden activations (and their bf16 copies) stay in the core's L2 instead of
+// streaming the whole hidden activation (up to 32 MB) through memory between the two products.
+void TinyVitEncoder::Impl::run_mlp(const TinyVitBlock& block, int64_t pixels, int64_t dim, Workspace& ws) const {
     const int64_t hidden = block.fc1.out_features();
-    ensure_size(ws.hidden, pixels * hidden);
-    block.mlp_norm(ws.x.data(), ws.y.data(), pixels);
-    block.fc1.forward(ws.y.data(), ws.hidden.data(), pixels, ops::Epilogue::gelu);
-    block.fc2.forward(ws.hidden.data(), ws.x.data(), pixels, ops::Epilogue::accumulate);
+    const int64_t chunk = std::max<int64_t>(kMlpMinChunkRows, kMlpChunkFloats / hidden);
+    const int64_t chunks = (pixels + chunk - 1) / chunk, per_thread = chunk * (dim + hidden);
+    ensure_size(ws.hidden, ops::num_threads() * per_thread);
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < chunks; ++c) {
+        float* normed = ws.hidden.data() + omp_get_thread_num() * per_thread;
+        float* activations = normed + chunk * dim;
+        float* x = ws.x.data() + c * chunk * dim;
+        const int64_t rows = std::min(chunk, pixels - c * chunk);
+        block.mlp_norm(x, normed, rows);
+        block.fc1.forward(normed, activations, rows, ops::Epilogue::gelu);
+        block.fc2.forward(activations, x, rows, ops::Epilogue::accumulate);
+    }
 }
 
 void TinyVitEncoder::encode(const float* image, float* embedding) const {
