@@ -100,6 +100,13 @@ TEST(Elementwise, LayerNormMatchesReference) {
         layer_norm(x.data(), g.data(), b.data(), fast.data(), rows, dim, 1e-6f);
         ref::layer_norm(x.data(), g.data(), b.data(), reference.data(), rows, dim, 1e-6f);
         expect_close(fast, reference, 1e-5);
+        // with an addend: y + addend as well, from the same y
+        const auto addend = random_values(rows * dim, 11, -2, 2);
+        std::vector<float> plus(x.size()), expected_plus = reference;
+        ref::add(expected_plus.data(), addend.data(), rows * dim);
+        layer_norm(x.data(), g.data(), b.data(), fast.data(), rows, dim, 1e-6f, addend.data(), plus.data());
+        expect_close(fast, reference, 1e-5);
+        expect_close(plus, expected_plus, 1e-5);
         layer_norm(x.data(), g.data(), b.data(), x.data(), rows, dim, 1e-6f);  // in place
         expect_close(x, reference, 1e-5);
     }

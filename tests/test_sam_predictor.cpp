@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <tuple>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -239,17 +240,22 @@ std::vector<float> interpolate_per_pixel(const std::vector<float>& in, cv::Size 
     return out;
 }
 
+// Sizes up and down, equal, SAM's 1024 x 576 -> 1920 x 1080, and a shrink by more than 2 along x (the x pass
+// gathers instead of permuting).
 TEST(Interpolate, TwoPassesEqualThePerPixelFormula) {
-    std::vector<float> low(16 * 12);
-    for (size_t i = 0; i < low.size(); ++i) low[i] = std::sin(0.37f * i) * 5.0f;
     std::vector<float> scratch;
-    for (cv::Size out_size : {cv::Size(64, 40), cv::Size(7, 5), cv::Size(16, 12), cv::Size(51, 12)}) {
-        const sam::BilinearResampler resample({16, 12}, out_size, out_size);
+    for (const auto& [in_size, out_size] :
+         {std::pair{cv::Size(16, 12), cv::Size(64, 40)}, std::pair{cv::Size(16, 12), cv::Size(7, 5)},
+          std::pair{cv::Size(16, 12), cv::Size(16, 12)}, std::pair{cv::Size(16, 12), cv::Size(51, 12)},
+          std::pair{cv::Size(1024, 576), cv::Size(1920, 1080)}, std::pair{cv::Size(80, 12), cv::Size(21, 5)}}) {
+        std::vector<float> low(in_size.area());
+        for (size_t i = 0; i < low.size(); ++i) low[i] = std::sin(0.37f * i) * 5.0f;
+        const sam::BilinearResampler resample(in_size, out_size, out_size);
         ASSERT_EQ(resample.out_size(), out_size);
         std::vector<float> ours(out_size.area());
         resample(low.data(), ours.data(), scratch);
-        const std::vector<float> expected = interpolate_per_pixel(low, {16, 12}, out_size);
-        EXPECT_EQ(test::max_abs_diff(ours, expected), 0.0) << out_size;
+        const std::vector<float> expected = interpolate_per_pixel(low, in_size, out_size);
+        EXPECT_EQ(test::max_abs_diff(ours, expected), 0.0) << in_size << " -> " << out_size;
     }
 }
 
@@ -263,6 +269,61 @@ TEST(Interpolate, CropIsTheTopLeftOfTheFullResize) {
     cropped(low.data(), crop.data(), scratch);
     for (int y = 0; y < 40; ++y)
         for (int x = 0; x < 51; ++x) ASSERT_EQ(crop[y * 51 + x], full[y * 64 + x]) << x << "," << y;
+}
+
+// postprocess() streams rows through both resamplers; the whole-image passes are the reference. Masks, stability
+// scores and logits must be the same bit for bit, with values at and near the thresholds (0, +-1, denormals).
+TEST(Postprocess, StreamedRowsEqualTheWholeImagePasses) {
+    constexpr int kLowRes = 256;
+    const size_t low_plane = size_t(kLowRes) * kLowRes;
+    sam::DecoderOutput decoded;
+    decoded.iou_predictions = {0.1f, 0.2f, 0.3f, 0.4f};
+    decoded.low_res_logits.resize(4 * low_plane);
+    const float special[] = {0.0f, -0.0f, 1e-40f, -1e-40f, 1e-30f, 1.0f, -1.0f, 1.0000001f, -0.9999999f};
+    cv::RNG rng(7);
+    for (size_t i = 0; i < decoded.low_res_logits.size(); ++i)
+        decoded.low_res_logits[i] = rng.uniform(0, 8) == 0 ? special[rng.uniform(0, 9)] : rng.uniform(-3.0f, 3.0f);
+    const sam::MaskRange range{1, 3};
+    for (const auto& [processing, original, input] :
+         {std::tuple{sam::Processing::Sam, cv::Size(1920, 1080), cv::Size(1024, 576)},
+          std::tuple{sam::Processing::Sam, cv::Size(333, 517), cv::Size(660, 1024)},
+          std::tuple{sam::Processing::MedSam, cv::Size(301, 205), cv::Size(1024, 1024)}}) {
+        const sam::ImageFrame frame{original, input, 1024};
+        const bool medsam = processing == sam::Processing::MedSam;
+        const MaskPrediction with_logits = sam::postprocess(decoded, range, kLowRes, frame, processing, true);
+        const MaskPrediction masks_only = sam::postprocess(decoded, range, kLowRes, frame, processing, false);
+        const sam::BilinearResampler to_frame({kLowRes, kLowRes}, {1024, 1024}, input);
+        const sam::BilinearResampler to_original(medsam ? cv::Size(kLowRes, kLowRes) : input, original, original);
+        const size_t plane = size_t(original.area());
+        std::vector<float> source(medsam ? low_plane : size_t(input.area())), full(plane), scratch;
+        for (int k = 0; k < range.count; ++k) {
+            const float* low = decoded.low_res_logits.data() + (range.first + k) * low_plane;
+            if (medsam) {
+                for (size_t i = 0; i < low_plane; ++i) source[i] = 1.0f / (1.0f + std::exp(-low[i]));
+            } else {
+                to_frame(low, source.data(), scratch);
+            }
+            to_original(source.data(), full.data(), scratch);
+            const float threshold = medsam ? 0.5f : 0.0f;
+            int64_t above_plus_one = 0, above_minus_one = 0, mask_differences = 0, logit_differences = 0;
+            for (size_t i = 0; i < plane; ++i) {
+                const uint8_t expected_mask = full[i] > threshold;
+                mask_differences += with_logits.masks[k * plane + i] != expected_mask;
+                mask_differences += masks_only.masks[k * plane + i] != expected_mask;
+                if (!medsam) {
+                    logit_differences += with_logits.logits[k * plane + i] != full[i];
+                    above_plus_one += full[i] > 1.0f;
+                    above_minus_one += full[i] > -1.0f;
+                }
+            }
+            EXPECT_EQ(mask_differences, 0) << original << " mask " << k;
+            EXPECT_EQ(logit_differences, 0) << original << " mask " << k;
+            EXPECT_EQ(masks_only.stability_scores[k], with_logits.stability_scores[k]) << original << " mask " << k;
+            if (!medsam)
+                EXPECT_EQ(with_logits.stability_scores[k], float(double(above_plus_one) / double(above_minus_one)))
+                    << original << " mask " << k;
+        }
+    }
 }
 
 // The cases feed both implementations the pixels Pillow decoded; the CLI reads files with OpenCV. Equal pixels make

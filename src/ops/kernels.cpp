@@ -68,7 +68,8 @@ float* thread_scratch(size_t floats) {
 
 }  // namespace
 
-void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps) {
+void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps,
+                const float* addend, float* y_plus) {
 #pragma omp parallel for schedule(static) if (rows * dim >= kParallelGrain)
     for (int64_t r = 0; r < rows; ++r) {
         const float* in = x + r * dim;
@@ -83,6 +84,11 @@ void layer_norm(const float* x, const float* gamma, const float* beta, float* y,
         const float inv_std = 1.0f / std::sqrt(squares / dim + eps);
 #pragma omp simd
         for (int64_t i = 0; i < dim; ++i) out[i] = (in[i] - mean) * inv_std * gamma[i] + beta[i];
+        if (!addend) continue;
+        const float* add_row = addend + r * dim;
+        float* plus = y_plus + r * dim;
+#pragma omp simd
+        for (int64_t i = 0; i < dim; ++i) plus[i] = out[i] + add_row[i];
     }
 }
 

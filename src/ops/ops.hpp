@@ -71,8 +71,11 @@ private:
 void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
             int64_t ldc, bool transpose_b, float alpha = 1.0f, float beta = 0.0f);
 
-// Row-wise LayerNorm over the last dimension (also LayerNorm2d on channels-last data). y may alias x.
-void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps);
+// Row-wise LayerNorm over the last dimension (also LayerNorm2d on channels-last data). y may alias x. With an
+// addend (rows x dim), also y_plus = y + addend in the same pass (the mask decoder's image rows and their copy with
+// the positional encoding).
+void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps,
+                const float* addend = nullptr, float* y_plus = nullptr);
 void gelu(float* x, int64_t n);  // exact (erf) GELU, in place
 void softmax_rows(float* x, int64_t rows, int64_t cols);
 // softmax_rows (same reference, ref::softmax_rows) for many rows of a few columns (the mask decoder's
@@ -118,7 +121,8 @@ void linear(const float* x, const float* weight, const float* bias, float* y, in
             int64_t in_features, Epilogue epilogue = Epilogue::store);
 void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
             int64_t ldc, bool transpose_b, float alpha = 1.0f, float beta = 0.0f);
-void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps);
+void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps,
+                const float* addend = nullptr, float* y_plus = nullptr);
 void gelu(float* x, int64_t n);
 void relu(float* x, int64_t n);
 void softmax_rows(float* x, int64_t rows, int64_t cols);

@@ -37,7 +37,8 @@ void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int6
     }
 }
 
-void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps) {
+void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps,
+                const float* addend, float* y_plus) {
     for (int64_t r = 0; r < rows; ++r) {
         const float* row = x + r * dim;
         double mean = 0, var = 0;
@@ -47,6 +48,8 @@ void layer_norm(const float* x, const float* gamma, const float* beta, float* y,
         var /= dim;
         double inv = 1.0 / std::sqrt(var + eps);
         for (int64_t i = 0; i < dim; ++i) y[r * dim + i] = float((row[i] - mean) * inv * gamma[i] + beta[i]);
+        if (addend)
+            for (int64_t i = 0; i < dim; ++i) y_plus[r * dim + i] = y[r * dim + i] + addend[r * dim + i];
     }
 }
 

@@ -9,6 +9,8 @@
 
 #include "sam/image_resize.hpp"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -428,38 +430,69 @@ BilinearResampler::BilinearResampler(cv::Size in_size, cv::Size full_size, cv::S
       x_(taps(in_size.width, full_size.width, crop_size.width)),
       y_(taps(in_size.height, full_size.height, crop_size.height)) {
     for (int index : y_.second) source_rows_ = std::max(source_rows_, index + 1);
+    const int width = out_size().width;
+    for (int x = 0; x < width; ++x) {
+        if (x % kBlock == 0) block_first_.push_back(x_.first[x]);
+        first_offset_.push_back(x_.first[x] - block_first_.back());
+        second_offset_.push_back(x_.second[x] - block_first_.back());
+        if (first_offset_.back() < 0 || second_offset_.back() >= 2 * kBlock) {
+            block_first_.clear();
+            first_offset_.clear();
+            second_offset_.clear();
+            break;
+        }
+    }
 }
 
-void BilinearResampler::interpolate_x(const float* in, float* rows) const {
+void BilinearResampler::interpolate_x(const float* in_row, float* out_row) const {
     const int width = out_size().width;
+#ifdef __AVX512F__
+    if (!block_first_.empty()) {
+        static_assert(kBlock == 16, "one 16-float vector per block");
+        auto lanes = [](int count) { return __mmask16(count >= 16 ? 0xFFFF : count <= 0 ? 0 : (1u << count) - 1); };
+        for (int x = 0, block = 0; x < width; x += kBlock, ++block) {
+            const int first_tap = block_first_[block], available = in_size_.width - first_tap;
+            const __m512 low = _mm512_maskz_loadu_ps(lanes(available), in_row + first_tap);
+            const __m512 high = _mm512_maskz_loadu_ps(lanes(available - kBlock), in_row + first_tap + kBlock);
+            const __mmask16 out = lanes(width - x);
+            const __m512 a = _mm512_permutex2var_ps(low, _mm512_maskz_loadu_epi32(out, first_offset_.data() + x), high);
+            const __m512 b = _mm512_permutex2var_ps(low, _mm512_maskz_loadu_epi32(out, second_offset_.data() + x), high);
+            const __m512 w0 = _mm512_maskz_loadu_ps(out, x_.first_weight.data() + x);
+            const __m512 w1 = _mm512_maskz_loadu_ps(out, x_.second_weight.data() + x);
+            _mm512_mask_storeu_ps(out_row + x, out, _mm512_add_ps(_mm512_mul_ps(a, w0), _mm512_mul_ps(b, w1)));
+        }
+        return;
+    }
+#endif
     const int* first = x_.first.data();
     const int* second = x_.second.data();
     const float* w0 = x_.first_weight.data();
     const float* w1 = x_.second_weight.data();
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < source_rows_; ++r) {
-        const float* src = in + int64_t(r) * in_size_.width;
-        float* dst = rows + int64_t(r) * width;
 #pragma omp simd
-        for (int x = 0; x < width; ++x) dst[x] = src[first[x]] * w0[x] + src[second[x]] * w1[x];
-    }
+    for (int x = 0; x < width; ++x) out_row[x] = in_row[first[x]] * w0[x] + in_row[second[x]] * w1[x];
 }
 
-void BilinearResampler::interpolate_y(const float* rows, int y, float* out_row) const {
+void BilinearResampler::interpolate_y(const float* first_row, const float* second_row, int y, float* out_row) const {
     const int width = out_size().width;
-    const float* row0 = rows + int64_t(y_.first[y]) * width;
-    const float* row1 = rows + int64_t(y_.second[y]) * width;
     const float w0 = y_.first_weight[y], w1 = y_.second_weight[y];
 #pragma omp simd
-    for (int x = 0; x < width; ++x) out_row[x] = row0[x] * w0 + row1[x] * w1;
+    for (int x = 0; x < width; ++x) out_row[x] = first_row[x] * w0 + second_row[x] * w1;
 }
 
 void BilinearResampler::operator()(const float* in, float* out, std::vector<float>& scratch) const {
     const cv::Size size = out_size();
     scratch.resize(size_t(source_rows_) * size.width);
-    interpolate_x(in, scratch.data());
+    float* rows = scratch.data();
 #pragma omp parallel for schedule(static)
-    for (int y = 0; y < size.height; ++y) interpolate_y(scratch.data(), y, out + int64_t(y) * size.width);
+    for (int r = 0; r < source_rows_; ++r) interpolate_x(in + int64_t(r) * in_size_.width, rows + int64_t(r) * size.width);
+#pragma omp parallel for schedule(static)
+    for (int y = 0; y < size.height; ++y)
+        interpolate_y(rows + int64_t(y_.first[y]) * size.width, rows + int64_t(y_.second[y]) * size.width, y,
+                      out + int64_t(y) * size.width);
+}
+
+BilinearRowStream::BilinearRowStream(const BilinearResampler& resampler) : resampler_(resampler) {
+    for (Slot& slot : slots_) slot.values.resize(resampler.out_size().width);
 }
 
 }  // namespace sqasam::sam

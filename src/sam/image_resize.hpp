@@ -32,12 +32,16 @@ public:
     BilinearResampler(cv::Size in_size, cv::Size full_size, cv::Size crop_size);
     cv::Size in_size() const { return in_size_; }
     cv::Size out_size() const { return {int(x_.first.size()), int(y_.first.size())}; }
-    // Source rows the output reads (0 .. source_rows() - 1); the x pass writes source_rows() x out width floats.
+    // Source rows the output reads (0 .. source_rows() - 1).
     int source_rows() const { return source_rows_; }
+    // The two source rows output row y reads: the same or adjacent ones, non-decreasing in y.
+    int first_source_row(int y) const { return y_.first[y]; }
+    int second_source_row(int y) const { return y_.second[y]; }
 
-    void interpolate_x(const float* in, float* rows) const;              // all needed source rows, in parallel
-    void interpolate_y(const float* rows, int y, float* out_row) const;  // output row y from the x pass
-    void operator()(const float* in, float* out, std::vector<float>& scratch) const;  // both passes
+    void interpolate_x(const float* in_row, float* out_row) const;  // one source row, out width wide
+    // Output row y from the x passes of its two source rows.
+    void interpolate_y(const float* first_row, const float* second_row, int y, float* out_row) const;
+    void operator()(const float* in, float* out, std::vector<float>& scratch) const;  // both passes, all rows
 
 private:
     struct Taps {
@@ -48,6 +52,45 @@ private:
     cv::Size in_size_;
     Taps x_, y_;
     int source_rows_ = 0;
+    // The x pass in blocks of kBlock outputs whose taps lie within 2 kBlock source values of the block's first
+    // tap: vector permutes of those values instead of gathers (slow on many CPUs). Per block its first tap, per
+    // output its taps' offsets from it; empty where some block spans more (then the x pass gathers).
+    static constexpr int kBlock = 16;
+    std::vector<int> block_first_, first_offset_, second_offset_;
+};
+
+// A resampler's output rows one at a time, in increasing order, keeping only the x passes of the last two source
+// rows it read (output rows read adjacent source rows, advancing with y). Chained, two resamplers stream an image
+// through a few rows of cache instead of writing and rereading whole intermediate images.
+class BilinearRowStream {
+public:
+    explicit BilinearRowStream(const BilinearResampler& resampler);
+    // Output row y; source_row(r) gives source row r, read before it is called again. Any order of y is correct;
+    // increasing y computes each x pass once.
+    template <class SourceRow>
+    void row(int y, SourceRow&& source_row, float* out_row) {
+        const float* first = x_pass(resampler_.first_source_row(y), source_row);
+        const float* second = x_pass(resampler_.second_source_row(y), source_row);
+        resampler_.interpolate_y(first, second, y, out_row);
+    }
+
+private:
+    struct Slot {
+        int row = -1;
+        std::vector<float> values;
+    };
+    // Slots by parity: the two rows an output row reads are never two different rows of the same parity.
+    template <class SourceRow>
+    const float* x_pass(int source_row_index, SourceRow& source_row) {
+        Slot& slot = slots_[source_row_index & 1];
+        if (slot.row != source_row_index) {
+            resampler_.interpolate_x(source_row(source_row_index), slot.values.data());
+            slot.row = source_row_index;
+        }
+        return slot.values.data();
+    }
+    const BilinearResampler& resampler_;
+    Slot slots_[2];
 };
 
 }  // namespace sqasam::sam

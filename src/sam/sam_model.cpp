@@ -97,8 +97,9 @@ struct LayerNorm {
     LayerNorm() = default;
     LayerNorm(WeightReader& weights, const std::string& prefix, int64_t dim, float eps)
         : gamma(weights.copy(prefix + ".weight", {dim})), beta(weights.copy(prefix + ".bias", {dim})), eps(eps) {}
-    void operator()(const float* x, float* y, int64_t rows) const {
-        ops::layer_norm(x, gamma.data(), beta.data(), y, rows, int64_t(gamma.size()), eps);
+    void operator()(const float* x, float* y, int64_t rows, const float* addend = nullptr,
+                    float* y_plus = nullptr) const {
+        ops::layer_norm(x, gamma.data(), beta.data(), y, rows, int64_t(gamma.size()), eps, addend, y_plus);
     }
 };
 
@@ -383,9 +384,9 @@ struct DecoderWorkspace {
     std::vector<float> keys, keys_pe;      // E*E x C: image tokens, and image tokens + positional encoding
     std::vector<float> queries, query_in;  // n x C
     std::vector<float> q, k, v, attended;  // projections, up to n x the MLP width
-    // The folded cross attentions: per-head rows of the token side, their products with
-    // the projection weights, and the attention weights between the image and those rows.
-    std::vector<float> head_rows, folded, folded_bias, weights, products;
+    // The folded cross attentions: per-head rows of the token side, their products with the projection weights,
+    // and the attention weights between the image and those rows (logits_t: image-major, before the transpose).
+    std::vector<float> head_rows, folded, folded_bias, weights, logits_t, products;
     ops::PackedMatrix folded_packed;
     // Per thread: one band of the output upscaling (MaskDecoder::upscale) and its masks.
     struct Band {
@@ -402,7 +403,7 @@ public:
     int64_t heads = 0, internal = 0;
 
     DecoderAttention() = default;
-    // `precision` is that of the image-to-token products over the E*E image rows; everything else is fp32.
+    // `precision` is that of the cross attentions' products over the E*E image rows; everything else is fp32.
     DecoderAttention(WeightReader& weights, const std::string& prefix, int64_t dim, int64_t heads, int64_t downsample,
                      Precision precision = Precision::fp32)
         : q_proj(weights.linear(prefix + ".q_proj", dim / downsample, dim)),
@@ -411,7 +412,7 @@ public:
           out_proj(weights.linear(prefix + ".out_proj", dim, dim / downsample)),
           heads(heads),
           internal(dim / downsample),
-          image_precision(precision) {
+          image_precision(ops::effective_precision(precision)) {
         if (downsample == 1) return;  // the self-attention: nothing to fold
         // For the folded cross attentions below: the projection weights W [internal, dim] and out_proj's W^T as
         // right-hand matrices.
@@ -443,6 +444,40 @@ public:
         out_proj.forward(ws.attended.data(), out, query_count, epilogue);
     }
 
+    // Per head, projected image rows packed as the right-hand sides of the tokens' products (once per image):
+    // keys transposed (head_dim x E*E) and values (E*E x head_dim), from rows internal wide.
+    struct PackedHeads {
+        std::vector<ops::PackedMatrix> keys_t, values;
+    };
+    PackedHeads pack_heads(const float* keys, const float* values, int64_t image) const {
+        const int64_t head_dim = internal / heads;
+        PackedHeads packed{std::vector<ops::PackedMatrix>(heads), std::vector<ops::PackedMatrix>(heads)};
+        for (int64_t h = 0; h < heads; ++h) {
+            packed.keys_t[h].pack(keys + h * head_dim, head_dim, image, internal, true);
+            packed.values[h].pack(values + h * head_dim, image, head_dim, internal, false);
+        }
+        return packed;
+    }
+
+    // attended (n x internal) = attention of projected queries q (n x internal) to packed image heads. Heads are
+    // shared between the threads (on the caller's alone inside prompts decoded side by side).
+    void attend_packed(const float* q, int64_t n, const PackedHeads& image_heads, int64_t image, float* attended,
+                       DecoderWorkspace& ws) const {
+        const int64_t head_dim = internal / heads;
+        const float scale = 1.0f / std::sqrt(float(head_dim));
+#pragma omp parallel for schedule(static)
+        for (int64_t h = 0; h < heads; ++h) {
+            float* query = ws.head_rows.data() + h * n * head_dim;  // this head's columns, then its output
+            float* weights = ws.weights.data() + h * n * image;
+            for (int64_t j = 0; j < n; ++j) std::copy_n(q + j * internal + h * head_dim, head_dim, query + j * head_dim);
+            image_heads.keys_t[h].multiply(query, weights, n, scale);
+            ops::softmax_rows(weights, n, image);
+            image_heads.values[h].multiply(weights, query, n);
+            for (int64_t j = 0; j < n; ++j)
+                std::copy_n(query + j * head_dim, head_dim, attended + j * internal + h * head_dim);
+        }
+    }
+
     // The cross attentions between a few token rows and the E*E image rows have their projections of the image
     // rows folded into the token side, which has far fewer rows: per head h (weights W_h, the head's rows of a
     // projection), q_h . (Wk_h x + bk_h) = (Wk_h^T q_h) . x + const and sum_i p_i (Wv_h x_i + bv_h) =
@@ -457,9 +492,19 @@ public:
         // Row (j, h): token j's query in head h's columns. Times Wk: the query folded into the image's width.
         spread_heads(q, n, true, ws.head_rows.data());
         k_weight.multiply(ws.head_rows.data(), ws.folded.data(), rows, 1.0f / std::sqrt(float(head_dim)));
-        ops::matmul(ws.folded.data(), keys_pe, ws.weights.data(), rows, image, dim, dim, dim, image, true);
+        if (image_precision == Precision::bf16) {
+            // The logits with the image rows on the left (E*E x rows: the packed bf16 right-hand side is then the
+            // few folded rows), transposed for the softmax over the image. In fp32 the transpose costs more than
+            // the product saves.
+            ws.folded_packed.pack(ws.folded.data(), dim, rows, dim, true, image_precision);
+            ws.folded_packed.multiply(keys_pe, ws.logits_t.data(), image);
+            ops::transpose(ws.logits_t.data(), ws.weights.data(), image, rows, rows, image);
+        } else {
+            ops::matmul(ws.folded.data(), keys_pe, ws.weights.data(), rows, image, dim, dim, dim, image, true);
+        }
         ops::softmax_rows(ws.weights.data(), rows, image);
-        // The weighted sums of the image rows, then v_proj of them; row (j, h) keeps head h's columns.
+        // The weighted sums of the image rows (fp32: packing the image rows for a bf16 product costs more than it
+        // saves), then v_proj of them; row (j, h) keeps head h's columns.
         ops::matmul(ws.weights.data(), keys, ws.folded.data(), rows, dim, image, image, dim, dim, false);
         v_proj.forward(ws.folded.data(), ws.products.data(), rows);
         for (int64_t j = 0; j < n; ++j)
@@ -552,8 +597,8 @@ struct DecoderImage::Data {
     const void* decoder = nullptr;           // the MaskDecoder that prepared it
     std::vector<float> src;           // E*E x C: embedding + no-mask dense embedding, as token rows
     std::vector<float> src_pe;        // src + positional encoding
-    std::vector<float> first_keys;    // layer 0 token-to-image keys, k_proj(src + pe)
-    std::vector<float> first_values;  // layer 0 token-to-image values, v_proj(src)
+    // layer 0 token-to-image keys k_proj(src + pe) and values v_proj(src), packed per head
+    DecoderAttention::PackedHeads first_heads;
 };
 
 DecoderImage::DecoderImage() = default;
@@ -565,8 +610,9 @@ namespace {
 
 class MaskDecoder {
 public:
-    // With Precision::bf16 the products over every image row or upscaled pixel (output upscaling, image-to-token
-    // attentions) compute in bf16; the few-token products, norms and softmaxes stay fp32.
+    // With Precision::bf16 the products over every image row or upscaled pixel (output upscaling, the folded cross
+    // attentions) compute in bf16; the few-token products, the first layer's attention to the cached image
+    // projections (a few MFLOP), norms and softmaxes stay fp32.
     MaskDecoder(WeightReader& weights, const SamHyperParams& hp, Precision precision)
         : grid_(hp.embedding_size()), dim_(hp.prompt_embed_dim), mask_tokens_count_(hp.num_multimask_outputs + 1) {
         const std::string p = "mask_decoder.", t = p + "transformer.";
@@ -577,7 +623,8 @@ public:
             const std::string l = t + "layers." + std::to_string(i) + ".";
             TwoWayLayer layer;
             layer.self_attn = DecoderAttention(weights, l + "self_attn", dim_, heads, 1);
-            layer.token_to_image = DecoderAttention(weights, l + "cross_attn_token_to_image", dim_, heads, kAttentionDownsampleRate);
+            layer.token_to_image = DecoderAttention(weights, l + "cross_attn_token_to_image", dim_, heads,
+                                                    kAttentionDownsampleRate, precision);
             layer.image_to_token = DecoderAttention(weights, l + "cross_attn_image_to_token", dim_, heads,
                                                     kAttentionDownsampleRate, precision);
             layer.norm1 = LayerNorm(weights, l + "norm1", dim_, kDecoderNormEps);
@@ -588,7 +635,8 @@ public:
             layer.mlp_lin2 = weights.linear(l + "mlp.lin2", dim_, hp.decoder_mlp_dim);
             layers_.push_back(std::move(layer));
         }
-        final_attn_ = DecoderAttention(weights, t + "final_attn_token_to_image", dim_, heads, kAttentionDownsampleRate);
+        final_attn_ = DecoderAttention(weights, t + "final_attn_token_to_image", dim_, heads, kAttentionDownsampleRate,
+                                       precision);
         norm_final_ = LayerNorm(weights, t + "norm_final_attn", dim_, kDecoderNormEps);
         upscale1_ = transposed_conv2x2(weights, p + "output_upscaling.0", dim_, dim_ / 4, precision);
         upscale_norm_ = LayerNorm(weights, p + "output_upscaling.1", dim_ / 4, kEncoderNormEps);
@@ -617,9 +665,10 @@ public:
         data.src_pe.resize(count);
         add_positions(data.src_pe.data(), src, key_pe, count);
         const DecoderAttention& first = layers_[0].token_to_image;
-        for (auto* buffer : {&data.first_keys, &data.first_values}) buffer->resize(projected);
-        first.k_proj.forward(data.src_pe.data(), data.first_keys.data(), image);
-        first.v_proj.forward(src, data.first_values.data(), image);
+        std::vector<float> keys(projected), values(projected);
+        first.k_proj.forward(data.src_pe.data(), keys.data(), image);
+        first.v_proj.forward(src, values.data(), image);
+        data.first_heads = first.pack_heads(keys.data(), values.data(), image);
         return data;
     }
 
@@ -659,10 +708,8 @@ public:
             add_positions(q, queries, query_pe, n * dim_);
             l.token_to_image.q_proj.forward(q, ws.q.data(), n);
             if (first) {
-                l.token_to_image.attend(ws.q.data(), n, image_data.first_keys.data(), image_data.first_values.data(),
-                                        image, ws.attended.data());
+                l.token_to_image.attend_packed(ws.q.data(), n, image_data.first_heads, image, ws.attended.data(), ws);
             } else {
-                add_positions(keys_pe, keys, key_pe, image * dim_);
                 l.token_to_image.token_to_image_folded(ws.q.data(), n, keys_pe, keys, image, ws.attended.data(), ws);
             }
             l.token_to_image.out_proj.forward(ws.attended.data(), queries, n, ops::Epilogue::accumulate);
@@ -679,10 +726,9 @@ public:
             l.image_to_token.v_proj.forward(queries, ws.v.data(), n);
             l.image_to_token.image_to_token_folded(first ? image_data.src_pe.data() : keys_pe, image, ws.k.data(),
                                                    ws.v.data(), n, keys, ws);
-            l.norm4(keys, keys, image);
+            l.norm4(keys, keys, image, key_pe, keys_pe);  // keys_pe: what the next attention reads
         }
         add_positions(q, queries, query_pe, n * dim_);
-        add_positions(keys_pe, keys, key_pe, image * dim_);
         final_attn_.q_proj.forward(q, ws.q.data(), n);
         final_attn_.token_to_image_folded(ws.q.data(), used_tokens, keys_pe, keys, image, ws.attended.data(), ws);
         final_attn_.out_proj.forward(ws.attended.data(), queries, used_tokens, ops::Epilogue::accumulate);
@@ -701,20 +747,25 @@ public:
         upscale2_.forward(band.upscaled1.data(), band.upscaled2.data(), 4 * pixels, ops::Epilogue::gelu);
     }
 
-    // Copies `channels` planes of one band from the blocked pixel order of upscale() to row-major 4E x 4E images.
+    // Copies `channels` planes of one band from the blocked pixel order of upscale() to row-major 4E x 4E images,
+    // one output row at a time: grid pixel x's row-major pixels 4x + 2 dx1 + dx2 of output row 2 dy1 + dy2 are its
+    // blocked rows 16x + 8 dy1 + 2 dy2 + 4 dx1 + dx2.
     void unblock(const float* blocked, float* images, int64_t channels, int64_t first_row,
                  bool channels_last_source) const {
         const int64_t side = 4 * grid_, pixels = side * side, band_pixels = 16 * kUpscaleRows * grid_;
-        for (int64_t y = 0; y < kUpscaleRows; ++y)
-            for (int64_t x = 0; x < grid_; ++x)
-                for (int64_t d1 = 0; d1 < 4; ++d1)
-                    for (int64_t d2 = 0; d2 < 4; ++d2) {
-                        const int64_t row = ((y * grid_ + x) * 4 + d1) * 4 + d2;
-                        const int64_t out_y = 4 * (first_row + y) + 2 * (d1 / 2) + d2 / 2;
-                        const int64_t out_x = 4 * x + 2 * (d1 % 2) + d2 % 2;
-                        for (int64_t c = 0; c < channels; ++c)
-                            images[c * pixels + out_y * side + out_x] =
-                                channels_last_source ? blocked[row * channels + c] : blocked[c * band_pixels + row];
+        const int64_t row_stride = channels_last_source ? channels : 1;
+        const int64_t channel_stride = channels_last_source ? 1 : band_pixels;
+        for (int64_t c = 0; c < channels; ++c)
+            for (int64_t y = 0; y < kUpscaleRows; ++y)
+                for (int64_t dy1 = 0; dy1 < 2; ++dy1)
+                    for (int64_t dy2 = 0; dy2 < 2; ++dy2) {
+                        const float* source =
+                            blocked + c * channel_stride + (y * grid_ * 16 + 8 * dy1 + 2 * dy2) * row_stride;
+                        float* out = images + c * pixels + (4 * (first_row + y) + 2 * dy1 + dy2) * side;
+                        for (int64_t x = 0; x < grid_; ++x)
+                            for (int64_t dx1 = 0; dx1 < 2; ++dx1)
+                                for (int64_t dx2 = 0; dx2 < 2; ++dx2)
+                                    out[4 * x + 2 * dx1 + dx2] = source[(16 * x + 4 * dx1 + dx2) * row_stride];
                     }
     }
 
@@ -750,7 +801,7 @@ public:
         const int64_t head_rows = tokens * layers_[0].token_to_image.heads;
         for (auto* buffer : {&ws.head_rows, &ws.folded, &ws.products}) ensure_size(*buffer, head_rows * dim_);
         ensure_size(ws.folded_bias, head_rows);
-        ensure_size(ws.weights, head_rows * image);
+        for (auto* buffer : {&ws.weights, &ws.logits_t}) ensure_size(*buffer, head_rows * image);
         const int64_t band = kUpscaleRows * grid_;
         if (int64_t(ws.bands.size()) < ops::num_threads()) ws.bands.resize(ops::num_threads());
         for (DecoderWorkspace::Band& b : ws.bands) {

@@ -1,5 +1,7 @@
 #include "sam/transforms.hpp"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -181,32 +183,36 @@ MaskPrediction postprocess(const DecoderOutput& decoded, MaskRange range, int lo
     const BilinearResampler to_frame(low_size, {frame.frame_size, frame.frame_size}, frame.input_size);
     const BilinearResampler to_original(medsam ? low_size : frame.input_size, frame.original_size,
                                         frame.original_size);
-    // Scratch kept per thread across calls: first touches of fresh pages are slow.
-    thread_local std::vector<float> source, scratch, x_pass;
-    x_pass.resize(static_cast<size_t>(to_original.source_rows()) * width);
-    const float* rows = x_pass.data();  // the parallel region below reads the calling thread's buffer
-    for (int k = 0; k < range.count; ++k) {
-        const float* low = decoded.low_res_logits.data() + (range.first + k) * low_plane;
-        if (medsam) {
-            source.resize(low_plane);
-            for (size_t i = 0; i < low_plane; ++i) source[i] = 1.0f / (1.0f + std::exp(-low[i]));
-        } else {
-            source.resize(static_cast<size_t>(frame.input_size.area()));
-            to_frame(low, source.data(), scratch);
-        }
-        to_original.interpolate_x(source.data(), x_pass.data());
-        // The last pass makes each output row, thresholds it and counts it for the stability score.
-        int64_t above_plus_one = 0, above_minus_one = 0;
-#pragma omp parallel reduction(+ : above_plus_one, above_minus_one)
-        {
-            std::vector<float> row_buffer(return_logits ? 0 : width);
-#pragma omp for schedule(static)
-            for (int y = 0; y < out.height; ++y) {
+    std::vector<float> probabilities;  // MedSAM: sigmoid of the low-res logits of the kept masks
+    if (medsam) {
+        const float* low = decoded.low_res_logits.data() + range.first * low_plane;
+        probabilities.resize(range.count * low_plane);
+        for (size_t i = 0; i < probabilities.size(); ++i) probabilities[i] = 1.0f / (1.0f + std::exp(-low[i]));
+    }
+    std::vector<int64_t> above_plus_one(range.count), above_minus_one(range.count);
+    // Each thread streams its share of the output rows through both resamplers (a few rows of cache instead of
+    // full-size intermediate images), then thresholds each row and counts it for the stability score.
+#pragma omp parallel
+    {
+        const int threads = omp_get_num_threads(), thread = omp_get_thread_num();
+        const int first_y = out.height * thread / threads, end_y = out.height * (thread + 1) / threads;
+        std::vector<float> frame_row(frame.input_size.width), row_buffer(return_logits ? 0 : width);
+        for (int k = 0; k < range.count; ++k) {
+            const float* low = decoded.low_res_logits.data() + (range.first + k) * low_plane;
+            BilinearRowStream frame_rows(to_frame), original_rows(to_original);
+            auto low_row = [&](int r) { return low + r * low_res; };
+            auto frame_row_at = [&](int r) {
+                frame_rows.row(r, low_row, frame_row.data());
+                return static_cast<const float*>(frame_row.data());
+            };
+            auto probability_row = [&](int r) { return probabilities.data() + k * low_plane + r * low_res; };
+            int64_t plus = 0, minus = 0;
+            for (int y = first_y; y < end_y; ++y) {
                 const size_t offset = k * plane + static_cast<size_t>(y) * width;
                 float* logits = return_logits ? out.logits.data() + offset : row_buffer.data();
                 uint8_t* masks = out.masks.data() + offset;
-                to_original.interpolate_y(rows, y, logits);
                 if (medsam) {
+                    original_rows.row(y, probability_row, logits);
                     for (int x = 0; x < width; ++x) {
                         const double p = logits[x];
                         masks[x] = logits[x] > 0.5f;
@@ -214,22 +220,29 @@ MaskPrediction postprocess(const DecoderOutput& decoded, MaskRange range, int lo
                         logits[x] = static_cast<float>(std::clamp(log_odds, double(-kMaxLogOdds), double(kMaxLogOdds)));
                     }
                 } else {
+                    original_rows.row(y, frame_row_at, logits);
 #pragma omp simd
                     for (int x = 0; x < width; ++x) masks[x] = logits[x] > 0.0f;
                 }
-                int plus = 0, minus = 0;
-#pragma omp simd reduction(+ : plus, minus)
+                int row_plus = 0, row_minus = 0;
+#pragma omp simd reduction(+ : row_plus, row_minus)
                 for (int x = 0; x < width; ++x) {
-                    plus += logits[x] > 1.0f;
-                    minus += logits[x] > -1.0f;
+                    row_plus += logits[x] > 1.0f;
+                    row_minus += logits[x] > -1.0f;
                 }
-                above_plus_one += plus;
-                above_minus_one += minus;
+                plus += row_plus;
+                minus += row_minus;
             }
+#pragma omp atomic
+            above_plus_one[k] += plus;
+#pragma omp atomic
+            above_minus_one[k] += minus;
         }
-        out.stability_scores.push_back(
-            above_minus_one == 0 ? 0.0f : static_cast<float>(double(above_plus_one) / double(above_minus_one)));
     }
+    for (int k = 0; k < range.count; ++k)
+        out.stability_scores.push_back(above_minus_one[k] == 0
+                                           ? 0.0f
+                                           : static_cast<float>(double(above_plus_one[k]) / double(above_minus_one[k])));
     const auto low_first = decoded.low_res_logits.begin() + range.first * low_plane;
     out.low_res_logits.assign(low_first, low_first + range.count * low_plane);
     const auto iou_first = decoded.iou_predictions.begin() + range.first;
