@@ -107,6 +107,45 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Bf16LinearTest,
                                            LinearCase{37, 129, 65, true}, LinearCase{300, 17, 200, true},
                                            LinearCase{1000, 96, 64, true}, LinearCase{5, 256, 256, true}));
 
+// Inputs with per-column offsets 64 times their spread (as TinyViT's convolutional stage has, a few times over): a
+// centred layer rounds x - m, |x - m| <= 2 spread with m a mean of some rows, so its error stays within the rounding
+// bound of the spread alone, a bound that the plain bf16 layer (rounding x itself) exceeds.
+TEST_F(Bf16, CentredLinearRoundsOnlyTheSpreadAroundTheColumnMeans) {
+    const int64_t rows = 1000, out = 96, in = 64;
+    const float spread = 0.5f;
+    auto x = random_values(rows * in, 10), offsets = random_values(in, 11), w = random_values(out * in, 12);
+    const auto b = random_values(out, 13);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < in; ++i) x[r * in + i] = 64 * spread * offsets[i] + spread * x[r * in + i];
+    const Linear centred(w.data(), b.data(), out, in, Precision::bf16, true);
+    const Linear plain(w.data(), b.data(), out, in, Precision::bf16);
+    std::vector<float> exact(rows * out), magnitude(rows * out);
+    ref::linear(x.data(), w.data(), b.data(), exact.data(), rows, out, in);
+    const std::vector<float> spread_bound(rows * in, 2 * spread);  // x's noise lies in [-spread, spread]
+    const auto w_abs = absolute(w), x_abs = absolute(x);
+    ref::linear(spread_bound.data(), w_abs.data(), nullptr, magnitude.data(), rows, out, in);  // sum 2 s |w|
+    std::vector<float> full_magnitude(rows * out);
+    ref::linear(x_abs.data(), w_abs.data(), nullptr, full_magnitude.data(), rows, out, in);   // sum |x w|
+    for (Epilogue epilogue : {Epilogue::store, Epilogue::accumulate}) {
+        std::vector<float> fast(rows * out, 1.0f), reference = exact;
+        if (epilogue == Epilogue::accumulate)
+            for (float& v : reference) v += 1.0f;
+        centred.forward(x.data(), fast.data(), rows, epilogue);
+        for (size_t i = 0; i < fast.size(); ++i)  // float32 accumulation: tolerance relative to the full magnitude
+            ASSERT_LE(std::fabs(fast[i] - reference[i]), kProductRounding * magnitude[i] + kFloatTolerance * full_magnitude[i])
+                << "output " << i << ", epilogue " << int(epilogue);
+    }
+    std::vector<float> fp32(rows * out);  // centring is a bf16 matter: an fp32 layer ignores it
+    Linear(w.data(), b.data(), out, in, Precision::fp32, true).forward(x.data(), fp32.data(), rows);
+    expect_close(fp32, exact, kFloatTolerance);
+    std::vector<float> rounded_whole(rows * out);
+    plain.forward(x.data(), rounded_whole.data(), rows);
+    size_t beyond = 0;
+    for (size_t i = 0; i < exact.size(); ++i)
+        beyond += std::fabs(rounded_whole[i] - exact[i]) > kProductRounding * magnitude[i] + kFloatTolerance * full_magnitude[i];
+    EXPECT_GT(beyond, exact.size() / 10);
+}
+
 TEST_F(Bf16, PackedMatrixEqualsTheReferenceOnRoundedInputs) {
     for (auto [m, k, n, transpose_b] : {std::tuple<int64_t, int64_t, int64_t, bool>{1, 1, 1, false},
                                         {7, 16, 300, true}, {33, 196, 64, false}, {100, 64, 4096, true},

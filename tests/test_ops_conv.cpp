@@ -55,6 +55,38 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvCase{24, 16, 11, 13, 3, 1, 1, 1, false},   // dense 3x3 (the neck's)
                       ConvCase{12, 18, 10, 10, 3, 1, 1, 3, true}));  // grouped
 
+std::vector<float> rounded_to_bf16(std::vector<float> values) {
+    for (float& v : values) v = ref::round_to_bf16(v);
+    return values;
+}
+
+// Without row padding, a strip of rows (with its context rows above and below) gives the padded convolution's
+// output rows of the whole image that the strip covers: depthwise (TinyViT's MBConv strips) and dense, stride 1
+// and 2 (its patch mergings' strips), fp32 and bf16 (against the reference on rounded inputs).
+TEST(Conv2d, StripWithoutRowPaddingMatchesTheWholeImageRows) {
+    const int64_t height = 13, width = 7, channels = 16, first = 2, rows = 3;  // output rows first .. first + rows - 1
+    for (Precision precision : {Precision::fp32, Precision::bf16})
+        for (int64_t groups : {int64_t{1}, channels})
+            for (int64_t stride : {1, 2}) {
+                if (precision == Precision::bf16 && !bf16_supported()) continue;
+                auto x = random_values(height * width * channels, 5);
+                auto w = random_values(channels * (channels / groups) * 9, 6), b = random_values(channels, 7);
+                const Conv2d conv(w.data(), b.data(), channels, channels, 3, stride, 1, groups, precision);
+                const int64_t out_w = conv.output_size(width), out_h = conv.output_size(height);
+                std::vector<float> strip(rows * out_w * channels), whole(out_h * out_w * channels);
+                const int64_t first_input = stride * first - 1, strip_height = stride * (rows - 1) + 3;
+                conv.forward(x.data() + first_input * width * channels, strip.data(), strip_height, width,
+                             Epilogue::gelu, false);
+                if (precision == Precision::bf16) x = rounded_to_bf16(x), w = rounded_to_bf16(w);
+                ref::conv2d(x.data(), w.data(), b.data(), whole.data(), channels, channels, height, width, 3, stride,
+                            1, groups, Epilogue::gelu);
+                const std::vector<float> expected(whole.begin() + first * out_w * channels,
+                                                  whole.begin() + (first + rows) * out_w * channels);
+                SCOPED_TRACE(testing::Message() << to_string(precision) << " groups " << groups << " stride " << stride);
+                EXPECT_LE(test::max_abs_diff(strip, expected), 1e-5 * std::max(1.0, test::max_abs(expected)));
+            }
+}
+
 TEST(Conv2d, RejectsInconsistentShapes) {
     std::vector<float> w(64), x(4 * 4 * 4), y(64);
     EXPECT_THROW(Conv2d(w.data(), nullptr, 6, 4, 1, 1, 0, 4), std::invalid_argument);  // 6 outputs over 4 groups

@@ -1,6 +1,6 @@
 // 2-D convolution through oneDNN on channels-last images. oneDNN picks its weight layout per problem shape, so
-// each (height, width, epilogue) gets its own primitive and its own reordered copy of the (small) weight (converted
-// to bf16 on the way with Precision::bf16).
+// each (height, width, epilogue, row padding) gets its own primitive and its own reordered copy of the (small)
+// weight (converted to bf16 on the way with Precision::bf16).
 #include <map>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -31,9 +31,11 @@ struct Conv2d::Impl {
         memory weight;  // in the layout this primitive wants
     };
     std::mutex mutex;
-    std::map<std::tuple<int64_t, int64_t, Epilogue>, Compiled> compiled;
+    std::map<std::tuple<int64_t, int64_t, Epilogue, bool>, Compiled> compiled;
 
-    int64_t output_size(int64_t input) const { return (input + 2 * padding - kernel) / stride + 1; }
+    int64_t output_size(int64_t input, bool padded = true) const {
+        return (input + (padded ? 2 * padding : 0) - kernel) / stride + 1;
+    }
 
     memory::desc plain_weight_desc() const {
         if (groups == 1)
@@ -56,23 +58,24 @@ struct Conv2d::Impl {
         return bias.empty() ? memory::desc() : memory::desc(Dims{out_channels}, memory::data_type::f32, memory::format_tag::x);
     }
 
-    const Compiled& get(int64_t height, int64_t width, Epilogue epilogue) {
+    const Compiled& get(int64_t height, int64_t width, Epilogue epilogue, bool pad_rows) {
         std::lock_guard lock(mutex);
-        const auto key = std::make_tuple(height, width, epilogue);
+        const auto key = std::make_tuple(height, width, epilogue, pad_rows);
         auto found = compiled.find(key);
         if (found != compiled.end()) return found->second;
 
-        const int64_t out_h = output_size(height), out_w = output_size(width);
+        const int64_t out_h = output_size(height, pad_rows), out_w = output_size(width);
+        const int64_t pad_top = pad_rows ? padding : 0;
         // oneDNN wants the right padding that makes the output size come out exactly; PyTorch's floor division
         // can leave it smaller than the left one.
-        const int64_t pad_bottom = (out_h - 1) * stride + kernel - height - padding;
+        const int64_t pad_bottom = (out_h - 1) * stride + kernel - height - pad_top;
         const int64_t pad_right = (out_w - 1) * stride + kernel - width - padding;
         auto weight_any = plain_weight_desc();
         weight_any = memory::desc(weight_any.dims(), operand_type(), memory::format_tag::any);
         dnnl::convolution_forward::desc desc(
             dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
             image_desc(in_channels, height, width, operand_type()), weight_any, bias_desc(), image_desc(out_channels, out_h, out_w),
-            Dims{stride, stride}, Dims{padding, padding}, Dims{pad_bottom, pad_right});
+            Dims{stride, stride}, Dims{pad_top, padding}, Dims{pad_bottom, pad_right});
         dnnl::post_ops post;
         if (epilogue == Epilogue::accumulate) post.append_sum(1.0f);
         if (epilogue == Epilogue::gelu) post.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
@@ -112,16 +115,17 @@ int64_t Conv2d::out_channels() const { return impl_ ? impl_->out_channels : 0; }
 int64_t Conv2d::output_size(int64_t input) const { return impl_->output_size(input); }
 Precision Conv2d::precision() const { return impl_ ? impl_->precision : Precision::fp32; }
 
-void Conv2d::forward(const float* x, float* y, int64_t height, int64_t width, Epilogue epilogue) const {
+void Conv2d::forward(const float* x, float* y, int64_t height, int64_t width, Epilogue epilogue, bool pad_rows) const {
     Impl& impl = *impl_;
-    if (impl.output_size(height) < 1 || impl.output_size(width) < 1)
+    const int64_t out_h = impl.output_size(height, pad_rows), out_w = impl.output_size(width);
+    if (height + (pad_rows ? 2 * impl.padding : 0) < impl.kernel || width + 2 * impl.padding < impl.kernel)
         throw std::invalid_argument("Conv2d: input smaller than the kernel");
-    const Impl::Compiled& compiled = impl.get(height, width, epilogue);
+    const Impl::Compiled& compiled = impl.get(height, width, epilogue, pad_rows);
     const bool bf16 = impl.precision == Precision::bf16;
     void* source = bf16 ? const_cast<uint16_t*>(to_bf16_scratch(x, height * width * impl.in_channels))
                         : static_cast<void*>(const_cast<float*>(x));
     memory src(impl.image_desc(impl.in_channels, height, width, impl.operand_type()), cpu_engine(), source);
-    memory dst(impl.image_desc(impl.out_channels, impl.output_size(height), impl.output_size(width)), cpu_engine(), y);
+    memory dst(impl.image_desc(impl.out_channels, out_h, out_w), cpu_engine(), y);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, compiled.weight}, {DNNL_ARG_DST, dst}};
     if (!impl.bias.empty()) args.emplace(DNNL_ARG_BIAS, memory(impl.bias_desc(), cpu_engine(), impl.bias.data()));
     compiled.primitive.execute(thread_stream(), args);

@@ -3,12 +3,14 @@
 // serve many products are repacked once into the blocked layout oneDNN's kernels read directly.
 #include <omp.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <iostream>
 #include <map>
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <stdexcept>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
@@ -29,6 +31,10 @@ constexpr int64_t kTypicalRows = 256;
 
 // Below this many elements a parallel conversion costs more than it saves.
 constexpr int64_t kParallelGrain = 1 << 14;
+
+// Rows of x that a centred Linear averages for its centre: the centre only has to lie near x's typical values
+// (any centre is exact in real arithmetic), so a sample does.
+constexpr int64_t kCentreSampleRows = 256;
 
 memory::data_type operand_type(Precision precision) {
     return precision == Precision::bf16 ? memory::data_type::bf16 : memory::data_type::f32;
@@ -94,6 +100,18 @@ const dnnl::matmul& cached_product(const ProductKey& key, Make&& make_desc) {
 void run(const dnnl::primitive& primitive, const std::unordered_map<int, memory>& args) {
     primitive.execute(thread_stream(), args);
     thread_stream().wait();
+}
+
+// a[rows, cols] less centre[cols] per row, rounded to bfloat16 into a per-thread buffer (as to_bf16_scratch).
+const uint16_t* centred_bf16_scratch(const float* a, int64_t rows, int64_t cols, const float* centre) {
+    thread_local std::vector<uint16_t> scratch;
+    if (int64_t(scratch.size()) < rows * cols) scratch.resize(rows * cols);
+    uint16_t* out = scratch.data();
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelGrain)
+    for (int64_t r = 0; r < rows; ++r)
+#pragma omp simd
+        for (int64_t c = 0; c < cols; ++c) out[r * cols + c] = to_bf16(a[r * cols + c] - centre[c]);
+    return out;
 }
 
 }  // namespace
@@ -174,9 +192,11 @@ int64_t PackedMatrix::cols() const { return impl_ ? impl_->n : 0; }
 Precision PackedMatrix::precision() const { return impl_ ? impl_->precision : Precision::fp32; }
 
 void PackedMatrix::multiply(const float* a, float* c, int64_t m, float alpha, const float* bias,
-                            Epilogue epilogue) const {
+                            Epilogue epilogue, const float* a_centre) const {
     if (m == 0) return;
     const Impl& b = *impl_;
+    if (a_centre && b.precision != Precision::bf16)
+        throw std::invalid_argument("PackedMatrix::multiply: a centre applies to bf16 products only");
     const auto& engine = cpu_engine();
     auto a_desc = plain(m, b.k, b.k, operand_type(b.precision)), c_desc = plain_f32(m, b.n, b.n);
     auto bias_desc = bias ? plain_f32(1, b.n, b.n) : memory::desc();
@@ -186,8 +206,9 @@ void PackedMatrix::multiply(const float* a, float* c, int64_t m, float alpha, co
         return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_desc, b.desc, bias_desc, c_desc),
                                             attributes(alpha, sum_scale, epilogue), engine);
     });
-    void* a_data = b.precision == Precision::bf16 ? static_cast<void*>(writable(to_bf16_scratch(a, m * b.k)))
-                                                  : static_cast<void*>(writable(a));
+    void* a_data = a_centre ? static_cast<void*>(writable(centred_bf16_scratch(a, m, b.k, a_centre)))
+                   : b.precision == Precision::bf16 ? static_cast<void*>(writable(to_bf16_scratch(a, m * b.k)))
+                                                    : static_cast<void*>(writable(a));
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(a_desc, engine, a_data)},
                                          {DNNL_ARG_WEIGHTS, b.data},
                                          {DNNL_ARG_DST, memory(c_desc, engine, c)}};
@@ -196,13 +217,34 @@ void PackedMatrix::multiply(const float* a, float* c, int64_t m, float alpha, co
 }
 
 Linear::Linear(const float* weight, const float* bias, int64_t out_features, int64_t in_features,
-               Precision precision) {
+               Precision precision, bool centre_inputs) {
     weight_.pack(weight, in_features, out_features, in_features, true, precision);  // W [out, in] is B^T
     if (bias) bias_.assign(bias, bias + out_features);
+    if (centre_inputs && weight_.precision() == Precision::bf16)
+        centring_weight_.assign(weight, weight + out_features * in_features);
 }
 
 void Linear::forward(const float* x, float* y, int64_t rows, Epilogue epilogue) const {
-    weight_.multiply(x, y, rows, 1.0f, bias_.empty() ? nullptr : bias_.data(), epilogue);
+    if (centring_weight_.empty() || rows == 0) {
+        weight_.multiply(x, y, rows, 1.0f, bias_.empty() ? nullptr : bias_.data(), epilogue);
+        return;
+    }
+    const int64_t in = in_features(), out = out_features();
+    thread_local std::vector<float> centre, centred_bias;
+    centre.assign(in, 0.0f);
+    const int64_t samples = std::min(rows, kCentreSampleRows);
+    for (int64_t s = 0; s < samples; ++s) {
+        const float* row = x + (s * rows / samples) * in;
+        for (int64_t i = 0; i < in; ++i) centre[i] += row[i];
+    }
+    for (float& m : centre) m /= float(samples);
+    centred_bias.resize(out);
+    for (int64_t o = 0; o < out; ++o) {  // b + W m: the product of the centre that the rounded product leaves out
+        float sum = bias_.empty() ? 0.0f : bias_[o];
+        for (int64_t i = 0; i < in; ++i) sum += centring_weight_[o * in + i] * centre[i];
+        centred_bias[o] = sum;
+    }
+    weight_.multiply(x, y, rows, 1.0f, centred_bias.data(), epilogue, centre.data());
 }
 
 void transpose(const float* src, float* dst, int64_t rows, int64_t cols, int64_t src_stride, int64_t dst_stride) {

@@ -41,8 +41,10 @@ public:
     int64_t rows() const;  // k
     int64_t cols() const;  // n
     Precision precision() const;  // after any fallback (effective_precision)
+    // a_centre (bf16 only, k values): A's rows less a_centre are rounded and multiplied, C = alpha * (A - 1
+    // a_centre^T) B + ...; the caller adds alpha * a_centre^T B to the bias where it wants the product of A itself.
     void multiply(const float* a, float* c, int64_t m, float alpha = 1.0f, const float* bias = nullptr,
-                  Epilogue epilogue = Epilogue::store) const;
+                  Epilogue epilogue = Epilogue::store, const float* a_centre = nullptr) const;
 
 private:
     struct Impl;
@@ -51,11 +53,15 @@ private:
 
 // A fully connected layer y[rows, out] = x[rows, in] W^T + b, W in PyTorch's [out, in] layout, both row-major.
 // The weight is packed once, at construction (in bfloat16 with Precision::bf16, see PackedMatrix). Copies share it.
+// With Precision::bf16 and centre_inputs, each call rounds x - m to bfloat16 instead of x, m the mean of x's
+// columns over a sample of its rows, and adds W m to the bias in float32: exact in real arithmetic, and the input
+// rounding error then scales with x's spread around m rather than with |x| (activations with large per-channel
+// offsets, such as TinyViT's convolutional stage, whose plain bf16 inputs move LiteMedSAM's masks).
 class Linear {
 public:
     Linear() = default;
     Linear(const float* weight, const float* bias, int64_t out_features, int64_t in_features,
-           Precision precision = Precision::fp32);
+           Precision precision = Precision::fp32, bool centre_inputs = false);
     int64_t in_features() const { return weight_.rows(); }
     int64_t out_features() const { return weight_.cols(); }
     Precision precision() const { return weight_.precision(); }
@@ -63,7 +69,8 @@ public:
 
 private:
     PackedMatrix weight_;
-    std::vector<float> bias_;  // empty when the layer has none
+    std::vector<float> bias_;             // empty when the layer has none
+    std::vector<float> centring_weight_;  // W [out, in] in float32 for W m when centring inputs, else empty
 };
 
 // C[m,n] = alpha * A[m,k] B + beta * C with B stored [k,n], or [n,k] when transpose_b. Leading dimensions are
@@ -155,7 +162,10 @@ public:
     int64_t out_channels() const;
     Precision precision() const;  // after any fallback (effective_precision)
     int64_t output_size(int64_t input) const;
-    void forward(const float* x, float* y, int64_t height, int64_t width, Epilogue epilogue = Epilogue::store) const;
+    // pad_rows = false: no zero padding above and below, for a strip of a taller image whose rows around the
+    // strip the caller supplies in x, so y has (height - kernel) / stride + 1 rows.
+    void forward(const float* x, float* y, int64_t height, int64_t width, Epilogue epilogue = Epilogue::store,
+                 bool pad_rows = true) const;
 
 private:
     struct Impl;

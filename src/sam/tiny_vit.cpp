@@ -41,7 +41,8 @@ constexpr float kLayerNormEps = 1e-5f;   // nn.LayerNorm default (Attention.norm
 constexpr float kNeckNormEps = 1e-6f;    // the neck's LayerNorm2d
 constexpr int kNeckKernel = 3;
 constexpr size_t kMaxStages = 8;         // the official models have 4; more would overflow the stride arithmetic
-constexpr int64_t kStripRows = 16;       // MBConv strip height (vit_t: 16 x 256 x 256 hidden floats = 4 MB)
+constexpr int64_t kStripRows = 16;       // output rows per strip (vit_t stage 0: 18 x 256 x 256 hidden floats = 4.5 MB)
+constexpr int64_t kDepthwiseKernel = 3;  // MBConv's and PatchMerging's depthwise convolutions
 constexpr int64_t kMlpChunkFloats = 1 << 17;  // hidden floats per MLP chunk: 512 KB, half a core's L2
 constexpr int64_t kMlpMinChunkRows = 32;
 constexpr int64_t kAttentionChunkFloats = 1 << 17;  // qkv activations per attention chunk: 512 KB
@@ -117,10 +118,11 @@ FoldedConv fold_conv_bn(const TensorLookup& lookup, const std::string& prefix, i
     return conv;
 }
 
-// A 1x1 Conv2d_BN is a linear layer over pixel rows.
-ops::Linear pointwise(const TensorLookup& lookup, const std::string& prefix, int64_t out, int64_t in, bool counters) {
+// A 1x1 Conv2d_BN is a linear layer over pixel rows; with Precision::bf16 its inputs are centred (ops::Linear).
+ops::Linear pointwise(const TensorLookup& lookup, const std::string& prefix, int64_t out, int64_t in, bool counters,
+                      Precision precision = Precision::fp32) {
     FoldedConv conv = fold_conv_bn(lookup, prefix, out, in, 1, counters);
-    return ops::Linear(conv.weight.data(), conv.bias.data(), out, in);
+    return ops::Linear(conv.weight.data(), conv.bias.data(), out, in, precision, true);
 }
 
 ops::Conv2d spatial(const TensorLookup& lookup, const std::string& prefix, int64_t out, int64_t in, int64_t kernel,
@@ -153,7 +155,7 @@ struct MBConv {
 struct PatchMerging {
     ops::Linear conv1, conv3;
     ops::Conv2d depthwise;
-    int64_t in_grid = 0, out_grid = 0;
+    int64_t in_grid = 0, out_grid = 0, stride = 1;
 };
 
 struct TinyVitBlock {
@@ -351,7 +353,10 @@ struct TinyVitEncoder::Impl {
     };
 
     void run_mbconv(const MBConv& block, int64_t grid, int64_t dim, Workspace& ws) const;
-    void run_merge(const PatchMerging& merge, int64_t in_dim, int64_t out_dim, Workspace& ws) const;
+    void run_merge(const PatchMerging& merge, Workspace& ws) const;
+    template <class Consume>
+    void expand_in_strips(const ops::Linear& expand, const ops::Conv2d& depthwise, int64_t stride, int64_t grid,
+                          Workspace& ws, Consume&& consume) const;
     void run_block(const TinyVitBlock& block, const Stage& stage, Workspace& ws) const;
     void run_mlp(const TinyVitBlock& block, int64_t pixels, int64_t dim, Workspace& ws) const;
     void attention(const TinyVitBlock& block, const Stage& stage, int64_t windows, const float* qkv, float* out) const;
@@ -391,9 +396,13 @@ TinyVitEncoder::TinyVitEncoder(const TensorLookup& lookup, const TinyVitParams& 
             const std::string prefix = block_prefix(int(s), b);
             if (s == 0) {
                 const int64_t hidden = dim * p.mbconv_expand_ratio;
-                stage.conv_blocks.push_back({pointwise(lookup, prefix + "conv1", hidden, dim, counters),
-                                             pointwise(lookup, prefix + "conv3", dim, hidden, counters),
-                                             spatial(lookup, prefix + "conv2", hidden, hidden, 3, 1, hidden, counters)});
+                // bf16 with centred inputs (ops::Linear): these rows carry channel offsets several times their
+                // spread; plainly rounded, the expansion's inputs alone raised LiteMedSAM's bf16 embedding error
+                // from 1.0-1.2 % to 1.6-1.7 %, centred the two products add 0.04-0.08 points (bench/NOTES.md).
+                stage.conv_blocks.push_back({pointwise(lookup, prefix + "conv1", hidden, dim, counters, precision),
+                                             pointwise(lookup, prefix + "conv3", dim, hidden, counters, precision),
+                                             spatial(lookup, prefix + "conv2", hidden, hidden, kDepthwiseKernel, 1,
+                                                     hidden, counters)});
                 continue;
             }
             if (stage.heads <= 0 || dim % stage.heads != 0 || stage.window <= 0)
@@ -447,10 +456,11 @@ TinyVitEncoder::TinyVitEncoder(const TensorLookup& lookup, const TinyVitParams& 
             const int64_t out = p.embed_dims[s + 1];
             stage.has_merge = true;
             stage.merge.conv1 = pointwise(lookup, prefix + "conv1", out, dim, counters);
-            stage.merge.depthwise = spatial(lookup, prefix + "conv2", out, out, 3, p.merge_stride(int(s)), out, counters);
+            stage.merge.depthwise = spatial(lookup, prefix + "conv2", out, out, kDepthwiseKernel, p.merge_stride(int(s)), out, counters);
             stage.merge.conv3 = pointwise(lookup, prefix + "conv3", out, out, counters);
             stage.merge.in_grid = grids[s];
             stage.merge.out_grid = grids[s + 1];
+            stage.merge.stride = p.merge_stride(int(s));
         }
         m.stages.push_back(std::move(stage));
     }
@@ -473,46 +483,57 @@ TinyVitEncoder::~TinyVitEncoder() = default;
 const TinyVitParams& TinyVitEncoder::params() const { return impl_->params; }
 int TinyVitEncoder::embedding_size() const { return int(impl_->stages.back().grid); }
 
-// x (grid^2 x dim) -> GELU(x + project(GELU(depthwise(GELU(expand(x)))))), in ws.x. At stage 0 the hidden
-// activations (grid^2 x 4 dim: 64 MB for vit_t) outgrow the caches, so the block runs in strips of image rows and
-// only a strip's hidden rows exist at a time. The strip's depthwise convolution reads one hidden row above and below
-// it: the buffer holds rows y0 - 1 .. y0 + rows, zeros beyond the image (the convolution's zero padding); the
-// convolution's first and last output rows (padded where the buffer continues) are not used.
-void TinyVitEncoder::Impl::run_mbconv(const MBConv& block, int64_t grid, int64_t dim, Workspace& ws) const {
-    const int64_t hidden = block.expand.out_features(), hidden_row = grid * hidden, x_row = grid * dim;
-    const int64_t strip = std::min(kStripRows, grid);
-    ensure_size(ws.hidden, (strip + 2) * hidden_row);
-    ensure_size(ws.hidden2, (strip + 2) * hidden_row);
-    ensure_size(ws.y, grid * x_row);
+// GELU(depthwise(GELU(expand(x)))), the first half of an MBConv (stride 1) or a PatchMerging, over strips of
+// output rows: the expanded activations (stage 0: grid^2 x 4 dim, 64 MB for vit_t) outgrow the caches, so only a
+// strip's exist at a time. Output rows y0 .. y0 + rows - 1 read the expanded rows stride y0 - 1 ..
+// stride (y0 + rows - 1) + 1, zeros beyond the image (the convolution's zero padding; the convolution pads only the
+// columns); the rows that a strip shares with the previous one are carried over. consume(y0, rows, convolved) takes
+// each strip's out_grid x rows pixels.
+template <class Consume>
+void TinyVitEncoder::Impl::expand_in_strips(const ops::Linear& expand, const ops::Conv2d& depthwise, int64_t stride,
+                                            int64_t grid, Workspace& ws, Consume&& consume) const {
+    const int64_t in_dim = expand.in_features(), hidden = expand.out_features(), row = grid * hidden;
+    const int64_t out_grid = depthwise.output_size(grid), strip = std::min(kStripRows, out_grid);
+    const int64_t overlap = std::max<int64_t>(0, kDepthwiseKernel - stride);
+    ensure_size(ws.hidden, (stride * (strip - 1) + kDepthwiseKernel) * row);
+    ensure_size(ws.hidden2, strip * out_grid * hidden);
     float* expanded = ws.hidden.data();
-    float* convolved = ws.hidden2.data();
-    for (int64_t y0 = 0, rows = 0; y0 < grid; y0 += rows) {
-        // Rows y0 - 1 and y0 are the previous strip's last two buffer rows; the first strip starts at the padding.
-        if (y0 == 0) std::fill_n(expanded, hidden_row, 0.0f);
-        else std::copy_n(expanded + rows * hidden_row, 2 * hidden_row, expanded);
-        rows = std::min(strip, grid - y0);
-        const int64_t first_new = y0 == 0 ? 0 : y0 + 1, end = std::min(y0 + rows + 1, grid);
-        block.expand.forward(ws.x.data() + first_new * x_row, expanded + (first_new - y0 + 1) * hidden_row,
-                             (end - first_new) * grid, ops::Epilogue::gelu);
-        if (end == grid) std::fill_n(expanded + (rows + 1) * hidden_row, hidden_row, 0.0f);
-        block.depthwise.forward(expanded, convolved, rows + 2, grid, ops::Epilogue::gelu);
-        float* out = ws.y.data() + y0 * x_row;
-        std::copy_n(ws.x.data() + y0 * x_row, rows * x_row, out);
-        block.project.forward(convolved + hidden_row, out, rows * grid, ops::Epilogue::accumulate);
-        ops::gelu(out, rows * x_row);
+    for (int64_t y0 = 0, rows = 0, count = 0; y0 < out_grid; y0 += rows) {
+        if (y0 > 0) std::copy_n(expanded + (count - overlap) * row, overlap * row, expanded);
+        const int64_t held = y0 > 0 ? overlap : 0;
+        rows = std::min(strip, out_grid - y0);
+        count = stride * (rows - 1) + kDepthwiseKernel;
+        const int64_t first = stride * y0 - 1;  // the buffer holds input rows first .. first + count - 1
+        const int64_t from = std::max(first + held, int64_t{0}), to = std::min(first + count, grid);
+        std::fill(expanded + held * row, expanded + (from - first) * row, 0.0f);
+        expand.forward(ws.x.data() + from * grid * in_dim, expanded + (from - first) * row, (to - from) * grid,
+                       ops::Epilogue::gelu);
+        std::fill(expanded + std::max(to - first, held) * row, expanded + count * row, 0.0f);
+        depthwise.forward(expanded, ws.hidden2.data(), count, grid, ops::Epilogue::gelu, false);
+        consume(y0, rows, ws.hidden2.data());
     }
-    std::swap(ws.x, ws.y);
+}
+
+// ws.x (grid^2 x dim) -> GELU(x + project(GELU(depthwise(GELU(expand(x)))))), in place: a strip's output rows
+// replace input rows that have been expanded already (the next strip expands from the row below its first).
+void TinyVitEncoder::Impl::run_mbconv(const MBConv& block, int64_t grid, int64_t dim, Workspace& ws) const {
+    const int64_t x_row = grid * dim;
+    expand_in_strips(block.expand, block.depthwise, 1, grid, ws, [&](int64_t y0, int64_t rows, const float* convolved) {
+        float* out = ws.x.data() + y0 * x_row;
+        block.project.forward(convolved, out, rows * grid, ops::Epilogue::accumulate);
+        ops::gelu(out, rows * x_row);
+    });
 }
 
 // ws.x (in_grid^2 x in_dim) -> ws.x (out_grid^2 x out_dim).
-void TinyVitEncoder::Impl::run_merge(const PatchMerging& merge, int64_t in_dim, int64_t out_dim, Workspace& ws) const {
-    const int64_t in_pixels = merge.in_grid * merge.in_grid, out_pixels = merge.out_grid * merge.out_grid;
-    ensure_size(ws.hidden, in_pixels * out_dim);
-    ensure_size(ws.hidden2, out_pixels * out_dim);
-    merge.conv1.forward(ws.x.data(), ws.hidden.data(), in_pixels, ops::Epilogue::gelu);
-    merge.depthwise.forward(ws.hidden.data(), ws.hidden2.data(), merge.in_grid, merge.in_grid, ops::Epilogue::gelu);
-    ensure_size(ws.x, out_pixels * out_dim);
-    merge.conv3.forward(ws.hidden2.data(), ws.x.data(), out_pixels);
+void TinyVitEncoder::Impl::run_merge(const PatchMerging& merge, Workspace& ws) const {
+    const int64_t out_row = merge.out_grid * merge.conv3.out_features();
+    ensure_size(ws.y, merge.out_grid * out_row);
+    expand_in_strips(merge.conv1, merge.depthwise, merge.stride, merge.in_grid, ws,
+                     [&](int64_t y0, int64_t rows, const float* convolved) {
+                         merge.conv3.forward(convolved, ws.y.data() + y0 * out_row, rows * merge.out_grid);
+                     });
+    std::swap(ws.x, ws.y);
 }
 
 // softmax(scale q k^T + bias_h) v for every window and head, in one attention call, in the precision of the block's
@@ -601,7 +622,7 @@ void TinyVitEncoder::encode(const float* image, float* embedding) const {
         const Stage& stage = m.stages[s];
         for (const MBConv& block : stage.conv_blocks) m.run_mbconv(block, stage.grid, stage.dim, ws);
         for (const TinyVitBlock& block : stage.blocks) m.run_block(block, stage, ws);
-        if (stage.has_merge) m.run_merge(stage.merge, stage.dim, m.stages[s + 1].dim, ws);
+        if (stage.has_merge) m.run_merge(stage.merge, ws);
     }
 
     const int64_t grid = m.stages.back().grid, pixels = grid * grid, out = p.out_chans;
