@@ -22,11 +22,6 @@ constexpr double kFloatTolerance = 1e-5;  // float32 accumulation, as in test_op
 
 using test::random_values;
 
-std::vector<float> rounded(std::vector<float> values) {
-    for (float& v : values) v = ref::round_to_bf16(v);
-    return values;
-}
-
 std::vector<float> absolute(std::vector<float> values) {
     for (float& v : values) v = std::fabs(v);
     return values;
@@ -77,7 +72,7 @@ TEST_P(Bf16LinearTest, EqualsTheReferenceOnRoundedInputsForEveryEpilogue) {
     auto x = random_values(rows * in, 1), w = random_values(out * in, 2), b = random_values(out, 3);
     const Linear layer(w.data(), has_bias ? b.data() : nullptr, out, in, Precision::bf16);
     ASSERT_EQ(layer.precision(), Precision::bf16);
-    const auto x_bf16 = rounded(x), w_bf16 = rounded(w);
+    const auto x_bf16 = ref::round_to_bf16(x), w_bf16 = ref::round_to_bf16(w);
     for (Epilogue epilogue : {Epilogue::store, Epilogue::gelu, Epilogue::relu, Epilogue::accumulate}) {
         auto fast = random_values(rows * out, 4), reference = fast;  // accumulate adds to this
         layer.forward(x.data(), fast.data(), rows, epilogue);
@@ -157,7 +152,7 @@ TEST_F(Bf16, PackedMatrixEqualsTheReferenceOnRoundedInputs) {
         ASSERT_EQ(packed.precision(), Precision::bf16);
         std::vector<float> fast(m * n), reference(m * n);
         packed.multiply(a.data(), fast.data(), m, 0.5f);
-        const auto a_bf16 = rounded(a), b_bf16 = rounded(b);
+        const auto a_bf16 = ref::round_to_bf16(a), b_bf16 = ref::round_to_bf16(b);
         ref::matmul(a_bf16.data(), b_bf16.data(), reference.data(), m, n, k, k, ldb, n, transpose_b, 0.5f);
         SCOPED_TRACE(testing::Message() << m << "x" << k << "x" << n);
         expect_close(fast, reference, kFloatTolerance);
@@ -174,7 +169,7 @@ TEST_F(Bf16, Conv2dEqualsTheReferenceOnRoundedInputs) {
         const Conv2d conv(w.data(), b.data(), out, in, 3, stride, 1, groups, Precision::bf16);
         ASSERT_EQ(conv.precision(), Precision::bf16);
         const int64_t outputs = conv.output_size(height) * conv.output_size(width) * out;
-        const auto x_bf16 = rounded(x), w_bf16 = rounded(w);
+        const auto x_bf16 = ref::round_to_bf16(x), w_bf16 = ref::round_to_bf16(w);
         for (Epilogue epilogue : {Epilogue::store, Epilogue::gelu, Epilogue::relu, Epilogue::accumulate}) {
             auto fast = random_values(outputs, 17), reference = fast;  // accumulate adds to this
             conv.forward(x.data(), fast.data(), height, width, epilogue);
@@ -204,7 +199,7 @@ TEST_P(Bf16AttentionTest, DiffersFromTheReferenceByTheWeightRoundingAtMost) {
                          .q_row_stride = 3 * dim, .k_row_stride = 3 * dim, .v_row_stride = 3 * dim,
                          .out_row_stride = dim, .q_batch_stride = tokens * 3 * dim, .k_batch_stride = tokens * 3 * dim,
                          .v_batch_stride = tokens * 3 * dim, .out_batch_stride = tokens * dim};
-    const auto qkv = rounded(random_values(batch * tokens * 3 * dim, 10, -2, 2));
+    const auto qkv = ref::round_to_bf16(random_values(batch * tokens * 3 * dim, 10, -2, 2));
     auto table_h = random_values((2 * grid_h - 1) * head_dim, 11), table_w = random_values((2 * grid_w - 1) * head_dim, 12);
     const RelativePosition rel{table_h.data(), table_w.data(), grid_h, grid_w};
     const auto bias_values = random_values(heads * tokens * tokens, 13, -3, 3);

@@ -55,11 +55,6 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvCase{24, 16, 11, 13, 3, 1, 1, 1, false},   // dense 3x3 (the neck's)
                       ConvCase{12, 18, 10, 10, 3, 1, 1, 3, true}));  // grouped
 
-std::vector<float> rounded_to_bf16(std::vector<float> values) {
-    for (float& v : values) v = ref::round_to_bf16(v);
-    return values;
-}
-
 // Without row padding, a strip of rows (with its context rows above and below) gives the padded convolution's
 // output rows of the whole image that the strip covers: depthwise (TinyViT's MBConv strips) and dense, stride 1
 // and 2 (its patch mergings' strips), fp32 and bf16 (against the reference on rounded inputs).
@@ -77,7 +72,7 @@ TEST(Conv2d, StripWithoutRowPaddingMatchesTheWholeImageRows) {
                 const int64_t first_input = stride * first - 1, strip_height = stride * (rows - 1) + 3;
                 conv.forward(x.data() + first_input * width * channels, strip.data(), strip_height, width,
                              Epilogue::gelu, false);
-                if (precision == Precision::bf16) x = rounded_to_bf16(x), w = rounded_to_bf16(w);
+                if (precision == Precision::bf16) x = ref::round_to_bf16(x), w = ref::round_to_bf16(w);
                 ref::conv2d(x.data(), w.data(), b.data(), whole.data(), channels, channels, height, width, 3, stride,
                             1, groups, Epilogue::gelu);
                 const std::vector<float> expected(whole.begin() + first * out_w * channels,

@@ -140,6 +140,8 @@ void attention(const float* q, const float* k, const float* v, float* out, const
                const RelativePosition* rel_pos = nullptr, const float* logit_bias = nullptr);
 // x rounded to the nearest bfloat16 (8 significant bits), ties to even; for x in bfloat16's normal range.
 float round_to_bf16(float x);
+// Every value rounded so (the inputs a bf16 product sees).
+std::vector<float> round_to_bf16(std::vector<float> values);
 }  // namespace ref
 
 }  // namespace sqasam::ops

@@ -125,4 +125,9 @@ float round_to_bf16(float x) {
     return float(std::ldexp(std::nearbyint(std::ldexp(mantissa, 8)), exponent - 8));
 }
 
+std::vector<float> round_to_bf16(std::vector<float> values) {
+    for (float& v : values) v = round_to_bf16(v);
+    return values;
+}
+
 }  // namespace sqasam::ops::ref
