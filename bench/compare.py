@@ -15,6 +15,7 @@ ROWS = [  # (label, key, decimals)
     ("image encoder (set_image), ms", "encoder_ms", 0),
     ("decoder, ms per prompt (one at a time)", "decoder_ms_per_prompt", 1),
     ("decoder, ms per prompt (batched)", "decoder_ms_per_prompt_batched", 1),
+    ("decoder network alone (no postprocessing), ms per prompt", "decoder_network_ms_per_prompt", 1),
     ("peak RSS, MB", "peak_rss_mb", 0),
     ("checkpoint load, ms", "load_ms", 0),
 ]

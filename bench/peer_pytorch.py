@@ -4,8 +4,9 @@
 The model type picks the official package: segment_anything for vit_b / vit_l / vit_h, MobileSAM's mobile_sam
 (PyPI mobilesam-mirror) for vit_t; both have the same sam_model_registry and SamPredictor. Same image, same prompts
 (bench_prompts below and in src/cli/bench.cpp), same repeats. Reports the median SamPredictor.set_image() time, the median per-prompt SamPredictor.predict() time,
-the per-prompt time of one batched predict_torch() over all prompts, and the process's peak RSS, as one JSON line
-printed last.
+the per-prompt time of one batched predict_torch() over all prompts, the median per-prompt time of the network
+alone (predict_torch() without model.postprocess_masks: the prompt encoder and mask decoder calls), and the
+process's peak RSS, as one JSON line printed last.
 
 Run it under its best conditions (bench/run.sh does): jemalloc preloaded with decay off, 2 threads. The script
 reports whether jemalloc is loaded so a table never silently compares against an untuned peer.
@@ -94,7 +95,8 @@ def elapsed_ms(start):
 
 
 def time_predictor(predictor, image, prompts, repeat):
-    """One warm-up pass of everything, then `repeat` passes; returns lists of per-call milliseconds."""
+    """One warm-up pass of everything, then `repeat` passes; returns lists of per-call milliseconds: set_image,
+    predict, batched predict_torch (per prompt), and the network alone (per prompt)."""
     points = [np.array([p], dtype=np.float32) for p, _ in prompts]
     boxes = [np.array(b, dtype=np.float32) for _, b in prompts]
     label = np.array([1])
@@ -107,7 +109,22 @@ def time_predictor(predictor, image, prompts, repeat):
         box_tensor = predictor.transform.apply_boxes_torch(torch.as_tensor(np.stack(boxes)), (height, width))
         return coords, labels, box_tensor
 
-    encoder_ms, decoder_ms, batched_ms_per_prompt = [], [], []
+    def network_inputs(point, box):
+        """One prompt as predict() hands it to predict_torch(): in the input frame, batch of one."""
+        coords = predictor.transform.apply_coords(point, (height, width))
+        box_frame = predictor.transform.apply_boxes(box, (height, width))
+        return (torch.as_tensor(coords, dtype=torch.float)[None, :], torch.as_tensor(label, dtype=torch.int)[None, :],
+                torch.as_tensor(box_frame, dtype=torch.float))
+
+    def network(coords, labels, box_tensor):
+        """predict_torch() without model.postprocess_masks: the prompt encoder and the mask decoder."""
+        model = predictor.model
+        with torch.no_grad():
+            sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=box_tensor, masks=None)
+            model.mask_decoder(image_embeddings=predictor.features, image_pe=model.prompt_encoder.get_dense_pe(),
+                               sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True)
+
+    encoder_ms, decoder_ms, batched_ms_per_prompt, network_ms = [], [], [], []
     for run in range(repeat + 1):
         warm_up = run == 0
         start = time.perf_counter()
@@ -124,7 +141,12 @@ def time_predictor(predictor, image, prompts, repeat):
         predictor.predict_torch(coords, labels, box_tensor, multimask_output=True)
         if not warm_up:
             batched_ms_per_prompt.append(elapsed_ms(start) / len(prompts))
-    return encoder_ms, decoder_ms, batched_ms_per_prompt
+        for inputs in [network_inputs(point, box) for point, box in zip(points, boxes)]:  # last, as in sqasam bench
+            start = time.perf_counter()
+            network(*inputs)
+            if not warm_up:
+                network_ms.append(elapsed_ms(start))
+    return encoder_ms, decoder_ms, batched_ms_per_prompt, network_ms
 
 
 def write_random_checkpoint(path, model_type):
@@ -164,7 +186,8 @@ def main():
         start = time.perf_counter()
         sam = package.sam_model_registry[args.model_type](checkpoint=args.checkpoint).eval()
         load_ms = elapsed_ms(start)
-        encoder_ms, decoder_ms, batched_ms = time_predictor(package.SamPredictor(sam), image, prompts, args.repeat)
+        encoder_ms, decoder_ms, batched_ms, network_ms = time_predictor(package.SamPredictor(sam), image, prompts,
+                                                                        args.repeat)
 
     result = {
         "implementation": "pytorch",
@@ -179,6 +202,7 @@ def main():
         "encoder_ms": round(statistics.median(encoder_ms), 2),
         "decoder_ms_per_prompt": round(statistics.median(decoder_ms), 3),
         "decoder_ms_per_prompt_batched": round(statistics.median(batched_ms), 3),
+        "decoder_network_ms_per_prompt": round(statistics.median(network_ms), 3),
         "encoder_ms_all": [round(t, 2) for t in encoder_ms],
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "threads": torch.get_num_threads(),
@@ -187,7 +211,8 @@ def main():
         "blas": blas_in_use(),
     }
     print(f"pytorch peer ({result['package']}, {args.model_type}): encoder {result['encoder_ms']} ms, "
-          f"decoder {result['decoder_ms_per_prompt']} ms/prompt ({result['decoder_ms_per_prompt_batched']} batched), "
+          f"decoder {result['decoder_ms_per_prompt']} ms/prompt ({result['decoder_ms_per_prompt_batched']} batched; "
+          f"network alone {result['decoder_network_ms_per_prompt']}), "
           f"peak RSS {result['peak_rss_mb']} MB, {result['threads']} threads, "
           f"jemalloc {'on' if result['jemalloc'] else 'off'}, BLAS {result['blas']}", file=sys.stderr)
     print(json.dumps(result))

@@ -5,8 +5,12 @@
 // |x w - bf16(x) bf16(w)| <= (2u + u^2) |x w| per term.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <random>
+#include <stdexcept>
 #include <tuple>
 #include <vector>
 
@@ -157,6 +161,72 @@ TEST_F(Bf16, PackedMatrixEqualsTheReferenceOnRoundedInputs) {
         SCOPED_TRACE(testing::Message() << m << "x" << k << "x" << n);
         expect_close(fast, reference, kFloatTolerance);
     }
+}
+
+std::vector<uint16_t> bf16_bits(const std::vector<float>& values) {
+    std::vector<uint16_t> bits(values.size());
+    for (size_t i = 0; i < values.size(); ++i)
+        bits[i] = uint16_t(std::bit_cast<uint32_t>(ref::round_to_bf16(values[i])) >> 16);
+    return bits;
+}
+
+TEST(ToBf16, KeepsTheUpperHalfOfTheRoundedFloat) {
+    const float step = std::ldexp(1.0f, -7);
+    auto values = random_values(70001, 18, -1e3, 1e3);  // above the parallel grain
+    for (float v : {0.0f, -0.0f, 1.0f + 0.5f * step, 1.0f + 1.5f * step, -3.0f - 0.6f * 2 * step}) values.push_back(v);
+    std::vector<uint16_t> fast(values.size());
+    to_bf16(values.data(), fast.data(), int64_t(values.size()));
+    EXPECT_EQ(fast, bf16_bits(values));
+}
+
+// Rows rounded once (to_bf16) give the product of the float rows, which the matrix rounds on every call.
+TEST_F(Bf16, PackedMatrixTakesRowsAlreadyInBf16) {
+    const int64_t m = 300, k = 64, n = 96;
+    auto a = random_values(m * k, 19), b = random_values(k * n, 20);
+    PackedMatrix packed;
+    packed.pack(b.data(), k, n, n, false, Precision::bf16);
+    std::vector<uint16_t> a_bf16(a.size());
+    to_bf16(a.data(), a_bf16.data(), m * k);
+    const auto bias = random_values(n, 21);
+    std::vector<float> from_floats(m * n), from_bf16(m * n);
+    packed.multiply(a.data(), from_floats.data(), m, 0.5f, bias.data());
+    packed.multiply(a_bf16.data(), from_bf16.data(), m, 0.5f, bias.data());
+    EXPECT_EQ(from_bf16, from_floats);
+    const Linear layer(b.data(), bias.data(), k, n, Precision::bf16);  // b read as W [k, n]: n inputs
+    std::vector<uint16_t> x_bf16(m * n);
+    const auto x = random_values(m * n, 22);
+    to_bf16(x.data(), x_bf16.data(), m * n);
+    std::vector<float> y_floats(m * k), y_bf16(m * k);
+    layer.forward(x.data(), y_floats.data(), m, Epilogue::gelu);
+    layer.forward(x_bf16.data(), y_bf16.data(), m, Epilogue::gelu);
+    EXPECT_EQ(y_bf16, y_floats);
+
+    PackedMatrix fp32;
+    fp32.pack(b.data(), k, n, n, false, Precision::fp32);
+    EXPECT_THROW(fp32.multiply(a_bf16.data(), from_bf16.data(), m), std::logic_error);
+}
+
+// layer_norm's bf16 outputs are its float outputs rounded, and asking for them leaves the float outputs alone.
+TEST(LayerNormBf16, WritesTheRoundedOutputsInTheSamePass) {
+    const int64_t rows = 300, dim = 256;  // above the parallel grain
+    auto x = random_values(rows * dim, 23, -3, 3), g = random_values(dim, 24), b = random_values(dim, 25);
+    const auto addend = random_values(rows * dim, 26);
+    std::vector<float> y(x.size()), plus(x.size()), expected_y(x.size()), expected_plus(x.size());
+    layer_norm(x.data(), g.data(), b.data(), expected_y.data(), rows, dim, 1e-5f, addend.data(), expected_plus.data());
+    std::vector<uint16_t> y_bf16(x.size()), plus_bf16(x.size());
+    layer_norm(x.data(), g.data(), b.data(), y.data(), rows, dim, 1e-5f, addend.data(), plus.data(), y_bf16.data(),
+               plus_bf16.data());
+    EXPECT_EQ(y, expected_y);
+    EXPECT_EQ(plus, expected_plus);
+    EXPECT_EQ(y_bf16, bf16_bits(y));
+    EXPECT_EQ(plus_bf16, bf16_bits(plus));
+    std::fill(y_bf16.begin(), y_bf16.end(), 0);  // the rounded rows alone, without an addend
+    layer_norm(x.data(), g.data(), b.data(), y.data(), rows, dim, 1e-5f, nullptr, nullptr, y_bf16.data());
+    EXPECT_EQ(y_bf16, bf16_bits(expected_y));
+    std::fill(plus_bf16.begin(), plus_bf16.end(), 0);  // y + addend rounded, without its float copy
+    layer_norm(x.data(), g.data(), b.data(), y.data(), rows, dim, 1e-5f, addend.data(), nullptr, nullptr,
+               plus_bf16.data());
+    EXPECT_EQ(plus_bf16, bf16_bits(expected_plus));
 }
 
 // The dense 3x3 convolution of TinyViT's neck, an odd strided one and a depthwise one: on rounded inputs the bf16

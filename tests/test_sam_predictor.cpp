@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <tuple>
 
 #include <gtest/gtest.h>
@@ -271,18 +272,48 @@ TEST(Interpolate, CropIsTheTopLeftOfTheFullResize) {
         for (int x = 0; x < 51; ++x) ASSERT_EQ(crop[y * 51 + x], full[y * 64 + x]) << x << "," << y;
 }
 
-// postprocess() streams rows through both resamplers; the whole-image passes are the reference. Masks, stability
-// scores and logits must be the same bit for bit, with values at and near the thresholds (0, +-1, denormals).
-TEST(Postprocess, StreamedRowsEqualTheWholeImagePasses) {
-    constexpr int kLowRes = 256;
-    const size_t low_plane = size_t(kLowRes) * kLowRes;
+constexpr int kLowRes = 256;
+constexpr size_t kLowPlane = size_t(kLowRes) * kLowRes;
+// Values at and near the thresholds (0, +-1, denormals, and a tiny normal).
+constexpr float kSpecialLogits[] = {0.0f, -0.0f, 1e-40f, -1e-40f, 1e-30f, 1.0f, -1.0f, 1.0000001f, -0.9999999f};
+
+// Noise: hardly a low-res row lies in one band, so postprocess() resamples nearly every output row.
+sam::DecoderOutput random_logits() {
     sam::DecoderOutput decoded;
     decoded.iou_predictions = {0.1f, 0.2f, 0.3f, 0.4f};
-    decoded.low_res_logits.resize(4 * low_plane);
-    const float special[] = {0.0f, -0.0f, 1e-40f, -1e-40f, 1e-30f, 1.0f, -1.0f, 1.0000001f, -0.9999999f};
+    decoded.low_res_logits.resize(4 * kLowPlane);
     cv::RNG rng(7);
-    for (size_t i = 0; i < decoded.low_res_logits.size(); ++i)
-        decoded.low_res_logits[i] = rng.uniform(0, 8) == 0 ? special[rng.uniform(0, 9)] : rng.uniform(-3.0f, 3.0f);
+    for (float& v : decoded.low_res_logits)
+        v = rng.uniform(0, 8) == 0 ? kSpecialLogits[rng.uniform(0, 9)] : rng.uniform(-3.0f, 3.0f);
+    return decoded;
+}
+
+// Smooth, as real masks are: many output rows whose low-res rows lie in one band, which postprocess() fills
+// without resampling. Mask 1: bands of rows from -5 to 5 with a ripple along x; mask 2: a blob; mask 3: blocks of
+// constant rows at the threshold values (each must be resampled, not filled) and just inside the bands.
+sam::DecoderOutput smooth_logits() {
+    sam::DecoderOutput decoded;
+    decoded.iou_predictions = {0.1f, 0.2f, 0.3f, 0.4f};
+    decoded.low_res_logits.resize(4 * kLowPlane);
+    const float block_values[] = {0.0f, -0.0f, 1e-40f, -1e-40f, 1e-30f, 1.0f, -1.0f, 1.0000001f, -0.9999999f,
+                                  1.001f, 0.999f, -0.999f, -1.001f, 2e-30f, -2e-30f, 3e29f, -3e29f, 5e30f, -5e30f};
+    for (int y = 0; y < kLowRes; ++y)
+        for (int x = 0; x < kLowRes; ++x) {
+            float* plane = decoded.low_res_logits.data() + size_t(y) * kLowRes + x;
+            plane[kLowPlane] = 5.0f * std::sin(0.04f * y) + 0.01f * std::sin(0.3f * x);
+            plane[2 * kLowPlane] = 4.0f - (float((x - 120) * (x - 120)) + float((y - 60) * (y - 60))) / 400.0f;
+            plane[3 * kLowPlane] = block_values[(y / 8) % std::size(block_values)];
+        }
+    return decoded;
+}
+
+// postprocess() streams rows through both resamplers and fills rows whose logits lie in one band; the whole-image
+// passes are the reference. Masks, stability scores and logits must be the same bit for bit.
+class Postprocess : public ::testing::TestWithParam<bool> {};
+
+TEST_P(Postprocess, StreamedRowsEqualTheWholeImagePasses) {
+    const size_t low_plane = kLowPlane;
+    const sam::DecoderOutput decoded = GetParam() ? smooth_logits() : random_logits();
     const sam::MaskRange range{1, 3};
     for (const auto& [processing, original, input] :
          {std::tuple{sam::Processing::Sam, cv::Size(1920, 1080), cv::Size(1024, 576)},
@@ -325,6 +356,9 @@ TEST(Postprocess, StreamedRowsEqualTheWholeImagePasses) {
         }
     }
 }
+
+INSTANTIATE_TEST_SUITE_P(Logits, Postprocess, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Smooth" : "Random"; });
 
 // The cases feed both implementations the pixels Pillow decoded; the CLI reads files with OpenCV. Equal pixels make
 // the differential results hold from the image file on.

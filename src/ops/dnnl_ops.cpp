@@ -52,14 +52,6 @@ memory::desc transposed_f32(int64_t rows, int64_t cols, int64_t col_stride) {
     return memory::desc(Dims{rows, cols}, memory::data_type::f32, Dims{1, col_stride});
 }
 
-// Round to nearest, ties to even (as vcvtneps2bf16), by adding just under half a bf16 unit plus the kept
-// part's lowest bit and truncating; NaN stays a quiet NaN. Branch-free, so the loop below vectorises.
-inline uint16_t to_bf16(float x) {
-    const uint32_t bits = std::bit_cast<uint32_t>(x);
-    const uint16_t rounded = uint16_t((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-    return x != x ? uint16_t(0x7fc0) : rounded;
-}
-
 dnnl::primitive_attr attributes(float alpha, float sum_scale, Epilogue epilogue) {
     dnnl::primitive_attr attr;
     if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
@@ -126,13 +118,16 @@ dnnl::stream& thread_stream() {
     return stream;
 }
 
+void to_bf16(const float* x, uint16_t* out, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelGrain)
+    for (int64_t i = 0; i < n; ++i) out[i] = to_bf16(x[i]);
+}
+
 const uint16_t* to_bf16_scratch(const float* a, int64_t count) {
     thread_local std::vector<uint16_t> scratch;
     if (int64_t(scratch.size()) < count) scratch.resize(count);
-    uint16_t* out = scratch.data();
-#pragma omp parallel for simd schedule(static) if (count >= kParallelGrain)
-    for (int64_t i = 0; i < count; ++i) out[i] = to_bf16(a[i]);
-    return out;
+    to_bf16(a, scratch.data(), count);
+    return scratch.data();
 }
 
 int num_threads() { return omp_get_max_threads(); }
@@ -196,7 +191,24 @@ void PackedMatrix::multiply(const float* a, float* c, int64_t m, float alpha, co
     if (m == 0) return;
     const Impl& b = *impl_;
     if (a_centre && b.precision != Precision::bf16)
-        throw std::invalid_argument("PackedMatrix::multiply: a centre applies to bf16 products only");
+        throw std::logic_error("PackedMatrix::multiply: a centre applies to bf16 products only");
+    const void* rows = a_centre ? static_cast<const void*>(centred_bf16_scratch(a, m, b.k, a_centre))
+                       : b.precision == Precision::bf16 ? static_cast<const void*>(to_bf16_scratch(a, m * b.k))
+                                                        : a;
+    multiply_rows(rows, c, m, alpha, bias, epilogue);
+}
+
+void PackedMatrix::multiply(const uint16_t* a, float* c, int64_t m, float alpha, const float* bias,
+                            Epilogue epilogue) const {
+    if (impl_->precision != Precision::bf16)
+        throw std::logic_error("PackedMatrix::multiply: bf16 rows for a matrix packed in fp32");
+    if (m == 0) return;
+    multiply_rows(a, c, m, alpha, bias, epilogue);
+}
+
+void PackedMatrix::multiply_rows(const void* a, float* c, int64_t m, float alpha, const float* bias,
+                                 Epilogue epilogue) const {
+    const Impl& b = *impl_;
     const auto& engine = cpu_engine();
     auto a_desc = plain(m, b.k, b.k, operand_type(b.precision)), c_desc = plain_f32(m, b.n, b.n);
     auto bias_desc = bias ? plain_f32(1, b.n, b.n) : memory::desc();
@@ -206,10 +218,7 @@ void PackedMatrix::multiply(const float* a, float* c, int64_t m, float alpha, co
         return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_desc, b.desc, bias_desc, c_desc),
                                             attributes(alpha, sum_scale, epilogue), engine);
     });
-    void* a_data = a_centre ? static_cast<void*>(writable(centred_bf16_scratch(a, m, b.k, a_centre)))
-                   : b.precision == Precision::bf16 ? static_cast<void*>(writable(to_bf16_scratch(a, m * b.k)))
-                                                    : static_cast<void*>(writable(a));
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(a_desc, engine, a_data)},
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(a_desc, engine, writable(a))},
                                          {DNNL_ARG_WEIGHTS, b.data},
                                          {DNNL_ARG_DST, memory(c_desc, engine, c)}};
     if (bias) args.emplace(DNNL_ARG_BIAS, memory(bias_desc, engine, writable(bias)));
@@ -245,6 +254,10 @@ void Linear::forward(const float* x, float* y, int64_t rows, Epilogue epilogue) 
         centred_bias[o] = sum;
     }
     weight_.multiply(x, y, rows, 1.0f, centred_bias.data(), epilogue, centre.data());
+}
+
+void Linear::forward(const uint16_t* x, float* y, int64_t rows, Epilogue epilogue) const {
+    weight_.multiply(x, y, rows, 1.0f, bias_.empty() ? nullptr : bias_.data(), epilogue);
 }
 
 void transpose(const float* src, float* dst, int64_t rows, int64_t cols, int64_t src_stride, int64_t dst_stride) {

@@ -45,8 +45,13 @@ public:
     // a_centre^T) B + ...; the caller adds alpha * a_centre^T B to the bias where it wants the product of A itself.
     void multiply(const float* a, float* c, int64_t m, float alpha = 1.0f, const float* bias = nullptr,
                   Epilogue epilogue = Epilogue::store, const float* a_centre = nullptr) const;
+    // The same with A already rounded to bfloat16 (to_bf16): no conversion per call, for rows that serve several
+    // products. Only for a matrix packed in bf16 (std::logic_error otherwise).
+    void multiply(const uint16_t* a, float* c, int64_t m, float alpha = 1.0f, const float* bias = nullptr,
+                  Epilogue epilogue = Epilogue::store) const;
 
 private:
+    void multiply_rows(const void* a, float* c, int64_t m, float alpha, const float* bias, Epilogue epilogue) const;
     struct Impl;
     std::shared_ptr<Impl> impl_;
 };
@@ -66,6 +71,7 @@ public:
     int64_t out_features() const { return weight_.cols(); }
     Precision precision() const { return weight_.precision(); }
     void forward(const float* x, float* y, int64_t rows, Epilogue epilogue = Epilogue::store) const;
+    void forward(const uint16_t* x, float* y, int64_t rows, Epilogue epilogue = Epilogue::store) const;  // bf16 x
 
 private:
     PackedMatrix weight_;
@@ -80,9 +86,14 @@ void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int6
 
 // Row-wise LayerNorm over the last dimension (also LayerNorm2d on channels-last data). y may alias x. With an
 // addend (rows x dim), also y_plus = y + addend in the same pass (the mask decoder's image rows and their copy with
-// the positional encoding).
+// the positional encoding). y_bf16 / y_plus_bf16, where given, receive to_bf16 of y / y + addend in the same pass
+// (left operands of bf16 products that would otherwise convert them on every call); y_plus may then be null.
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps,
-                const float* addend = nullptr, float* y_plus = nullptr);
+                const float* addend = nullptr, float* y_plus = nullptr, uint16_t* y_bf16 = nullptr,
+                uint16_t* y_plus_bf16 = nullptr);
+// out = x rounded to bfloat16 (to nearest, ties to even, as ref::round_to_bf16), as bit patterns: the upper half
+// of the float's bits, the form PackedMatrix::multiply takes.
+void to_bf16(const float* x, uint16_t* out, int64_t n);
 void gelu(float* x, int64_t n);  // exact (erf) GELU, in place
 void softmax_rows(float* x, int64_t rows, int64_t cols);
 // softmax_rows (same reference, ref::softmax_rows) for many rows of a few columns (the mask decoder's

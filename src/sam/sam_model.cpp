@@ -97,9 +97,10 @@ struct LayerNorm {
     LayerNorm() = default;
     LayerNorm(WeightReader& weights, const std::string& prefix, int64_t dim, float eps)
         : gamma(weights.copy(prefix + ".weight", {dim})), beta(weights.copy(prefix + ".bias", {dim})), eps(eps) {}
-    void operator()(const float* x, float* y, int64_t rows, const float* addend = nullptr,
-                    float* y_plus = nullptr) const {
-        ops::layer_norm(x, gamma.data(), beta.data(), y, rows, int64_t(gamma.size()), eps, addend, y_plus);
+    void operator()(const float* x, float* y, int64_t rows, const float* addend = nullptr, float* y_plus = nullptr,
+                    uint16_t* y_bf16 = nullptr, uint16_t* y_plus_bf16 = nullptr) const {
+        ops::layer_norm(x, gamma.data(), beta.data(), y, rows, int64_t(gamma.size()), eps, addend, y_plus, y_bf16,
+                        y_plus_bf16);
     }
 };
 
@@ -382,6 +383,9 @@ private:
 
 struct DecoderWorkspace {
     std::vector<float> keys, keys_pe;      // E*E x C: image tokens, and image tokens + positional encoding
+    // With bf16 image products: keys_pe rounded to bf16 (by each layer's norm4, read by the next two attentions;
+    // keys_pe itself is then neither allocated nor written), and the final keys (read by the output upscaling).
+    std::vector<uint16_t> keys_pe_bf16, keys_bf16;
     std::vector<float> queries, query_in;  // n x C
     std::vector<float> q, k, v, attended;  // projections, up to n x the MLP width
     // The folded cross attentions: per-head rows of the token side, their products with the projection weights,
@@ -485,9 +489,10 @@ public:
     // sum_j p_j (Wo_h v_j) for the output projection. The results equal the unfolded module's up to rounding.
 
     // Tokens attend to the image: out (n x internal, before out_proj) from projected queries q (n x internal),
-    // image rows with positional encoding (keys_pe) and without (keys), E*E x dim each.
-    void token_to_image_folded(const float* q, int64_t n, const float* keys_pe, const float* keys, int64_t image,
-                               float* out, DecoderWorkspace& ws) const {
+    // image rows with positional encoding (keys_pe, and with bf16 products keys_pe_bf16: the same rounded) and
+    // without (keys), E*E x dim each.
+    void token_to_image_folded(const float* q, int64_t n, const float* keys_pe, const uint16_t* keys_pe_bf16,
+                               const float* keys, int64_t image, float* out, DecoderWorkspace& ws) const {
         const int64_t head_dim = internal / heads, dim = k_weight.cols(), rows = n * heads;
         // Row (j, h): token j's query in head h's columns. Times Wk: the query folded into the image's width.
         spread_heads(q, n, true, ws.head_rows.data());
@@ -497,7 +502,7 @@ public:
             // few folded rows), transposed for the softmax over the image. In fp32 the transpose costs more than
             // the product saves.
             ws.folded_packed.pack(ws.folded.data(), dim, rows, dim, true, image_precision);
-            ws.folded_packed.multiply(keys_pe, ws.logits_t.data(), image);
+            ws.folded_packed.multiply(keys_pe_bf16, ws.logits_t.data(), image);
             ops::transpose(ws.logits_t.data(), ws.weights.data(), image, rows, rows, image);
         } else {
             ops::matmul(ws.folded.data(), keys_pe, ws.weights.data(), rows, image, dim, dim, dim, image, true);
@@ -514,9 +519,10 @@ public:
     }
 
     // The image attends to the tokens: image (E*E x dim) += out_proj(attention) for the projected token keys k and
-    // values v (n x internal each) and image rows x (E*E x dim, the queries before q_proj).
-    void image_to_token_folded(const float* x, int64_t image, const float* k, const float* v, int64_t n,
-                               float* out, DecoderWorkspace& ws) const {
+    // values v (n x internal each) and image rows x (E*E x dim, the queries before q_proj; with bf16 products
+    // x_bf16, the same rounded).
+    void image_to_token_folded(const float* x, const uint16_t* x_bf16, int64_t image, const float* k, const float* v,
+                               int64_t n, float* out, DecoderWorkspace& ws) const {
         const int64_t head_dim = internal / heads, dim = q_weight.cols(), rows = n * heads;
         const float scale = 1.0f / std::sqrt(float(head_dim));
         // Row (h, j): token j's key in head h's columns. Times Wq: the key folded into the image's width, and
@@ -530,7 +536,11 @@ public:
             ws.folded_bias[r] = scale * dot;
         }
         ws.folded_packed.pack(ws.folded.data(), dim, rows, dim, true, image_precision);
-        ws.folded_packed.multiply(x, ws.weights.data(), image, 1.0f, ws.folded_bias.data());
+        if (image_precision == Precision::bf16) {
+            ws.folded_packed.multiply(x_bf16, ws.weights.data(), image, 1.0f, ws.folded_bias.data());
+        } else {
+            ws.folded_packed.multiply(x, ws.weights.data(), image, 1.0f, ws.folded_bias.data());
+        }
         ops::softmax_short_rows(ws.weights.data(), image * heads, n);  // columns are (h, j): n per head
         // Row (h, j): Wo_h v_j, so that out += weights . rows + out_proj's bias.
         spread_heads(v, n, false, ws.head_rows.data());
@@ -597,6 +607,7 @@ struct DecoderImage::Data {
     const void* decoder = nullptr;           // the MaskDecoder that prepared it
     std::vector<float> src;           // E*E x C: embedding + no-mask dense embedding, as token rows
     std::vector<float> src_pe;        // src + positional encoding
+    std::vector<uint16_t> src_pe_bf16;  // src_pe rounded, with bf16 image products
     // layer 0 token-to-image keys k_proj(src + pe) and values v_proj(src), packed per head
     DecoderAttention::PackedHeads first_heads;
 };
@@ -614,7 +625,10 @@ public:
     // attentions) compute in bf16; the few-token products, the first layer's attention to the cached image
     // projections (a few MFLOP), norms and softmaxes stay fp32.
     MaskDecoder(WeightReader& weights, const SamHyperParams& hp, Precision precision)
-        : grid_(hp.embedding_size()), dim_(hp.prompt_embed_dim), mask_tokens_count_(hp.num_multimask_outputs + 1) {
+        : grid_(hp.embedding_size()),
+          dim_(hp.prompt_embed_dim),
+          mask_tokens_count_(hp.num_multimask_outputs + 1),
+          image_precision_(ops::effective_precision(precision)) {
         const std::string p = "mask_decoder.", t = p + "transformer.";
         const int64_t heads = hp.decoder_num_heads;
         iou_token_ = weights.copy(p + "iou_token.weight", {1, dim_});
@@ -664,6 +678,10 @@ public:
             for (int64_t c = 0; c < dim_; ++c) src[t * dim_ + c] += dense[c];
         data.src_pe.resize(count);
         add_positions(data.src_pe.data(), src, key_pe, count);
+        if (image_precision_ == Precision::bf16) {
+            data.src_pe_bf16.resize(count);
+            ops::to_bf16(data.src_pe.data(), data.src_pe_bf16.data(), count);
+        }
         const DecoderAttention& first = layers_[0].token_to_image;
         std::vector<float> keys(projected), values(projected);
         first.k_proj.forward(data.src_pe.data(), keys.data(), image);
@@ -690,6 +708,8 @@ public:
         float* q = ws.query_in.data();
         float* keys = ws.keys.data();
         float* keys_pe = ws.keys_pe.data();
+        const bool bf16 = image_precision_ == Precision::bf16;
+        uint16_t* keys_pe_bf16 = bf16 ? ws.keys_pe_bf16.data() : nullptr;
         std::copy(token_rows.begin(), token_rows.end(), queries);
         std::copy_n(image_data.src.data(), image * dim_, keys);
         for (size_t i = 0; i < layers_.size(); ++i) {
@@ -710,7 +730,8 @@ public:
             if (first) {
                 l.token_to_image.attend_packed(ws.q.data(), n, image_data.first_heads, image, ws.attended.data(), ws);
             } else {
-                l.token_to_image.token_to_image_folded(ws.q.data(), n, keys_pe, keys, image, ws.attended.data(), ws);
+                l.token_to_image.token_to_image_folded(ws.q.data(), n, keys_pe, keys_pe_bf16, keys, image,
+                                                       ws.attended.data(), ws);
             }
             l.token_to_image.out_proj.forward(ws.attended.data(), queries, n, ops::Epilogue::accumulate);
             l.norm2(queries, queries, n);
@@ -724,24 +745,32 @@ public:
             add_positions(q, queries, query_pe, n * dim_);
             l.image_to_token.k_proj.forward(q, ws.k.data(), n);
             l.image_to_token.v_proj.forward(queries, ws.v.data(), n);
-            l.image_to_token.image_to_token_folded(first ? image_data.src_pe.data() : keys_pe, image, ws.k.data(),
-                                                   ws.v.data(), n, keys, ws);
-            l.norm4(keys, keys, image, key_pe, keys_pe);  // keys_pe: what the next attention reads
+            l.image_to_token.image_to_token_folded(first ? image_data.src_pe.data() : keys_pe,
+                                                   first ? image_data.src_pe_bf16.data() : keys_pe_bf16, image,
+                                                   ws.k.data(), ws.v.data(), n, keys, ws);
+            // keys_pe: what the next attentions read (with bf16 products they read its bf16 copy alone); after the
+            // last layer, keys: what the upscaling reads
+            const bool last = i + 1 == layers_.size();
+            l.norm4(keys, keys, image, key_pe, bf16 ? nullptr : keys_pe, bf16 && last ? ws.keys_bf16.data() : nullptr,
+                    keys_pe_bf16);
         }
         add_positions(q, queries, query_pe, n * dim_);
         final_attn_.q_proj.forward(q, ws.q.data(), n);
-        final_attn_.token_to_image_folded(ws.q.data(), used_tokens, keys_pe, keys, image, ws.attended.data(), ws);
+        final_attn_.token_to_image_folded(ws.q.data(), used_tokens, keys_pe, keys_pe_bf16, keys, image,
+                                          ws.attended.data(), ws);
         final_attn_.out_proj.forward(ws.attended.data(), queries, used_tokens, ops::Epilogue::accumulate);
         norm_final_(queries, queries, n);
     }
 
-    // output_upscaling on kUpscaleRows grid rows of `keys` from grid row `first_row` on (a band, so that its
-    // intermediates stay in cache): two 2x2 transposed convs (LayerNorm2d + GELU, then GELU). The result, in
-    // band.upscaled2, has 16 pixel rows per grid pixel of C/8 channels in blocked order: row ((p * 4 + d1) * 4 + d2)
-    // is pixel (4 y + 2 dy1 + dy2, 4 x + 2 dx1 + dx2) for the band's grid pixel p = (y, x) and d = dy * 2 + dx.
-    void upscale(const float* keys, int64_t first_row, DecoderWorkspace::Band& band) const {
-        const int64_t pixels = kUpscaleRows * grid_;
-        upscale1_.forward(keys + first_row * grid_ * dim_, band.upscaled1.data(), pixels);
+    // output_upscaling on kUpscaleRows grid rows of `keys` (or of keys_bf16, keys rounded, where given) from grid
+    // row `first_row` on (a band, so that its intermediates stay in cache): two 2x2 transposed convs (LayerNorm2d +
+    // GELU, then GELU). The result, in band.upscaled2, has 16 pixel rows per grid pixel of C/8 channels in blocked
+    // order: row ((p * 4 + d1) * 4 + d2) is pixel (4 y + 2 dy1 + dy2, 4 x + 2 dx1 + dx2) for the band's grid
+    // pixel p = (y, x) and d = dy * 2 + dx.
+    void upscale(const float* keys, const uint16_t* keys_bf16, int64_t first_row, DecoderWorkspace::Band& band) const {
+        const int64_t pixels = kUpscaleRows * grid_, offset = first_row * grid_ * dim_;
+        if (keys_bf16) upscale1_.forward(keys_bf16 + offset, band.upscaled1.data(), pixels);
+        else upscale1_.forward(keys + offset, band.upscaled1.data(), pixels);
         upscale_norm_(band.upscaled1.data(), band.upscaled1.data(), 4 * pixels);
         ops::gelu(band.upscaled1.data(), 4 * pixels * (dim_ / 4));
         upscale2_.forward(band.upscaled1.data(), band.upscaled2.data(), 4 * pixels, ops::Epilogue::gelu);
@@ -791,7 +820,12 @@ public:
 
     void prepare(DecoderWorkspace& ws, int64_t tokens) const {
         const int64_t image = grid_ * grid_;
-        for (auto* buffer : {&ws.keys, &ws.keys_pe}) ensure_size(*buffer, image * dim_);
+        ensure_size(ws.keys, image * dim_);
+        if (image_precision_ == Precision::bf16) {
+            for (auto* buffer : {&ws.keys_bf16, &ws.keys_pe_bf16}) ensure_size(*buffer, image * dim_);
+        } else {
+            ensure_size(ws.keys_pe, image * dim_);
+        }
         ensure_size(ws.queries, tokens * dim_);
         ensure_size(ws.query_in, tokens * dim_);
         // projections: token rows at the full or MLP width
@@ -832,7 +866,7 @@ private:
 #pragma omp parallel for schedule(static)
         for (int64_t row = 0; row < grid_; row += kUpscaleRows) {
             DecoderWorkspace::Band& band = ws.bands[omp_get_thread_num()];
-            upscale(ws.keys.data(), row, band);
+            upscale(ws.keys.data(), image_precision_ == Precision::bf16 ? ws.keys_bf16.data() : nullptr, row, band);
             ops::matmul(hyper.data(), band.upscaled2.data(), band.masks.data(), k, band_pixels, c8, c8, c8,
                         band_pixels, true);
             unblock(band.masks.data(), out.low_res_logits.data(), k, row, false);
@@ -842,6 +876,7 @@ private:
     }
 
     int64_t grid_, dim_, mask_tokens_count_;
+    Precision image_precision_;
     std::vector<float> iou_token_, mask_tokens_;
     std::vector<TwoWayLayer> layers_;
     DecoderAttention final_attn_;
@@ -1027,7 +1062,7 @@ std::vector<float> SamModelProbe::upscale(const SamModel& model, const std::vect
     const int64_t side = decoder.low_res_size();
     std::vector<float> out(dim / 8 * side * side);
     for (int64_t row = 0; row < side / 4; row += kUpscaleRows) {
-        decoder.upscale(ws.keys.data(), row, ws.bands.front());
+        decoder.upscale(ws.keys.data(), nullptr, row, ws.bands.front());
         decoder.unblock(ws.bands.front().upscaled2.data(), out.data(), dim / 8, row, true);
     }
     return out;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include <opencv2/imgproc.hpp>
@@ -34,6 +35,35 @@ cv::Size resized_longest_side(cv::Size size, int frame_size) {
 
 void require_finite(float value, const char* what) {
     if (!std::isfinite(value)) throw Error("", std::string(what) + " coordinate is not a finite number");
+}
+
+// The bands of logit values postprocess() tells apart: its outputs are logit > 0 (mask), > 1 and > -1 (stability
+// counts). Both resamplings are convex combinations (non-negative weights summing to 1 up to rounding, relative
+// error far below kBandMargin over both), so output pixels whose every source value lies inside one band land in
+// it too. Values within kBandMargin of -1 or 1, of magnitude below kTinyLogit (0, -0, denormals: a product could
+// round to zero) or above kHugeLogit (a sum could overflow; inf times a zero weight is NaN) and NaN are Mixed.
+enum class LogitBand : uint8_t { Mixed, BelowMinusOne, MinusOneToZero, ZeroToOne, AboveOne };
+constexpr float kBandMargin = 1e-4f, kTinyLogit = 1e-30f, kHugeLogit = 1e30f;
+
+LogitBand band_of(float v) {
+    if (v > 1.0f + kBandMargin && v < kHugeLogit) return LogitBand::AboveOne;
+    if (v > kTinyLogit && v < 1.0f - kBandMargin) return LogitBand::ZeroToOne;
+    if (v < -kTinyLogit && v > -1.0f + kBandMargin) return LogitBand::MinusOneToZero;
+    if (v < -1.0f - kBandMargin && v > -kHugeLogit) return LogitBand::BelowMinusOne;
+    return LogitBand::Mixed;  // NaN too: every comparison above is false
+}
+
+// Per row of a low x low logit image, the band all its values share, or Mixed.
+std::vector<LogitBand> row_bands(const float* logits, int low) {
+    std::vector<LogitBand> bands(low);
+    for (int r = 0; r < low; ++r) {
+        const float* row = logits + size_t(r) * low;
+        const LogitBand band = band_of(row[0]);
+        bool uniform = band != LogitBand::Mixed;
+        for (int x = 1; x < low && uniform; ++x) uniform = band_of(row[x]) == band;
+        bands[r] = uniform ? band : LogitBand::Mixed;
+    }
+    return bands;
 }
 
 }  // namespace
@@ -189,6 +219,23 @@ MaskPrediction postprocess(const DecoderOutput& decoded, MaskRange range, int lo
         probabilities.resize(range.count * low_plane);
         for (size_t i = 0; i < probabilities.size(); ++i) probabilities[i] = 1.0f / (1.0f + std::exp(-low[i]));
     }
+    // SAM's pipeline without full-size logits: output rows whose low-res rows share one band (row_bands) are filled
+    // without resampling (real masks are smooth: most rows lie wholly outside or inside the object). The bands
+    // cover whole low-res rows, more than the crop reads, which can only leave rows to the resampling.
+    const bool fill_uniform_rows = !medsam && !return_logits;
+    std::vector<std::vector<LogitBand>> bands(fill_uniform_rows ? range.count : 0);
+    for (size_t k = 0; k < bands.size(); ++k)
+        bands[k] = row_bands(decoded.low_res_logits.data() + (range.first + k) * low_plane, low_res);
+    // The band of output row y, from its low-res rows first(first(y)) .. second(second(y)) (both resamplers' source
+    // rows are non-decreasing in y); Mixed if they differ.
+    auto output_row_band = [&](int k, int y) {
+        const int first = to_frame.first_source_row(to_original.first_source_row(y));
+        const int last = to_frame.second_source_row(to_original.second_source_row(y));
+        const LogitBand band = bands[k][first];
+        for (int r = first + 1; r <= last; ++r)
+            if (bands[k][r] != band) return LogitBand::Mixed;
+        return band;
+    };
     std::vector<int64_t> above_plus_one(range.count), above_minus_one(range.count);
     // Each thread streams its share of the output rows through both resamplers (a few rows of cache instead of
     // full-size intermediate images), then thresholds each row and counts it for the stability score.
@@ -211,6 +258,14 @@ MaskPrediction postprocess(const DecoderOutput& decoded, MaskRange range, int lo
                 const size_t offset = k * plane + static_cast<size_t>(y) * width;
                 float* logits = return_logits ? out.logits.data() + offset : row_buffer.data();
                 uint8_t* masks = out.masks.data() + offset;
+                const LogitBand band = fill_uniform_rows ? output_row_band(k, y) : LogitBand::Mixed;
+                if (band != LogitBand::Mixed) {
+                    const bool positive = band == LogitBand::ZeroToOne || band == LogitBand::AboveOne;
+                    std::fill_n(masks, width, uint8_t(positive));
+                    plus += band == LogitBand::AboveOne ? width : 0;
+                    minus += band == LogitBand::BelowMinusOne ? 0 : width;
+                    continue;
+                }
                 if (medsam) {
                     original_rows.row(y, probability_row, logits);
                     for (int x = 0; x < width; ++x) {

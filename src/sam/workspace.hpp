@@ -43,9 +43,10 @@ private:
     std::vector<std::unique_ptr<Workspace>> idle_;
 };
 
-// Grows a buffer to at least `floats` elements; never shrinks it, so its pages stay mapped.
-inline void ensure_size(std::vector<float>& buffer, size_t floats) {
-    if (buffer.size() < floats) buffer.resize(floats);
+// Grows a buffer to at least `count` elements; never shrinks it, so its pages stay mapped.
+template <class T>
+void ensure_size(std::vector<T>& buffer, size_t count) {
+    if (buffer.size() < count) buffer.resize(count);
 }
 
 }  // namespace sqasam::sam
