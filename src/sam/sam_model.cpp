@@ -803,18 +803,10 @@ public:
     std::vector<DecoderOutput> run(const DecoderImage::Data& image, const std::vector<std::vector<float>>& sparse,
                                    const PromptEncoder& prompts) const {
         std::vector<DecoderOutput> out(sparse.size());
-        auto decode_one = [&](size_t i) {
+        for_each_side_by_side(sparse.size(), [&](size_t i) {
             auto ws = workspaces_.take();
             out[i] = decode(image, sparse[i], prompts, *ws);
-        };
-        // Not a parallel region with if(false) for one prompt: the ops' own regions would then be nested ones,
-        // which start their threads anew each time.
-        if (sparse.size() == 1) {
-            decode_one(0);
-            return out;
-        }
-#pragma omp parallel for schedule(dynamic, 1)
-        for (size_t i = 0; i < sparse.size(); ++i) decode_one(i);
+        });
         return out;
     }
 

@@ -10,6 +10,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "sam/image_resize.hpp"
+#include "sam/workspace.hpp"
 #include "sqasam/error.hpp"
 
 namespace sqasam::sam {
@@ -313,18 +314,10 @@ std::vector<MaskPrediction> predict_masks(const SamModel& model, Processing proc
     const std::vector<DecoderOutput> decoded = model.decode(image, frame_prompts);
     const MaskRange range = mask_range(options.output, static_cast<int>(model.decoder_mask_count()));
     std::vector<MaskPrediction> out(decoded.size());
-    auto postprocess_one = [&](size_t i) {
+    for_each_side_by_side(decoded.size(), [&](size_t i) {
         out[i] = postprocess(decoded[i], range, model.hyper_params().low_res_size(), frame, processing,
                              options.return_logits);
-    };
-    // One prompt: its rows on all threads (outside any parallel region, see MaskDecoder::run); many: one prompt
-    // per thread at a time.
-    if (decoded.size() == 1) {
-        postprocess_one(0);
-        return out;
-    }
-#pragma omp parallel for schedule(dynamic, 1)
-    for (size_t i = 0; i < decoded.size(); ++i) postprocess_one(i);
+    });
     return out;
 }
 

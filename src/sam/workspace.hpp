@@ -1,6 +1,7 @@
 #pragma once
 // Activation buffers reused across calls: first touches of fresh pages cost more here than many of the layers that
-// fill them, so an encoder or decoder keeps its buffers from one image (or prompt) to the next.
+// fill them, so an encoder or decoder keeps its buffers from one image (or prompt) to the next. Also how the
+// prompts of one call share the threads.
 #include <cstddef>
 #include <memory>
 #include <mutex>
@@ -47,6 +48,19 @@ private:
 template <class T>
 void ensure_size(std::vector<T>& buffer, size_t count) {
     if (buffer.size() < count) buffer.resize(count);
+}
+
+// Calls fn(i) for i in [0, count): a lone item outside any parallel region, so that its ops' own regions use every
+// thread (inside a region they would be nested ones, which start their threads anew each time); several items side
+// by side, one per thread at a time.
+template <class Fn>
+void for_each_side_by_side(size_t count, const Fn& fn) {
+    if (count == 1) {
+        fn(size_t{0});
+        return;
+    }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t i = 0; i < count; ++i) fn(i);
 }
 
 }  // namespace sqasam::sam
