@@ -45,18 +45,12 @@ cv::Mat rgb_image(const test::NpyArray& array) {
     return image;
 }
 
-// |ours and theirs| / |ours or theirs| over every mask of a prediction.
+// The worst IoU of a prediction's masks against the official ones.
 double min_mask_iou(const MaskPrediction& ours, const std::vector<float>& theirs) {
     const size_t plane = size_t(ours.height) * ours.width;
     double worst = 1.0;
-    for (int k = 0; k < ours.num_masks; ++k) {
-        size_t both = 0, either = 0;
-        for (size_t i = k * plane; i < (k + 1) * plane; ++i) {
-            both += ours.masks[i] && theirs[i] > 0.5f;
-            either += ours.masks[i] || theirs[i] > 0.5f;
-        }
-        worst = std::min(worst, either ? double(both) / double(either) : 1.0);
-    }
+    for (int k = 0; k < ours.num_masks; ++k)
+        worst = std::min(worst, test::mask_iou(ours.masks.data() + k * plane, theirs.data() + k * plane, plane));
     return worst;
 }
 
@@ -100,16 +94,6 @@ TEST_F(Bf16Model, VitBMasksMatchTheOfficialFp32Ones) {
     FAIL() << "case vit_b_polypgen missing from " << cases / "index.json";
 }
 
-// |A and B| / |A or B| of the masks logits > 0.
-double logit_mask_iou(const std::vector<float>& a, const std::vector<float>& b) {
-    size_t both = 0, either = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-        both += a[i] > 0 && b[i] > 0;
-        either += a[i] > 0 || b[i] > 0;
-    }
-    return either ? double(both) / double(either) : 1.0;
-}
-
 // The bf16 mask decoder alone: the official fp32 embedding of each real image and its box, through the real
 // LiteMedSAM weights, against the official low-res logits (CVPR24_LiteMedSAM_infer.py, gen_tinyvit.py).
 TEST_F(Bf16Model, LiteMedSamRealWeightsDecoderMatchesTheOfficialFp32One) {
@@ -128,7 +112,7 @@ TEST_F(Bf16Model, LiteMedSamRealWeightsDecoderMatchesTheOfficialFp32One) {
         const std::vector<float> theirs = test::read_npy((real / name / "low_res_logits.npy").string()).values;
         const sam::DecoderOutput ours = model.decode(embedding.data(), prompt, false);
         ASSERT_EQ(ours.low_res_logits.size(), theirs.size()) << name;
-        const double iou = logit_mask_iou(ours.low_res_logits, theirs);
+        const double iou = test::logit_mask_iou(ours.low_res_logits, theirs);
         EXPECT_GE(iou, kMinMaskIou) << name;
         std::cout << "[ measured ] lite_medsam bf16 decoder " << name << ": low-res mask IoU " << iou
                   << ", logits relative L2 " << test::relative_l2(ours.low_res_logits, theirs) << "\n";

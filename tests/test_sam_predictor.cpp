@@ -76,15 +76,6 @@ Prompt prompt_from(const json& spec) {
     return prompt;
 }
 
-double mask_iou(const uint8_t* ours, const float* theirs, size_t count) {
-    size_t both = 0, either = 0;
-    for (size_t i = 0; i < count; ++i) {
-        both += ours[i] && theirs[i] > 0.5f;
-        either += ours[i] || theirs[i] > 0.5f;
-    }
-    return either == 0 ? 1.0 : double(both) / double(either);
-}
-
 // The official predict(multimask_output=...), with the full-size logits the checks compare.
 PredictOptions official(bool multimask_output) {
     return {.output = multimask_output ? MaskOutput::Multimask : MaskOutput::Single, .return_logits = true};
@@ -130,7 +121,7 @@ void expect_matches(const MaskPrediction& ours, const ReferenceCase& c, const js
     double worst_iou = 1.0;
     for (int k = 0; k < ours.num_masks; ++k)
         worst_iou =
-            std::min(worst_iou, mask_iou(ours.masks.data() + k * plane, masks.values.data() + k * plane, plane));
+            std::min(worst_iou, test::mask_iou(ours.masks.data() + k * plane, masks.values.data() + k * plane, plane));
     EXPECT_GE(worst_iou, kMinMaskIou);
 
     const double low_res_diff = test::max_abs_diff(ours.low_res_logits, low_res.values);

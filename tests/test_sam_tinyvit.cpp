@@ -25,21 +25,11 @@ namespace fs = std::filesystem;
 std::string ref_file(const std::string& name) { return test::ref_dir() + "/tinyvit/" + name; }
 std::vector<float> npy(const std::string& name) { return test::read_npy(ref_file(name + ".npy")).values; }
 
-// Fraction of pixels where the masks (logits > 0) agree in the foreground: |A and B| / |A or B|.
-double mask_iou(const std::vector<float>& a, const std::vector<float>& b) {
-    size_t both = 0, either = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-        both += a[i] > 0 && b[i] > 0;
-        either += a[i] > 0 || b[i] > 0;
-    }
-    return either ? double(both) / double(either) : 1.0;
-}
-
 // The tolerances every SAM differential test uses on decoder outputs.
 void expect_decoder_match(const DecoderOutput& ours, const std::vector<float>& masks, const std::vector<float>& iou,
                           const std::string& tag) {
     ASSERT_EQ(ours.low_res_logits.size(), masks.size()) << tag;
-    EXPECT_GE(mask_iou(ours.low_res_logits, masks), 0.999) << tag;
+    EXPECT_GE(test::logit_mask_iou(ours.low_res_logits, masks), 0.999) << tag;
     EXPECT_LE(test::max_abs_diff(ours.low_res_logits, masks), 1e-3 * test::max_abs(masks)) << tag;
     ASSERT_EQ(ours.iou_predictions.size(), iou.size()) << tag;
     EXPECT_LE(test::max_abs_diff(ours.iou_predictions, iou), 1e-4) << tag;

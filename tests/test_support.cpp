@@ -134,4 +134,22 @@ std::vector<float> random_values(size_t n, uint32_t seed, float low, float high)
     return values;
 }
 
+double logit_mask_iou(const std::vector<float>& a, const std::vector<float>& b) {
+    size_t both = 0, either = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+        both += a[i] > 0 && b[i] > 0;
+        either += a[i] > 0 || b[i] > 0;
+    }
+    return either ? double(both) / double(either) : 1.0;
+}
+
+double mask_iou(const uint8_t* ours, const float* theirs, size_t count) {
+    size_t both = 0, either = 0;
+    for (size_t i = 0; i < count; ++i) {
+        both += ours[i] && theirs[i] > 0.5f;
+        either += ours[i] || theirs[i] > 0.5f;
+    }
+    return either ? double(both) / double(either) : 1.0;
+}
+
 }  // namespace sqasam::test

@@ -36,4 +36,9 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b);
 double max_abs(const std::vector<float>& a);
 double relative_l2(const std::vector<float>& a, const std::vector<float>& reference);
 
+// |A and B| / |A or B| (1 when both are empty): of the masks logits > 0 of two logit maps, and of a binary mask
+// against a 0/1 float mask (the official code's masks saved as .npy).
+double logit_mask_iou(const std::vector<float>& a, const std::vector<float>& b);
+double mask_iou(const uint8_t* ours, const float* theirs, size_t count);
+
 }  // namespace sqasam::test
