@@ -7,6 +7,7 @@ packages=(build-essential cmake pkg-config
           libopencv-dev libdnnl-dev libzip-dev nlohmann-json3-dev libcli11-dev
           ocl-icd-opencl-dev  # dnnl-config.cmake looks for OpenCL; libdnnl-dev only recommends it
           libxgboost-dev libinsighttoolkit5-dev
+          xgboost  # its CLI: Debian's xgboost CMake config refers to /usr/bin/xgboost and fails without it
           libgtest-dev libbenchmark-dev
           python3-torch python3-torchvision python3-numpy python3-scipy python3-skimage python3-venv
           python3-opencv  # cv2 for LiteMedSAM's official preprocessing in tests/reference/gen_tinyvit.py

@@ -39,9 +39,12 @@ TEST(IoDataset, FoldersMatchByBaseNameAcrossExtensions) {
     touch(root / "gt/a.png");
     touch(root / "gt/b.png");
 
-    Dataset dataset = match_folders({(root / "images").string(), (root / "pred").string(), "", (root / "gt").string()});
+    Dataset dataset =
+        match_folders({(root / "images").string(), {{"", (root / "pred").string(), ""}}, (root / "gt").string()});
     EXPECT_TRUE(dataset.has_gt);
-    EXPECT_FALSE(dataset.has_prob);
+    ASSERT_EQ(dataset.models.size(), 1u);
+    EXPECT_EQ(dataset.models[0].name, "pred");  // the folder's name
+    EXPECT_FALSE(dataset.models[0].has_prob);
     ASSERT_EQ(dataset.items.size(), 4u);
     std::vector<std::string> names;
     for (const auto& item : dataset.items) names.push_back(item.name);
@@ -49,10 +52,10 @@ TEST(IoDataset, FoldersMatchByBaseNameAcrossExtensions) {
 
     const DatasetItem* a = find(dataset, "a");
     EXPECT_EQ(a->image, (root / "images/a.JPEG").string());
-    EXPECT_EQ(a->pred, (root / "pred/a.png").string());
+    EXPECT_EQ(a->predictions.at(0).pred, (root / "pred/a.png").string());
     EXPECT_EQ(a->gt, (root / "gt/a.png").string());
-    EXPECT_EQ(find(dataset, "b")->pred, (root / "pred/b.bmp").string());
-    EXPECT_TRUE(find(dataset, "c")->pred.empty());   // missing prediction
+    EXPECT_EQ(find(dataset, "b")->predictions.at(0).pred, (root / "pred/b.bmp").string());
+    EXPECT_TRUE(find(dataset, "c")->predictions.at(0).pred.empty());   // missing prediction
     EXPECT_TRUE(find(dataset, "c")->gt.empty());     // missing ground truth
     EXPECT_TRUE(find(dataset, "orphan")->image.empty());
     for (const auto& item : dataset.items) EXPECT_TRUE(item.problem.empty()) << item.name;
@@ -65,9 +68,9 @@ TEST(IoDataset, TwoFilesWithOneBaseNameAreAProblemOfThatItem) {
     touch(root / "pred/a.png");
     touch(root / "pred/a.bmp");
     touch(root / "pred/b.png");
-    Dataset dataset = match_folders({(root / "images").string(), (root / "pred").string(), "", ""});
+    Dataset dataset = match_folders({(root / "images").string(), {{"", (root / "pred").string(), ""}}, ""});
     const DatasetItem* a = find(dataset, "a");
-    EXPECT_TRUE(a->pred.empty());
+    EXPECT_TRUE(a->predictions.at(0).pred.empty());
     EXPECT_NE(a->problem.find("a.bmp"), std::string::npos) << a->problem;
     EXPECT_NE(a->problem.find("a.png"), std::string::npos) << a->problem;
     EXPECT_TRUE(find(dataset, "b")->problem.empty());
@@ -77,10 +80,10 @@ TEST(IoDataset, MissingOrEmptyFoldersStopTheRun) {
     fs::path root = test::temp_dir("io_dataset_missing");
     touch(root / "images/a.jpg");
     fs::create_directories(root / "empty");
-    EXPECT_THROW(match_folders({(root / "images").string(), (root / "nope").string(), "", ""}), Error);
-    EXPECT_THROW(match_folders({(root / "images").string(), (root / "empty").string(), "", ""}), Error);
+    EXPECT_THROW(match_folders({(root / "images").string(), {{"", (root / "nope").string(), ""}}, ""}), Error);
+    EXPECT_THROW(match_folders({(root / "images").string(), {{"", (root / "empty").string(), ""}}, ""}), Error);
     try {
-        match_folders({(root / "nothing").string(), (root / "images").string(), "", ""});
+        match_folders({(root / "nothing").string(), {{"", (root / "images").string(), ""}}, ""});
         FAIL();
     } catch (const Error& e) {
         EXPECT_EQ(e.file(), (root / "nothing").string());
@@ -95,13 +98,14 @@ TEST(IoDataset, ManifestResolvesRelativePathsAndAnyColumnOrder) {
                                         ",\"img/with, comma.jpg\",pred/w.png\r\n";
     Dataset dataset = read_manifest((root / "list.csv").string());
     EXPECT_TRUE(dataset.has_gt);
-    EXPECT_FALSE(dataset.has_prob);
+    ASSERT_EQ(dataset.models.size(), 1u);
+    EXPECT_FALSE(dataset.models[0].has_prob);
     ASSERT_EQ(dataset.items.size(), 2u);
     EXPECT_EQ(dataset.items[0].name, "with, comma");  // sorted by name
     EXPECT_EQ(dataset.items[0].image, (root / "img/with, comma.jpg").string());
     EXPECT_TRUE(dataset.items[0].gt.empty());
     EXPECT_EQ(dataset.items[1].name, "z");
-    EXPECT_EQ(dataset.items[1].pred, "/abs/z.png");
+    EXPECT_EQ(dataset.items[1].predictions.at(0).pred, "/abs/z.png");
     EXPECT_EQ(dataset.items[1].gt, (root / "gt/z.png").string());
 }
 
@@ -112,4 +116,81 @@ TEST(IoDataset, ManifestErrors) {
     std::ofstream(root / "dup.csv") << "image,pred\nx/a.jpg,a.png\ny/a.png,b.png\n";
     EXPECT_THROW(read_manifest((root / "dup.csv").string()), Error);
     EXPECT_THROW(read_manifest((root / "absent.csv").string()), Error);
+}
+
+TEST(IoDataset, SeveralModelsFoldersAndProbabilities) {
+    fs::path root = test::temp_dir("io_dataset_models");
+    touch(root / "images/a.jpg");
+    touch(root / "images/b.jpg");
+    touch(root / "unet/a.png");
+    touch(root / "unet/b.png");
+    touch(root / "other/out/a.png");
+    touch(root / "probs/a.png");
+    Dataset dataset = match_folders({(root / "images").string(),
+                                     {{"", (root / "unet").string(), ""},
+                                      {"second", (root / "other/out").string(), (root / "probs").string()}},
+                                     ""});
+    ASSERT_EQ(dataset.models.size(), 2u);
+    EXPECT_EQ(dataset.models[0].name, "unet");
+    EXPECT_FALSE(dataset.models[0].has_prob);
+    EXPECT_EQ(dataset.models[1].name, "second");
+    EXPECT_TRUE(dataset.models[1].has_prob);
+    const DatasetItem* b = find(dataset, "b");
+    ASSERT_EQ(b->predictions.size(), 2u);
+    EXPECT_EQ(b->predictions[0].pred, (root / "unet/b.png").string());
+    EXPECT_TRUE(b->predictions[1].pred.empty());
+    EXPECT_EQ(find(dataset, "a")->predictions[1].prob, (root / "probs/a.png").string());
+
+    // Two folders with one name must be told apart.
+    touch(root / "x/unet/a.png");
+    EXPECT_THROW(match_folders({(root / "images").string(),
+                                {{"", (root / "unet").string(), ""}, {"", (root / "x/unet").string(), ""}}, ""}),
+                 Error);
+}
+
+TEST(IoDataset, NamedFolderArguments) {
+    EXPECT_EQ(split_named_folder("unet=/data/pred"), std::make_pair(std::string("unet"), std::string("/data/pred")));
+    EXPECT_EQ(split_named_folder("/data/pred"), std::make_pair(std::string(), std::string("/data/pred")));
+    EXPECT_EQ(split_named_folder("/data/a=b"), std::make_pair(std::string(), std::string("/data/a=b")));  // '/' in NAME
+    // An existing folder whose name holds '=' is a folder, not NAME=DIR.
+    const fs::path dir = test::temp_dir("io_dataset_named");
+    fs::create_directories(dir / "x=y");
+    const fs::path previous = fs::current_path();
+    fs::current_path(dir);
+    const auto named = split_named_folder("x=y");
+    fs::current_path(previous);
+    EXPECT_EQ(named, std::make_pair(std::string(), std::string("x=y")));
+    EXPECT_EQ(split_named_folder("x=z"), std::make_pair(std::string("x"), std::string("z")));
+}
+
+TEST(IoDataset, ManifestWithSeveralModels) {
+    fs::path root = test::temp_dir("io_dataset_manifest_models");
+    std::ofstream(root / "list.csv") << "image,pred:UNet,prob:UNet,pred:nnU-Net,gt\n"
+                                        "a.jpg,u/a.png,p/a.png,n/a.png,g/a.png\n"
+                                        "b.jpg,u/b.png,,,\n";
+    Dataset dataset = read_manifest((root / "list.csv").string());
+    ASSERT_EQ(dataset.models.size(), 2u);
+    EXPECT_EQ(dataset.models[0].name, "UNet");  // as written, in the header's order
+    EXPECT_TRUE(dataset.models[0].has_prob);
+    EXPECT_EQ(dataset.models[1].name, "nnU-Net");
+    EXPECT_FALSE(dataset.models[1].has_prob);
+    EXPECT_EQ(dataset.items[0].predictions[1].pred, (root / "n/a.png").string());
+    EXPECT_EQ(dataset.items[0].predictions[0].prob, (root / "p/a.png").string());
+    EXPECT_TRUE(dataset.items[1].predictions[1].pred.empty());
+
+    std::ofstream(root / "orphan_prob.csv") << "image,pred,prob:other\na.jpg,a.png,b.png\n";
+    EXPECT_THROW(read_manifest((root / "orphan_prob.csv").string()), Error);
+}
+
+TEST(IoDataset, CsvFieldsMayHoldSeparatorsQuotesAndLineBreaks) {
+    fs::path root = test::temp_dir("io_dataset_csv");
+    std::ofstream(root / "t.csv") << "a,b\r\n\"x, \"\"quoted\"\"\",\"two\nlines\"\n\n  \nlast,\n";
+    const std::vector<CsvRow> rows = read_csv((root / "t.csv").string());
+    ASSERT_EQ(rows.size(), 3u);
+    EXPECT_EQ(rows[1].fields, (std::vector<std::string>{"x, \"quoted\"", "two\nlines"}));
+    EXPECT_EQ(rows[1].line, 2);
+    EXPECT_EQ(rows[2].fields, (std::vector<std::string>{"last", ""}));
+    EXPECT_EQ(rows[2].line, 6);
+    std::ofstream(root / "open.csv") << "a\n\"never closed\n";
+    EXPECT_THROW(read_csv((root / "open.csv").string()), Error);
 }

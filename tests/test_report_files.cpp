@@ -135,6 +135,7 @@ ReportInput sample_run(int n, bool with_ground_truth) {
 TEST(ReportCsv, ImagesQuoteFieldsAndLeaveMissingValuesEmpty) {
     ImageResult plain, awkward, two_classes;
     plain.image = "plain";
+    plain.model = "unet";
     plain.score = 0.5;
     plain.n_objects = 1;
     plain.true_dice = 0.25;
@@ -150,14 +151,15 @@ TEST(ReportCsv, ImagesQuoteFieldsAndLeaveMissingValuesEmpty) {
 
     const auto rows = read_csv(dir / "images.csv");
     ASSERT_EQ(rows.size(), 4u);
-    const std::vector<std::string> header{"image",     "score",           "n_objects",   "flags",      "error",
-                                          "true_dice", "model_confidence", "dice_class_1", "dice_class_3"};
+    const std::vector<std::string> header{"image", "model",     "score",           "n_objects",   "flags",
+                                          "error", "true_dice", "model_confidence", "dice_class_1", "dice_class_3"};
     EXPECT_EQ(rows[0], header);
-    EXPECT_EQ(rows[1], (std::vector<std::string>{"plain", "0.500000", "1", "", "", "0.250000", "", "0.250000", ""}));
-    EXPECT_EQ(rows[2], (std::vector<std::string>{"name, with \"quotes\"", "", "0", "read_error;no_objects",
+    EXPECT_EQ(rows[1],
+              (std::vector<std::string>{"plain", "unet", "0.500000", "1", "", "", "0.250000", "", "0.250000", ""}));
+    EXPECT_EQ(rows[2], (std::vector<std::string>{"name, with \"quotes\"", "", "", "0", "read_error;no_objects",
                                                  "line one\nline two", "", "", "", ""}));
-    EXPECT_EQ(rows[3][7], "0.500000");
-    EXPECT_EQ(rows[3][8], "0.125000");
+    EXPECT_EQ(rows[3][8], "0.500000");
+    EXPECT_EQ(rows[3][9], "0.125000");
 }
 
 TEST(ReportCsv, SingleClassHasNoPerClassColumns) {
@@ -166,7 +168,35 @@ TEST(ReportCsv, SingleClassHasNoPerClassColumns) {
     image.class_dice = {{1, 0.9}};
     const fs::path dir = test::temp_dir("report_images_csv_single");
     write_images_csv((dir / "images.csv").string(), {image});
-    EXPECT_EQ(read_csv(dir / "images.csv")[0].size(), 7u);
+    EXPECT_EQ(read_csv(dir / "images.csv")[0].size(), 8u);
+}
+
+TEST(ReportCsv, FeaturesAndTheCalibratedEstimateGetColumns) {
+    ImageResult with, without;
+    with.image = "with";
+    with.score = 0.8;
+    with.features = {{"soft_dice", 0.75}, {"sam_dice_mean", 0.8}};
+    with.estimate = DiceEstimate{0.7, 0.55, 0.85, "soft_dice"};
+    without.image = "without";
+    without.features = {{"sam_dice_mean", 0.5}};
+    const fs::path dir = test::temp_dir("report_images_csv_features");
+    write_images_csv((dir / "images.csv").string(), {with, without});
+    const auto rows = read_csv(dir / "images.csv");
+    ASSERT_EQ(rows.size(), 3u);
+    auto column = [&](const std::string& name) {
+        const auto found = std::find(rows[0].begin(), rows[0].end(), name);
+        EXPECT_NE(found, rows[0].end()) << name;
+        return static_cast<std::size_t>(found - rows[0].begin());
+    };
+    EXPECT_EQ(rows[1][column("estimated_dice")], "0.700000");
+    EXPECT_EQ(rows[1][column("dice_low")], "0.550000");
+    EXPECT_EQ(rows[1][column("dice_high")], "0.850000");
+    EXPECT_EQ(rows[1][column("outside_calibration")], "soft_dice");
+    EXPECT_EQ(rows[2][column("estimated_dice")], "");
+    EXPECT_EQ(rows[1][column("soft_dice")], "0.750000");
+    EXPECT_EQ(rows[2][column("soft_dice")], "");
+    EXPECT_EQ(rows[2][column("sam_dice_mean")], "0.500000");
+    EXPECT_LT(column("sam_dice_mean"), column("soft_dice")) << "features in image_features() order";
 }
 
 TEST(ReportCsv, ObjectsHaveEveryPromptAndMaskChoice) {
@@ -176,13 +206,13 @@ TEST(ReportCsv, ObjectsHaveEveryPromptAndMaskChoice) {
     const auto rows = read_csv(dir / "objects.csv");
     ASSERT_EQ(rows.size(), input.objects.size() + 1);
     const auto& header = rows[0];
-    ASSERT_EQ(header.size(), 10u + 2 * kAllMaskChoices.size() * 3 + 1);
-    EXPECT_EQ(header[10], "point_" + to_string(kAllMaskChoices[0]) + "_dice");
+    ASSERT_EQ(header.size(), 11u + 2 * kAllMaskChoices.size() * 5 + 3);
+    EXPECT_EQ(header[11], "point_" + to_string(kAllMaskChoices[0]) + "_dice");
     EXPECT_EQ(header.back(), "score");
     const ObjectResult& first = input.objects.front();
     const auto& row = rows[1];
     EXPECT_EQ(row[0], first.image);
-    EXPECT_EQ(row[6], std::to_string(first.box[2]));
+    EXPECT_EQ(row[7], std::to_string(first.box[2]));
     const auto box_dice_column = std::find(header.begin(), header.end(), "box_" + to_string(MaskChoice::BestDice) + "_dice");
     ASSERT_NE(box_dice_column, header.end());
     EXPECT_NEAR(std::stod(row[box_dice_column - header.begin()]), first.box_prompt.dice[1], 1e-6);

@@ -53,7 +53,7 @@ protected:
     fs::path root = test::temp_dir("sqa_pipeline");
     BoxSam sam;
     Segmenter segmenter = std::ref(sam);
-    Dataset dataset{{}, false, true};
+    Dataset dataset{{}, {{"pred", false}}, true};
 
     std::string write(const std::string& name, const cv::Mat& m) {
         fs::path path = root / name;
@@ -65,7 +65,8 @@ protected:
         DatasetItem it;
         it.name = name;
         it.image = write("images/" + name + ".png", image);
-        if (!pred.empty()) it.pred = write("pred/" + name + ".png", pred);
+        it.predictions.resize(1);
+        if (!pred.empty()) it.predictions[0].pred = write("pred/" + name + ".png", pred);
         if (!gt.empty()) it.gt = write("gt/" + name + ".png", gt);
         return it;
     }
@@ -79,12 +80,18 @@ protected:
     static bool has_flag(const ImageResult& r, const std::string& flag) {
         return std::find(r.flags.begin(), r.flags.end(), flag) != r.flags.end();
     }
+    // The one model's outcome of an item.
+    ImageOutcome score_one(const DatasetItem& it, const Dataset& in, const PipelineOptions& options = {}) {
+        std::vector<ImageOutcome> outcomes = score_item(it, in, segmenter, options);
+        EXPECT_EQ(outcomes.size(), 1u);
+        return outcomes.at(0);
+    }
 };
 
 }  // namespace
 
 TEST_F(SqaPipeline, ScoresAnImageWithTrueDice) {
-    ImageOutcome outcome = score_item(item("good", image(), mask(), mask()), dataset, segmenter, {});
+    ImageOutcome outcome = score_one(item("good", image(), mask(), mask()), dataset);
     EXPECT_EQ(sam.images_set, 1);
     EXPECT_TRUE(outcome.image.flags.empty()) << outcome.image.error;
     EXPECT_EQ(outcome.image.n_objects, 2);
@@ -98,28 +105,28 @@ TEST_F(SqaPipeline, ScoresAnImageWithTrueDice) {
 
 TEST_F(SqaPipeline, PerFileProblemsAreFlagsNotExceptions) {
     DatasetItem missing = item("missing", image(), {}, {});
-    ImageOutcome no_pred = score_item(missing, dataset, segmenter, {});
+    ImageOutcome no_pred = score_one(missing, dataset);
     EXPECT_TRUE(has_flag(no_pred.image, "missing_prediction"));
     EXPECT_FALSE(no_pred.image.score.has_value());
 
-    ImageOutcome mismatch = score_item(item("mismatch", image({48, 32}), mask({40, 32}), {}), dataset, segmenter, {});
+    ImageOutcome mismatch = score_one(item("mismatch", image({48, 32}), mask({40, 32}), {}), dataset);
     EXPECT_TRUE(has_flag(mismatch.image, "size_mismatch"));
     EXPECT_NE(mismatch.image.error.find("40x32"), std::string::npos) << mismatch.image.error;
 
     DatasetItem corrupt = item("corrupt", image(), mask(), {});
     std::ofstream(corrupt.image, std::ios::trunc) << "garbage";
-    ImageOutcome unreadable = score_item(corrupt, dataset, segmenter, {});
+    ImageOutcome unreadable = score_one(corrupt, dataset);
     EXPECT_TRUE(has_flag(unreadable.image, "read_error"));
     EXPECT_NE(unreadable.image.error.find(corrupt.image), std::string::npos);
 
     cv::Mat coloured;
     cv::cvtColor(mask(), coloured, cv::COLOR_GRAY2BGR);
     coloured.at<cv::Vec3b>(0, 0) = {0, 0, 255};
-    ImageOutcome garbage = score_item(item("garbage", image(), coloured, {}), dataset, segmenter, {});
+    ImageOutcome garbage = score_one(item("garbage", image(), coloured, {}), dataset);
     EXPECT_TRUE(has_flag(garbage.image, "prediction_error"));
 
     DatasetItem no_gt = item("no_gt", image(), mask(), {});
-    ImageOutcome scored_without_gt = score_item(no_gt, dataset, segmenter, {});
+    ImageOutcome scored_without_gt = score_one(no_gt, dataset);
     EXPECT_TRUE(has_flag(scored_without_gt.image, "missing_gt"));
     EXPECT_TRUE(scored_without_gt.image.score.has_value());
     EXPECT_FALSE(scored_without_gt.image.true_dice.has_value());
@@ -128,16 +135,16 @@ TEST_F(SqaPipeline, PerFileProblemsAreFlagsNotExceptions) {
 }
 
 TEST_F(SqaPipeline, ProbabilityMapsGiveModelConfidenceAndTheirProblemsLeaveTheImageScored) {
-    Dataset with_prob{{}, true, true};
+    Dataset with_prob{{}, {{"pred", true}}, true};
     cv::Mat probability(32, 48, CV_8U, cv::Scalar(51));  // p = 0.2 everywhere
     DatasetItem good = item("prob", image(), mask(), mask());
-    good.prob = write("prob/prob.png", probability);
-    ImageOutcome outcome = score_item(good, with_prob, segmenter, {});
+    good.predictions[0].prob = write("prob/prob.png", probability);
+    ImageOutcome outcome = score_one(good, with_prob);
     ASSERT_TRUE(outcome.image.model_confidence.has_value()) << outcome.image.error;
     EXPECT_NEAR(*outcome.image.model_confidence, 0.8, 1e-6);
 
     DatasetItem no_prob = item("no_prob", image(), mask(), cv::Mat::zeros(10, 10, CV_8U));
-    ImageOutcome partial = score_item(no_prob, with_prob, segmenter, {});
+    ImageOutcome partial = score_one(no_prob, with_prob);
     EXPECT_TRUE(has_flag(partial.image, "missing_prob"));
     EXPECT_TRUE(has_flag(partial.image, "gt_error"));  // ground truth of the wrong size
     EXPECT_NE(partial.image.error.find("10x10"), std::string::npos) << partial.image.error;
@@ -148,7 +155,7 @@ TEST_F(SqaPipeline, ProbabilityMapsGiveModelConfidenceAndTheirProblemsLeaveTheIm
 
 TEST_F(SqaPipeline, EmptyPredictionHasNoScoreAndSkipsSam) {
     cv::Mat empty = cv::Mat::zeros(32, 48, CV_8U);
-    ImageOutcome outcome = score_item(item("empty", image(), empty, mask()), dataset, segmenter, {});
+    ImageOutcome outcome = score_one(item("empty", image(), empty, mask()), dataset);
     EXPECT_TRUE(has_flag(outcome.image, "empty_prediction"));
     EXPECT_TRUE(has_flag(outcome.image, "no_objects"));
     EXPECT_FALSE(outcome.image.score.has_value());
@@ -158,7 +165,7 @@ TEST_F(SqaPipeline, EmptyPredictionHasNoScoreAndSkipsSam) {
 
     PipelineOptions large_only;
     large_only.score.objects.min_area = 10000;
-    ImageOutcome filtered = score_item(item("small", image(), mask(), {}), dataset, segmenter, large_only);
+    ImageOutcome filtered = score_one(item("small", image(), mask(), {}), dataset, large_only);
     EXPECT_TRUE(has_flag(filtered.image, "no_objects"));
     EXPECT_FALSE(has_flag(filtered.image, "empty_prediction"));
 }
@@ -166,7 +173,7 @@ TEST_F(SqaPipeline, EmptyPredictionHasNoScoreAndSkipsSam) {
 TEST_F(SqaPipeline, JournalResumesExactlyAndDropsATornLine) {
     fs::path out = root / "out";
     nlohmann::json config = {{"reducer", "max"}, {"min_area", 0}};
-    Dataset two{{item("a", image(), mask(), mask()), item("b", image(), mask(), {})}, false, true};
+    Dataset two{{item("a", image(), mask(), mask()), item("b", image(), mask(), {})}, {{"pred", false}}, true};
     RunResult first;
     {
         Journal journal(out, config, false);
@@ -200,10 +207,10 @@ TEST_F(SqaPipeline, JournalResumesExactlyAndDropsATornLine) {
         EXPECT_EQ(std::vector<int>(again.objects[i].box, again.objects[i].box + 4),
                   std::vector<int>(first.objects[i].box, first.objects[i].box + 4));
     }
-    auto [point, box] = resumed.masks("a");
+    auto [point, box] = resumed.masks("a", 0);
     ASSERT_FALSE(point.empty());
     EXPECT_GT(cv::countNonZero(box), 0);
-    EXPECT_TRUE(resumed.masks("c").first.empty());
+    EXPECT_TRUE(resumed.masks("c", 0).first.empty());
 
     // A resume under other settings is refused; a fresh start forgets the journal.
     nlohmann::json other = {{"reducer", "min"}, {"min_area", 0}};
@@ -216,7 +223,7 @@ TEST_F(SqaPipeline, JournalResumesExactlyAndDropsATornLine) {
 TEST_F(SqaPipeline, TrueDiceMatchesThePublishedPerImageDiceOfSoftMaps) {
     fs::path folder = fs::path(test::shared_data_dir()) / "polyp_kvasir_pranet_split";
     if (!fs::exists(folder / "per_image_dice.csv")) GTEST_SKIP() << "no shared data at " << folder;
-    Dataset pranet = match_folders({(folder / "images").string(), (folder / "pred").string(), "",
+    Dataset pranet = match_folders({(folder / "images").string(), {{"", (folder / "pred").string(), ""}},
                                     (folder / "gt").string()});
     std::map<std::string, double> published;
     std::ifstream csv(folder / "per_image_dice.csv");
@@ -233,9 +240,65 @@ TEST_F(SqaPipeline, TrueDiceMatchesThePublishedPerImageDiceOfSoftMaps) {
     for (const DatasetItem& it : pranet.items) {
         PipelineOptions no_objects;
         no_objects.score.objects.min_area = std::numeric_limits<long>::max();  // keeps SAM out of it
-        ImageOutcome outcome = score_item(it, pranet, segmenter, no_objects);
+        ImageOutcome outcome = score_one(it, pranet, no_objects);
         ASSERT_TRUE(outcome.image.true_dice.has_value()) << it.name << ": " << outcome.image.error;
         EXPECT_NEAR(*outcome.image.true_dice, published.at(it.name), 5e-5) << it.name;
     }
     EXPECT_EQ(sam.images_set, 0);
+}
+
+TEST_F(SqaPipeline, SeveralModelsShareOneEmbeddingAndAreComparedWithEachOther) {
+    Dataset two_models{{}, {{"exact", false}, {"shifted", false}}, true};
+    DatasetItem it = item("pair", image(), mask(), mask());
+    // The second model: the same shapes one column to the right, as a soft map (it is its own probability map).
+    cv::Mat shifted = cv::Mat::zeros(32, 48, CV_8U);
+    mask()(cv::Rect(0, 0, 47, 32)).copyTo(shifted(cv::Rect(1, 0, 47, 32)));
+    // Values 20..59 and 200..239: more distinct levels than a label map has, so a soft map.
+    cv::Mat soft(32, 48, CV_8U);
+    for (int r = 0; r < soft.rows; ++r)
+        for (int c = 0; c < soft.cols; ++c) soft.at<uint8_t>(r, c) = (shifted.at<uint8_t>(r, c) ? 200 : 20) + (r + c) % 40;
+    cv::Mat soft_probability;
+    soft.convertTo(soft_probability, CV_32F, 1.0 / 255);
+    it.predictions.push_back({write("shifted/pair.png", soft), ""});
+
+    std::vector<ImageOutcome> outcomes = score_item(it, two_models, segmenter, {});
+    ASSERT_EQ(outcomes.size(), 2u);
+    EXPECT_EQ(sam.images_set, 1) << "one embedding for both models";
+    EXPECT_EQ(outcomes[0].image.model, "exact");
+    EXPECT_EQ(outcomes[1].image.model, "shifted");
+    const double between = dice(mask(), shifted);
+    ASSERT_LT(between, 1.0);
+    for (const ImageOutcome& outcome : outcomes) {
+        EXPECT_TRUE(outcome.image.score.has_value()) << outcome.image.error;
+        ASSERT_TRUE(outcome.image.features.count("model_agreement"));
+        EXPECT_NEAR(outcome.image.features.at("model_agreement"), between, 1e-12);
+        for (const ObjectResult& object : outcome.objects) EXPECT_EQ(object.model, outcome.image.model);
+    }
+    EXPECT_NEAR(*outcomes[1].image.true_dice, between, 1e-12);
+    EXPECT_FALSE(outcomes[0].image.model_confidence.has_value()) << "a binary prediction has no probabilities";
+    ASSERT_TRUE(outcomes[1].image.model_confidence.has_value());
+    EXPECT_NEAR(*outcomes[1].image.model_confidence, model_confidence(soft_probability), 1e-9);
+    EXPECT_TRUE(outcomes[1].image.features.count("soft_dice"));
+
+    // One model's missing file leaves the other scored, and agreement needs two usable predictions.
+    DatasetItem half = item("half", image(), mask(), {});
+    half.predictions.push_back({(root / "shifted/none.png").string(), ""});
+    std::vector<ImageOutcome> partial = score_item(half, two_models, segmenter, {});
+    EXPECT_TRUE(partial[0].image.score.has_value());
+    EXPECT_FALSE(partial[0].image.features.count("model_agreement"));
+    EXPECT_TRUE(has_flag(partial[1].image, "missing_prediction"));
+
+    // The journal keeps both models of an image on one line and gives them back in order.
+    fs::path out = root / "two_out";
+    Dataset run{{it}, two_models.models, true};
+    {
+        Journal journal(out, {{"models", 2}}, false);
+        score_dataset(run, segmenter, {}, journal);
+    }
+    Journal resumed(out, {{"models", 2}}, true);
+    ASSERT_EQ(resumed.finished().size(), 1u);
+    ASSERT_EQ(resumed.finished()[0].size(), 2u);
+    EXPECT_EQ(resumed.finished()[0][1].image.model, "shifted");
+    EXPECT_EQ(resumed.finished()[0][1].image.features, outcomes[1].image.features);
+    EXPECT_FALSE(resumed.masks("pair", 1).first.empty());
 }

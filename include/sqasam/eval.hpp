@@ -62,6 +62,10 @@ struct Evaluation {
     int n_with_ground_truth = 0;
     Metrics sqa;
     std::optional<Metrics> model_confidence;  // when any image has a model confidence
+    // The calibrated Dice estimate (score --calibration): its metrics as a quality measure, its mean absolute error
+    // and the share of images whose true Dice lies in its interval (over images with both).
+    std::optional<Metrics> estimate;
+    std::optional<double> estimate_mae, estimate_coverage;
     std::vector<AblationRow> ablation;          // every reducer x mask choice x aggregation; empty without GT
 };
 

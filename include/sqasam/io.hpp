@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <opencv2/core.hpp>
@@ -50,6 +51,13 @@ LabelMap read_label_map(const std::string& path, std::optional<double> soft_thre
 // A probability map scaled to [0,1]: 8-bit / 255, 16-bit / 65535, float as is (must lie in [0,1]). CV_32F.
 cv::Mat read_probability_map(const std::string& path);
 
+// A CSV file's rows (RFC 4180: quoted fields may hold separators, quotes and line breaks); blank lines are skipped.
+struct CsvRow {
+    int line = 0;  // where the row starts, 1-based
+    std::vector<std::string> fields;
+};
+std::vector<CsvRow> read_csv(const std::string& path);
+
 // Replaces path's contents all at once: writes a temporary file beside it, flushes it to disk and renames it over
 // path, so a reader (or a killed run) never sees a half-written file.
 void write_file_atomically(const std::filesystem::path& path, const std::string& contents);
@@ -57,30 +65,58 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
 // crash right after.
 void append_durably(const std::filesystem::path& path, const std::string& text);
 
+// One segmentation model's files for an image; a path is empty where the file is missing.
+struct PredictionFiles {
+    std::string pred;
+    std::string prob;  // its probability map, when the run has them for this model
+};
+
+// A segmentation model whose predictions are scored (one `--pred` folder, or one manifest column).
+struct SegmentationModel {
+    std::string name;       // as given (`--pred NAME=DIR`), else the folder's name; unique within a run
+    bool has_prob = false;  // whether probability maps were given for it
+};
+
 // One image to score and the files that belong to it; a path is empty where the file is missing.
 struct DatasetItem {
     std::string name;  // base name (file name without its last extension)
-    std::string image, pred, prob, gt;
+    std::string image, gt;
+    std::vector<PredictionFiles> predictions;  // one per model, in the order of Dataset::models
     std::string problem;  // set when the files cannot be paired (two files share the base name in one folder)
 };
 
 struct Dataset {
     std::vector<DatasetItem> items;  // sorted by name, unique names
-    bool has_prob = false, has_gt = false;  // whether probability maps / ground truth were asked for
+    std::vector<SegmentationModel> models;  // at least one
+    bool has_gt = false;  // whether ground truth was asked for
+};
+
+// A folder of one model's predictions, and optionally its probability maps.
+struct PredictionFolder {
+    std::string model;  // empty: the folder's name
+    std::string pred;
+    std::string prob;   // optional
 };
 
 struct DatasetFolders {
-    std::string images, pred;
-    std::string prob, gt;  // optional: empty when not given
+    std::string images;
+    std::vector<PredictionFolder> predictions;  // one or more models
+    std::string gt;  // optional: empty when not given
 };
 
-// Pairs files by base name (extensions may differ). Every base name found in the images or prediction folder
-// becomes an item; files of other types are ignored. A missing or empty folder is an Error.
+// "NAME=DIR" -> {NAME, DIR}; a plain "DIR" (or an existing folder whose name holds '=') -> {"", DIR}. NAME may not
+// hold '/'. For the repeatable --pred and --prob options.
+std::pair<std::string, std::string> split_named_folder(const std::string& text);
+
+// Pairs files by base name (extensions may differ). Every base name found in the images or a prediction folder
+// becomes an item; files of other types are ignored. A missing or empty folder, or two models with one name, is an
+// Error.
 Dataset match_folders(const DatasetFolders& folders);
 
 // A CSV with a header naming the columns image and pred, optionally prob and gt (any order; quoting as in
-// RFC 4180). Relative paths are relative to the manifest's folder; an empty cell is a missing file. The item name
-// is the image's base name; two rows with the same name are an Error.
+// RFC 4180). Several models: columns `pred:NAME` (and `prob:NAME`) beside or instead of `pred` (model "pred").
+// Relative paths are relative to the manifest's folder; an empty cell is a missing file. The item name is the
+// image's base name; two rows with the same name are an Error.
 Dataset read_manifest(const std::string& csv_path);
 
 }  // namespace sqasam

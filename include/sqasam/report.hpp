@@ -17,6 +17,7 @@ namespace sqasam {
 // lowest-scored images only (see keep_lowest_scored); points and boxes come from the image's ObjectResults.
 struct ImageOverlay {
     std::string image;         // base name, as in ImageResult::image
+    std::string model;         // the segmentation model, as in ImageResult::model
     double score = 0;          // the image score, to rank overlays
     cv::Mat bgr;               // CV_8UC3 as cv::imread gives it (a CV_8UC1 grey image is accepted too)
     cv::Mat prediction;        // CV_8UC1, nonzero = predicted object (all classes)
@@ -39,8 +40,10 @@ struct ReportInput {
     Reducer reducer = Reducer::Max;
     MaskChoice mask_choice = MaskChoice::BestPredictedIou;
     ImageAggregation aggregation = ImageAggregation::Mean;
+    std::string prompting_reason;  // why the SAM model is prompted this way (default_prompting), for the report
     nlohmann::json config = nlohmann::json::object();  // anything else worth recording (paths, thresholds, ...)
     nlohmann::json model = nlohmann::json::object();   // checkpoint, model type, ...
+    nlohmann::json calibration;                        // the calibration applied (file, coverage, provenance), or null
     std::vector<ImageOverlay> overlays;                // lowest-scored images, any order
 };
 

@@ -2,6 +2,7 @@
 // What scoring produces and evaluation/reporting consume: one record per object and per image.
 #include <array>
 #include <cstddef>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,16 +38,27 @@ struct PromptAgreement {
     std::array<double, 3> dice{};  // indexed like kAllMaskChoices
     std::array<double, 3> iou{};
     std::array<double, 3> predicted_iou{};  // SAM's own IoU prediction for the picked mask
+    std::array<double, 3> stability{};      // SAM's stability score of the picked mask
+    // Boundary IoU (Cheng et al., CVPR 2021) of the object and the picked mask: the IoU of their inner boundary
+    // bands, so that a disagreement along the outline counts whatever the object's size.
+    std::array<double, 3> boundary_iou{};
 };
+
+// Named measurements beside a score, for calibration and for a reader of the CSVs (the list, with their meaning,
+// is sqasam::image_features() in sqa.hpp). A measure that does not apply (no probability map, one model) is absent.
+using Features = std::map<std::string, double>;
 
 struct ObjectResult {
     std::string image;  // base name
+    std::string model;  // the segmentation model whose prediction holds the object
     int class_label = 1;
     int component = 0;  // connected-component id within the class, 1-based
     long area = 0;
     int box[4] = {0, 0, 0, 0};  // x0, y0, x1, y1, inclusive pixel corners (official XYXY)
     float point[2] = {0, 0};    // x, y
     PromptAgreement point_prompt, box_prompt;
+    double point_box_dice = 0;  // Dice between SAM's point-prompt and box-prompt masks (configured mask choice)
+    double compactness = 0;     // 4 pi area / perimeter^2: 1 for a disc, near 0 for thin or ragged shapes
     double score = 0;  // with the run's configured reducer and mask choice
 
     double score_with(Reducer reducer, MaskChoice choice) const;
@@ -57,8 +69,17 @@ struct ObjectResult {
 std::optional<double> image_score(const std::vector<const ObjectResult*>& objects, Reducer reducer,
                                   MaskChoice choice, ImageAggregation aggregation);
 
+// A calibrated estimate of an image's true Dice (sqasam calibrate, score --calibration) and its conformal interval.
+struct DiceEstimate {
+    double dice = 0, low = 0, high = 1;
+    // Features outside the range the calibration saw (names, ";"-separated); empty when all were inside.
+    std::string outside;
+};
+
+// One image as predicted by one segmentation model.
 struct ImageResult {
     std::string image;  // base name
+    std::string model;  // the segmentation model (its prediction set's name)
     std::optional<double> score;  // none when the image has no object or could not be read
     int n_objects = 0;
     // Problems that leave the image unscored (error says which file and why): "missing_image",
@@ -71,6 +92,8 @@ struct ImageResult {
     std::optional<double> true_dice;           // with ground truth; both empty counts as 1
     std::vector<std::pair<int, double>> class_dice;  // per class label, with ground truth
     std::optional<double> model_confidence;    // mean over pixels of max(p, 1-p), with probability maps
+    Features features;                         // see image_features() in sqa.hpp
+    std::optional<DiceEstimate> estimate;      // with a calibration
 };
 
 }  // namespace sqasam

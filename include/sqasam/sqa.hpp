@@ -63,6 +63,15 @@ struct Overlap {
 Overlap overlap(const PredictedObject& object, const cv::Mat& image_mask);
 // Dice of two same-size masks (nonzero = foreground); both empty -> 1.
 double dice(const cv::Mat& a, const cv::Mat& b);
+// Boundary IoU (Cheng et al., CVPR 2021) of two same-size masks (nonzero = foreground): the IoU of their inner
+// boundary bands, a band being the mask's pixels within `band` pixels (Chebyshev distance; outside the image counts
+// as outside) of its outside. Both empty -> 1.
+double boundary_iou(const cv::Mat& a, const cv::Mat& b, int band);
+// The band width used for an image: 2 % of its diagonal, at least 1 pixel (Cheng et al.'s choice).
+int boundary_band_width(cv::Size image_size);
+// 4 pi area / perimeter^2 of a mask (nonzero = foreground; perimeter along the pixel-centre contours, holes
+// included), at most 1: near 1 for a disc, small for thin, ragged or holed shapes. A single pixel gives 1.
+double compactness(const cv::Mat& mask);
 
 // ---- Scoring with SAM ----
 
@@ -88,13 +97,51 @@ struct ScoreOptions {
     ImageAggregation aggregation = ImageAggregation::Mean;
 };
 
+// How sqasam prompts a SAM model family by default, and why: each family the way it was trained. The choice is
+// backed by the leave-one-dataset-out evidence in bench/quality (README, "Choosing the defaults").
+struct PromptingDefaults {
+    Reducer reducer;
+    MaskChoice mask_choice;
+    ImageAggregation aggregation;
+    std::string reason;  // one or two sentences for the report
+};
+PromptingDefaults default_prompting(ModelType type);
+
 struct ScoredObjects {
     std::vector<ObjectResult> objects;
     // Union over objects of SAM's mask (for the configured mask choice) per prompt kind, CV_8U 0/1 at image size.
     cv::Mat sam_point_mask, sam_box_mask;
 };
-ScoredObjects score_objects(const std::string& image_name, const std::vector<PredictedObject>& objects,
-                            cv::Size image_size, const MaskSource& sam, const ScoreOptions& options);
+ScoredObjects score_objects(const std::string& image_name, const std::string& model,
+                            const std::vector<PredictedObject>& objects, cv::Size image_size, const MaskSource& sam,
+                            const ScoreOptions& options);
+
+// ---- Features: measurements beside the score, for calibration ----
+
+// Where a feature comes from: SAM's masks, the prediction's shape, the model's probability map, or the other
+// models' predictions of the same image.
+enum class FeatureGroup { Sam, Shape, Probability, Agreement };
+std::string to_string(FeatureGroup group);
+
+struct FeatureInfo {
+    const char* name;
+    FeatureGroup group;
+    // +1 where a higher value is expected to go with a higher true Dice (a monotone constraint for calibration),
+    // 0 where no direction is assumed.
+    int direction;
+    const char* meaning;
+};
+// Every image feature sqasam records, in the order of images.csv's columns. n_objects and model_confidence are
+// ImageResult's own fields; the others live in ImageResult::features.
+const std::vector<FeatureInfo>& image_features();
+// An image's features by name, its own fields n_objects and model_confidence included.
+Features all_features(const ImageResult& image);
+
+// The SAM and shape features of an image's objects (scored under options).
+void add_object_features(Features& features, const std::vector<ObjectResult>& objects, const ScoreOptions& options,
+                         cv::Size image_size);
+// The probability features: probability CV_32F in [0,1] (the foreground's), pred_labels CV_32S of the same size.
+void add_probability_features(Features& features, const cv::Mat& probability, const cv::Mat& pred_labels);
 
 // ---- Ground truth and the model-confidence baseline ----
 
@@ -115,42 +162,48 @@ struct PipelineOptions {
     std::optional<double> pred_threshold;  // for soft predictions, fraction of full scale (default 0.5)
 };
 
+// One model's prediction of one image, scored.
 struct ImageOutcome {
     ImageResult image;
     std::vector<ObjectResult> objects;
     cv::Mat sam_point_mask, sam_box_mask;  // as in ScoredObjects; empty when SAM did not run
 };
 
-// Reads the item's files and scores it. Problems with one file become flags and messages in the result (see
-// ImageResult::flags), never an exception; SAM runs only when the image has objects.
-ImageOutcome score_item(const DatasetItem& item, const Dataset& dataset, const Segmenter& segmenter,
-                        const PipelineOptions& options);
+// Reads the item's files and scores every model's prediction of it (one outcome per model, in the order of
+// Dataset::models), on one SAM embedding of the image. Problems with one file become flags and messages in the
+// results (see ImageResult::flags), never an exception; SAM runs only when some prediction has objects. With two or
+// more models, each row gets the model_agreement feature.
+std::vector<ImageOutcome> score_item(const DatasetItem& item, const Dataset& dataset, const Segmenter& segmenter,
+                                     const PipelineOptions& options);
 
 // Finished images of a run, kept in out/.partial/ so a killed run can continue (--resume): journal.jsonl holds
-// one line per image (the image and its objects, appended and flushed as each image finishes; a torn last line
-// is dropped) and masks/<name>.png the SAM mask unions for the report's overlays (bit 0 point, bit 1 box),
-// written before the line. config.json records the run's configuration; resuming under another one is an Error.
+// one line per image (all models' outcomes with their objects, appended and flushed as each image finishes; a torn
+// last line is dropped) and masks/<model index>/<name>.png the SAM mask unions for the report's overlays (bit 0
+// point, bit 1 box), written before the line. config.json records the run's configuration; resuming under another
+// one is an Error.
 class Journal {
 public:
     Journal(const std::filesystem::path& out_dir, const nlohmann::json& config, bool resume);
 
-    // The images earlier runs finished (read when the journal was opened), without their masks.
-    const std::vector<ImageOutcome>& finished() const { return finished_; }
+    // The images earlier runs finished (read when the journal was opened), each with its models' outcomes in the
+    // run's model order, without their masks.
+    const std::vector<std::vector<ImageOutcome>>& finished() const { return finished_; }
     bool contains(const std::string& image) const { return names_.count(image) > 0; }
-    // Records a finished image (on disk at once; finished() does not change).
-    void append(const ImageOutcome& outcome);
-    // The SAM mask unions stored for an image: {point, box}, empty Mats when there are none.
-    std::pair<cv::Mat, cv::Mat> masks(const std::string& image) const;
+    // Records a finished image: all its models' outcomes (on disk at once; finished() does not change).
+    void append(const std::vector<ImageOutcome>& outcomes);
+    // The SAM mask unions stored for an image and a model (its index in Dataset::models): {point, box}, empty Mats
+    // when there are none.
+    std::pair<cv::Mat, cv::Mat> masks(const std::string& image, std::size_t model) const;
 
 private:
     std::filesystem::path dir_;
-    std::vector<ImageOutcome> finished_;
+    std::vector<std::vector<ImageOutcome>> finished_;
     std::set<std::string> names_;
 };
 
 struct RunResult {
-    std::vector<ImageResult> images;    // in dataset order (sorted by name)
-    std::vector<ObjectResult> objects;  // grouped by image in the same order, then by class and component
+    std::vector<ImageResult> images;    // in dataset order (sorted by name), each image's models in the run's order
+    std::vector<ObjectResult> objects;  // grouped by image and model in the same order, then by class and component
     std::size_t resumed = 0;            // images taken from the journal
 };
 // Where a run stands after an image, for progress and ETA.

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
     sqasam::cli::add_segment_command(app);
     sqasam::cli::add_score_command(app);
+    sqasam::cli::add_calibrate_command(app);
     sqasam::cli::add_bench_command(app);
     sqasam::cli::add_test_model_command(app);
     try {

@@ -83,7 +83,7 @@ Pairs pair_up(const std::vector<ImageResult>& images, ValueOf value_of) {
     for (const auto& image : images) {
         const std::optional<double> value = value_of(image);
         if (!value || !image.true_dice || !std::isfinite(*value) || !std::isfinite(*image.true_dice)) continue;
-        pairs.names.push_back(image.image);
+        pairs.names.push_back(image.image + '\t' + image.model);  // orders ties by image, then model
         pairs.value.push_back(*value);
         pairs.true_dice.push_back(*image.true_dice);
     }
@@ -92,15 +92,15 @@ Pairs pair_up(const std::vector<ImageResult>& images, ValueOf value_of) {
 
 std::vector<AblationRow> ablation(const std::vector<ImageResult>& images, const std::vector<ObjectResult>& objects,
                                   const EvalOptions& options) {
-    std::map<std::string, std::vector<const ObjectResult*>> objects_of;
-    for (const auto& object : objects) objects_of[object.image].push_back(&object);
+    std::map<std::pair<std::string, std::string>, std::vector<const ObjectResult*>> objects_of;
+    for (const auto& object : objects) objects_of[{object.image, object.model}].push_back(&object);
     const std::vector<const ObjectResult*> none;
     std::vector<AblationRow> rows;
     for (const auto aggregation : {ImageAggregation::Mean, ImageAggregation::AreaWeighted})
         for (const auto choice : kAllMaskChoices)
             for (const auto reducer : kAllReducers) {
                 const Pairs pairs = pair_up(images, [&](const ImageResult& image) {
-                    const auto found = objects_of.find(image.image);
+                    const auto found = objects_of.find({image.image, image.model});
                     return image_score(found == objects_of.end() ? none : found->second, reducer, choice,
                                        aggregation);
                 });
@@ -129,6 +129,24 @@ Evaluation evaluate(const std::vector<ImageResult>& images, const std::vector<Ob
     if (any_confidence)
         evaluation.model_confidence =
             evaluate_pairs(pair_up(images, [](const ImageResult& i) { return i.model_confidence; }), options);
+    const bool any_estimate =
+        std::any_of(images.begin(), images.end(), [](const ImageResult& i) { return i.estimate.has_value(); });
+    if (any_estimate) {
+        evaluation.estimate = evaluate_pairs(pair_up(images, [](const ImageResult& i) {
+            return i.estimate ? std::optional<double>(i.estimate->dice) : std::nullopt;
+        }), options);
+        double absolute_error = 0, covered = 0, n = 0;
+        for (const auto& image : images) {
+            if (!image.estimate || !image.true_dice) continue;
+            absolute_error += std::abs(image.estimate->dice - *image.true_dice);
+            covered += image.estimate->low <= *image.true_dice && *image.true_dice <= image.estimate->high;
+            ++n;
+        }
+        if (n > 0) {
+            evaluation.estimate_mae = absolute_error / n;
+            evaluation.estimate_coverage = covered / n;
+        }
+    }
     if (evaluation.n_with_ground_truth > 0) evaluation.ablation = ablation(images, objects, options);
     return evaluation;
 }

@@ -42,32 +42,6 @@ std::string pick(const FolderIndex& index, const std::string& name, std::string&
     return "";
 }
 
-std::vector<std::string> parse_csv_line(const std::string& line, const std::string& file, int line_number) {
-    std::vector<std::string> fields(1);
-    bool quoted = false;
-    for (size_t i = 0; i < line.size(); ++i) {
-        char c = line[i];
-        if (quoted) {
-            if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
-                fields.back() += '"';
-                ++i;
-            } else if (c == '"') {
-                quoted = false;
-            } else {
-                fields.back() += c;
-            }
-        } else if (c == '"') {
-            quoted = true;
-        } else if (c == ',') {
-            fields.emplace_back();
-        } else if (c != '\r') {
-            fields.back() += c;
-        }
-    }
-    if (quoted) throw Error(file, "line " + std::to_string(line_number) + ": unterminated quoted field");
-    return fields;
-}
-
 std::string trimmed(const std::string& text) {
     auto first = text.find_first_not_of(" \t");
     if (first == std::string::npos) return "";
@@ -76,62 +50,97 @@ std::string trimmed(const std::string& text) {
 
 }  // namespace
 
+std::pair<std::string, std::string> split_named_folder(const std::string& text) {
+    const auto equals = text.find('=');
+    std::error_code ec;
+    if (equals == std::string::npos || equals == 0 || text.substr(0, equals).find('/') != std::string::npos ||
+        fs::is_directory(text, ec))
+        return {"", text};
+    return {text.substr(0, equals), text.substr(equals + 1)};
+}
+
 Dataset match_folders(const DatasetFolders& folders) {
+    if (folders.predictions.empty()) throw Error("", "no prediction folder given");
     FolderIndex images = index_folder(folders.images, "images");
-    FolderIndex preds = index_folder(folders.pred, "predictions");
-    std::optional<FolderIndex> probs, gts;
-    if (!folders.prob.empty()) probs = index_folder(folders.prob, "probability maps");
+    std::optional<FolderIndex> gts;
     if (!folders.gt.empty()) gts = index_folder(folders.gt, "ground truth");
 
-    std::map<std::string, DatasetItem> by_name;
-    for (const FolderIndex* index : {&images, &preds})
-        for (const auto& entry : *index) by_name[entry.first].name = entry.first;
-
     Dataset dataset;
-    dataset.has_prob = probs.has_value();
     dataset.has_gt = gts.has_value();
+    std::vector<FolderIndex> preds;
+    std::vector<std::optional<FolderIndex>> probs;
+    for (const PredictionFolder& folder : folders.predictions) {
+        std::string name = folder.model.empty() ? fs::path(folder.pred).lexically_normal().filename().string()
+                                                : folder.model;
+        if (name.empty() || name == ".") name = fs::weakly_canonical(fs::absolute(folder.pred)).filename().string();
+        for (const SegmentationModel& model : dataset.models)
+            if (model.name == name)
+                throw Error(folder.pred, "two prediction folders are both named '" + name +
+                                             "'; name them with --pred NAME=DIR");
+        dataset.models.push_back({name, !folder.prob.empty()});
+        preds.push_back(index_folder(folder.pred, "predictions of " + name));
+        probs.push_back(folder.prob.empty() ? std::nullopt
+                                            : std::optional(index_folder(folder.prob, "probability maps of " + name)));
+    }
+
+    std::map<std::string, DatasetItem> by_name;
+    for (const auto& entry : images) by_name[entry.first].name = entry.first;
+    for (const FolderIndex& index : preds)
+        for (const auto& entry : index) by_name[entry.first].name = entry.first;
+
     for (auto& [name, item] : by_name) {
         item.image = pick(images, name, item.problem);
-        item.pred = pick(preds, name, item.problem);
-        if (probs) item.prob = pick(*probs, name, item.problem);
         if (gts) item.gt = pick(*gts, name, item.problem);
+        for (size_t m = 0; m < preds.size(); ++m) {
+            PredictionFiles files;
+            files.pred = pick(preds[m], name, item.problem);
+            if (probs[m]) files.prob = pick(*probs[m], name, item.problem);
+            item.predictions.push_back(std::move(files));
+        }
         dataset.items.push_back(std::move(item));
     }
     return dataset;
 }
 
 Dataset read_manifest(const std::string& csv_path) {
-    std::ifstream in(csv_path);
-    if (!in) throw Error(csv_path, "cannot open manifest");
+    const std::vector<CsvRow> rows = read_csv(csv_path);
+    if (rows.empty()) throw Error(csv_path, "manifest is empty");
     fs::path base = fs::path(csv_path).parent_path();
-
-    std::string line;
-    int line_number = 0;
-    std::vector<std::string> header;
-    while (header.empty() && std::getline(in, line)) {
-        ++line_number;
-        if (!trimmed(line).empty()) header = parse_csv_line(line, csv_path, line_number);
-    }
+    const std::vector<std::string>& header = rows.front().fields;
     std::map<std::string, size_t> column;
+    std::vector<std::string> model_names;  // in the header's order
     for (size_t i = 0; i < header.size(); ++i) {
         std::string name = trimmed(header[i]);
-        std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
-        column[name] = i;
+        // Column kinds are case-insensitive; model names after "pred:" / "prob:" are kept as written.
+        const auto kind_end = std::min(name.find(':'), name.size());
+        std::transform(name.begin(), name.begin() + static_cast<long>(kind_end), name.begin(),
+                       [](unsigned char c) { return std::tolower(c); });
+        if (!column.emplace(name, i).second) throw Error(csv_path, "two columns are named '" + name + "'");
+        // Prediction columns: "pred" (model "pred") and "pred:NAME"; "prob" / "prob:NAME" go with them.
+        if (name == "pred" || (name.starts_with("pred:") && name.size() > 5))
+            model_names.push_back(name == "pred" ? "pred" : name.substr(5));
     }
-    for (const char* required : {"image", "pred"})
-        if (!column.count(required))
-            throw Error(csv_path, std::string("manifest has no '") + required +
-                                      "' column (expected a header with image,pred[,prob][,gt])");
+    if (!column.count("image") || model_names.empty())
+        throw Error(csv_path, "manifest needs an 'image' column and at least one 'pred' or 'pred:NAME' column "
+                              "(expected a header like image,pred[,prob][,gt])");
+    auto column_name = [](const char* kind, const std::string& model) {
+        return model == "pred" ? std::string(kind) : std::string(kind) + ":" + model;
+    };
+    for (const auto& [name, index] : column)
+        if (name.starts_with("prob") &&
+            std::none_of(model_names.begin(), model_names.end(),
+                         [&](const std::string& model) { return column_name("prob", model) == name; }))
+            throw Error(csv_path, "column '" + name + "' has no prediction column of the same model");
 
     Dataset dataset;
-    dataset.has_prob = column.count("prob") > 0;
     dataset.has_gt = column.count("gt") > 0;
+    for (const std::string& model : model_names)
+        dataset.models.push_back({model, column.count(column_name("prob", model)) > 0});
     std::map<std::string, int> line_of_name;
-    while (std::getline(in, line)) {
-        ++line_number;
-        if (trimmed(line).empty()) continue;
-        std::vector<std::string> fields = parse_csv_line(line, csv_path, line_number);
-        auto cell = [&](const char* name) -> std::string {
+    for (std::size_t r = 1; r < rows.size(); ++r) {
+        const std::vector<std::string>& fields = rows[r].fields;
+        const int line_number = rows[r].line;
+        auto cell = [&](const std::string& name) -> std::string {
             auto found = column.find(name);
             if (found == column.end() || found->second >= fields.size()) return "";
             std::string value = trimmed(fields[found->second]);
@@ -141,10 +150,10 @@ Dataset read_manifest(const std::string& csv_path) {
         };
         DatasetItem item;
         item.image = cell("image");
-        item.pred = cell("pred");
-        item.prob = cell("prob");
         item.gt = cell("gt");
-        const std::string& named = item.image.empty() ? item.pred : item.image;
+        for (const std::string& model : model_names)
+            item.predictions.push_back({cell(column_name("pred", model)), cell(column_name("prob", model))});
+        const std::string& named = item.image.empty() ? item.predictions.front().pred : item.image;
         if (named.empty())
             throw Error(csv_path, "line " + std::to_string(line_number) + " names neither an image nor a prediction");
         item.name = fs::path(named).stem().string();

@@ -106,6 +106,7 @@ bool is_best(const Column& column, const Metrics& row, const std::vector<const M
 
 std::string paper_table(const Evaluation& e, const EvalOptions& options) {
     std::vector<std::pair<std::string, const Metrics*>> rows{{"SQA-SAM", &e.sqa}};
+    if (e.estimate) rows.emplace_back("Calibrated Dice estimate", &*e.estimate);
     if (e.model_confidence) rows.emplace_back("Model confidence", &*e.model_confidence);
     std::vector<const Metrics*> all;
     for (const auto& [name, metrics] : rows) all.push_back(metrics);
@@ -132,6 +133,10 @@ std::string paper_table(const Evaluation& e, const EvalOptions& options) {
          << "; " << e.sqa.n_failures << " of " << e.sqa.n << " images). AURC: area under the risk&ndash;coverage curve, "
          << "risk = 1 &minus; Dice, most trusted images first; the best any measure could reach here is "
          << number(e.sqa.optimal_aurc) << ".</p>";
+    if (e.estimate)
+        html << "<p class=\"note\">Calibrated Dice estimate: mean absolute error " << number(e.estimate_mae)
+             << "; the true Dice lies inside the estimate's interval for "
+             << (e.estimate_coverage ? fixed(100 * *e.estimate_coverage, 1) : "&mdash;") << "% of images.</p>";
     return html.str();
 }
 
@@ -213,11 +218,83 @@ std::string ablation_section(const ReportInput& input) {
     return html.str();
 }
 
+// How a row is named on the page: the image, and its model when the run scored several models' predictions.
+struct RowNamer {
+    bool several_models = false;
+    explicit RowNamer(const std::vector<ImageResult>& images) {
+        for (const auto& image : images) several_models = several_models || image.model != images.front().model;
+    }
+    std::string operator()(const std::string& image, const std::string& model) const {
+        return html_escape(image) + (several_models ? " <span class=\"muted\">&middot; " + html_escape(model) + "</span>" : "");
+    }
+};
+
 std::string tags(const ImageResult& image) {
     std::string html;
     for (const auto& flag : image.flags) html += "<span class=\"tag\">" + html_escape(flag) + "</span>";
     return html;
 }
+
+std::string estimate_text(const ImageResult& image) {
+    if (!image.estimate) return "&mdash;";
+    return fixed(image.estimate->dice, 3) + " <span class=\"muted\">[" + fixed(image.estimate->low, 2) + ", " +
+           fixed(image.estimate->high, 2) + "]</span>" +
+           (image.estimate->outside.empty() ? "" : " <span class=\"tag\" title=\"outside the calibration's range: " +
+                                                     html_escape(image.estimate->outside) + "\">extrapolated</span>");
+}
+
+// Every prediction in one table that sorts by any column (click a heading): the place to find an image.
+std::string all_predictions_section(const ReportInput& input) {
+    const bool with_truth = input.evaluation.n_with_ground_truth > 0;
+    const bool with_confidence = input.evaluation.model_confidence.has_value();
+    const bool with_estimate = input.evaluation.estimate.has_value();
+    const RowNamer name(input.images);
+    auto sortable = [](const std::optional<double>& value, const std::string& shown) {
+        return "<td data-sort=\"" + (value ? fixed(*value, 6) : std::string("-1")) + "\">" + shown + "</td>";
+    };
+    std::ostringstream html;
+    html << "<section><details><summary><h2 style=\"display:inline\">All predictions</h2> <span class=\"muted\">("
+         << input.images.size() << " rows; click a column heading to sort)</span></summary>"
+         << "<table class=\"sortable\"><thead><tr><th>Image</th><th>Score</th>"
+         << (with_estimate ? "<th>Estimated Dice</th><th>Low</th><th>High</th>" : "")
+         << (with_truth ? "<th>True Dice</th>" : "") << (with_confidence ? "<th>Model confidence</th>" : "")
+         << "<th>Objects</th><th class=\"left\">Flags</th></tr></thead><tbody>";
+    for (const auto& image : input.images) {
+        html << "<tr><td data-sort=\"" << html_escape(image.image + " " + image.model) << "\">"
+             << name(image.image, image.model) << "</td>" << sortable(image.score, number(image.score));
+        if (with_estimate) {
+            const auto& e = image.estimate;
+            html << sortable(e ? std::optional(e->dice) : std::nullopt, e ? estimate_text(image) : "&mdash;")
+                 << sortable(e ? std::optional(e->low) : std::nullopt, e ? fixed(e->low, 3) : "&mdash;")
+                 << sortable(e ? std::optional(e->high) : std::nullopt, e ? fixed(e->high, 3) : "&mdash;");
+        }
+        if (with_truth) html << sortable(image.true_dice, number(image.true_dice));
+        if (with_confidence) html << sortable(image.model_confidence, number(image.model_confidence));
+        html << "<td data-sort=\"" << image.n_objects << "\">" << image.n_objects << "</td><td class=\"left\">"
+             << tags(image) << "</td></tr>";
+    }
+    html << "</tbody></table></details></section>";
+    return html.str();
+}
+
+// Sorting for table.sortable: numbers by value (data-sort), text by name; a second click reverses.
+constexpr const char* kSortScript = R"js(
+document.querySelectorAll('table.sortable th').forEach((th, column) => {
+  th.style.cursor = 'pointer';
+  th.addEventListener('click', () => {
+    const body = th.closest('table').tBodies[0];
+    const descending = th.dataset.order !== 'desc';
+    th.dataset.order = descending ? 'desc' : 'asc';
+    const key = row => row.cells[column].dataset.sort ?? row.cells[column].textContent;
+    const rows = Array.from(body.rows).sort((a, b) => {
+      const x = key(a), y = key(b), nx = parseFloat(x), ny = parseFloat(y);
+      const order = isNaN(nx) || isNaN(ny) ? x.localeCompare(y) : nx - ny;
+      return descending ? -order : order;
+    });
+    rows.forEach(row => body.appendChild(row));
+  });
+});
+)js";
 
 std::vector<const ImageResult*> lowest_scored(const std::vector<ImageResult>& images) {
     std::vector<const ImageResult*> scored;
@@ -233,17 +310,21 @@ std::string lowest_section(const ReportInput& input) {
     const auto scored = lowest_scored(input.images);
     const bool with_truth = input.evaluation.n_with_ground_truth > 0;
     const bool with_confidence = input.evaluation.model_confidence.has_value();
+    const bool with_estimate = input.evaluation.estimate.has_value();
     std::ostringstream html;
     html << "<section><h2>Predictions to check first</h2>";
     if (scored.empty()) return html.str() + "<p class=\"notice\">No image received a score.</p></section>";
     html << "<p class=\"muted\">The " << std::min(kLowestListed, scored.size())
          << " lowest SQA-SAM scores: the predictions least likely to be right.</p><table><thead><tr><th>Image</th>"
-            "<th>Score</th><th>Objects</th>"
+            "<th>Score</th>"
+         << (with_estimate ? "<th>Estimated Dice [interval]</th>" : "") << "<th>Objects</th>"
          << (with_truth ? "<th>True Dice</th>" : "") << (with_confidence ? "<th>Model confidence</th>" : "") << "<th class=\"left\">Flags</th></tr></thead><tbody>";
+    const RowNamer name(input.images);
     for (std::size_t i = 0; i < std::min(kLowestListed, scored.size()); ++i) {
         const ImageResult& image = *scored[i];
-        html << "<tr><td>" << html_escape(image.image) << "</td><td>" << number(image.score) << "</td><td>"
-             << image.n_objects << "</td>";
+        html << "<tr><td>" << name(image.image, image.model) << "</td><td>" << number(image.score) << "</td>";
+        if (with_estimate) html << "<td>" << estimate_text(image) << "</td>";
+        html << "<td>" << image.n_objects << "</td>";
         if (with_truth) html << "<td>" << number(image.true_dice) << "</td>";
         if (with_confidence) html << "<td>" << number(image.model_confidence) << "</td>";
         html << "<td class=\"left\">" << tags(image) << "</td></tr>";
@@ -254,10 +335,12 @@ std::string lowest_section(const ReportInput& input) {
 
 std::string overlays_section(const ReportInput& input) {
     if (input.overlays.empty()) return "";
-    std::map<std::string, const ImageResult*> image_named;
-    for (const auto& image : input.images) image_named[image.image] = &image;
-    std::map<std::string, std::vector<const ObjectResult*>> objects_of;
-    for (const auto& object : input.objects) objects_of[object.image].push_back(&object);
+    using Row = std::pair<std::string, std::string>;  // image, model
+    std::map<Row, const ImageResult*> image_named;
+    for (const auto& image : input.images) image_named[{image.image, image.model}] = &image;
+    std::map<Row, std::vector<const ObjectResult*>> objects_of;
+    for (const auto& object : input.objects) objects_of[{object.image, object.model}].push_back(&object);
+    const RowNamer name(input.images);
     std::vector<const ImageOverlay*> overlays;
     for (const auto& overlay : input.overlays) overlays.push_back(&overlay);
     std::stable_sort(overlays.begin(), overlays.end(),
@@ -270,14 +353,14 @@ std::string overlays_section(const ReportInput& input) {
             "<span><span class=\"swatch\" style=\"background:#c83cc8\"></span>SAM mask from the bounding box</span>"
             "<span><span class=\"swatch\" style=\"background:#e62828\"></span>prompts</span></div>";
     for (const ImageOverlay* overlay : overlays) {
-        const auto found = image_named.find(overlay->image);
+        const auto found = image_named.find({overlay->image, overlay->model});
         const ImageResult* image = found == image_named.end() ? nullptr : found->second;
-        html << "<div class=\"overlay\"><div class=\"overlay-head\"><strong>" << html_escape(overlay->image)
+        html << "<div class=\"overlay\"><div class=\"overlay-head\"><strong>" << name(overlay->image, overlay->model)
              << "</strong><span>score " << fixed(overlay->score, 3) << "</span>";
         if (image && image->true_dice) html << "<span>true Dice " << fixed(*image->true_dice, 3) << "</span>";
         if (image) html << "<span>" << image->n_objects << " object" << (image->n_objects == 1 ? "" : "s")
                         << "</span><span>" << tags(*image) << "</span>";
-        const auto objects = objects_of.find(overlay->image);
+        const auto objects = objects_of.find({overlay->image, overlay->model});
         html << "</div><div class=\"panels\">"
              << report_detail::overlay_panels_html(
                     *overlay, objects == objects_of.end() ? std::vector<const ObjectResult*>{} : objects->second)
@@ -292,10 +375,11 @@ std::string flagged_section(const std::vector<ImageResult>& images) {
     html << "<section><h2>Flagged images</h2>";
     std::size_t n_flagged = 0;
     std::ostringstream rows;
+    const RowNamer name(images);
     for (const auto& image : images) {
         if (image.flags.empty() && image.error.empty()) continue;
         ++n_flagged;
-        rows << "<tr><td>" << html_escape(image.image) << "</td><td class=\"left\">" << tags(image)
+        rows << "<tr><td>" << name(image.image, image.model) << "</td><td class=\"left\">" << tags(image)
              << "</td><td class=\"left error\">" << html_escape(image.error) << "</td></tr>";
     }
     if (n_flagged == 0) return html.str() + "<p class=\"muted\">No image was flagged.</p></section>";
@@ -352,6 +436,8 @@ void write_report_html(const std::string& path, const ReportInput& input) {
          << card(std::to_string(n_flagged), "flagged") << "</div>";
 
     html << "<section><h2>How well the score tracks the true Dice</h2>";
+    if (!input.prompting_reason.empty())
+        html << "<p class=\"muted\">How SAM was prompted: " << html_escape(input.prompting_reason) << "</p>";
     if (with_ground_truth)
         html << paper_table(e, input.eval_options);
     else
@@ -361,9 +447,10 @@ void write_report_html(const std::string& path, const ReportInput& input) {
     html << plots_section(input, with_ground_truth);
     if (with_ground_truth) html << ablation_section(input);
     html << lowest_section(input) << overlays_section(input) << flagged_section(input.images)
-         << configuration_section(input);
+         << all_predictions_section(input) << configuration_section(input);
     html << "<footer>Written by sqasam. Every figure is embedded in this file; it opens offline.</footer>"
-            "</main></body></html>\n";
+            "</main><script>"
+         << kSortScript << "</script></body></html>\n";
     write_file_atomically(path, html.str());
 }
 

@@ -8,6 +8,7 @@
 #include "report/report_internal.hpp"
 #include "sqasam/io.hpp"
 #include "sqasam/error.hpp"
+#include "sqasam/sqa.hpp"
 
 namespace sqasam {
 namespace {
@@ -65,29 +66,62 @@ nlohmann::json metrics_json(const Metrics& m) {
             {"e_aurc", optional_json(m.e_aurc)}};
 }
 
+// The calibrated estimate's metrics, with its mean absolute error and interval coverage; null without one.
+nlohmann::json estimate_json(const Evaluation& e) {
+    if (!e.estimate) return nullptr;
+    nlohmann::json metrics = metrics_json(*e.estimate);
+    metrics["mae"] = optional_json(e.estimate_mae);
+    metrics["interval_coverage"] = optional_json(e.estimate_coverage);
+    return metrics;
+}
+
 }  // namespace
 
 void write_images_csv(const std::string& path, const std::vector<ImageResult>& images) {
     std::set<int> labels;
-    for (const auto& image : images)
+    std::set<std::string> present;
+    bool any_estimate = false;
+    for (const auto& image : images) {
         for (const auto& [label, dice] : image.class_dice) labels.insert(label);
+        for (const auto& [name, value] : image.features) present.insert(name);
+        any_estimate = any_estimate || image.estimate.has_value();
+    }
     const bool per_class = labels.size() > 1;  // one class: its Dice is true_dice already
+    std::vector<std::string> feature_columns;  // those not written as ImageResult's own columns
+    for (const FeatureInfo& feature : image_features())
+        if (present.count(feature.name)) feature_columns.push_back(feature.name);
 
     std::ostringstream out;
-    std::vector<std::string> header{"image", "score", "n_objects", "flags", "error", "true_dice", "model_confidence"};
+    std::vector<std::string> header{"image", "model", "score", "n_objects", "flags", "error", "true_dice",
+                                    "model_confidence"};
+    if (any_estimate)
+        for (const char* column : {"estimated_dice", "dice_low", "dice_high", "outside_calibration"})
+            header.push_back(column);
     if (per_class)
         for (int label : labels) header.push_back("dice_class_" + std::to_string(label));
+    header.insert(header.end(), feature_columns.begin(), feature_columns.end());
     csv_row(out, header);
     for (const auto& image : images) {
-        std::vector<std::string> row{image.image,          csv_number(image.score),     std::to_string(image.n_objects),
-                                     join(image.flags, ";"), image.error,                 csv_number(image.true_dice),
-                                     csv_number(image.model_confidence)};
+        std::vector<std::string> row{image.image,          image.model,         csv_number(image.score),
+                                     std::to_string(image.n_objects), join(image.flags, ";"), image.error,
+                                     csv_number(image.true_dice), csv_number(image.model_confidence)};
+        if (any_estimate) {
+            const auto& e = image.estimate;
+            row.push_back(e ? fixed(e->dice, 6) : "");
+            row.push_back(e ? fixed(e->low, 6) : "");
+            row.push_back(e ? fixed(e->high, 6) : "");
+            row.push_back(e ? e->outside : "");
+        }
         if (per_class)
             for (int label : labels) {
                 const auto found = std::find_if(image.class_dice.begin(), image.class_dice.end(),
                                                 [&](const auto& entry) { return entry.first == label; });
                 row.push_back(found == image.class_dice.end() ? "" : fixed(found->second, 6));
             }
+        for (const std::string& name : feature_columns) {
+            const auto found = image.features.find(name);
+            row.push_back(found == image.features.end() ? "" : fixed(found->second, 6));
+        }
         csv_row(out, row);
     }
     write_file_atomically(path, out.str());
@@ -95,16 +129,23 @@ void write_images_csv(const std::string& path, const std::vector<ImageResult>& i
 
 void write_objects_csv(const std::string& path, const std::vector<ObjectResult>& objects) {
     std::ostringstream out;
-    std::vector<std::string> header{"image", "class", "component", "area", "x0",     "y0",
-                                    "x1",    "y1",    "point_x",   "point_y"};
+    std::vector<std::string> header{"image", "model", "class", "component", "area", "x0",
+                                    "y0",    "x1",    "y1",    "point_x",   "point_y"};
+    const std::vector<std::pair<std::string, std::array<double, 3> PromptAgreement::*>> measures{
+        {"dice", &PromptAgreement::dice},
+        {"iou", &PromptAgreement::iou},
+        {"predicted_iou", &PromptAgreement::predicted_iou},
+        {"stability", &PromptAgreement::stability},
+        {"boundary_iou", &PromptAgreement::boundary_iou}};
     for (const std::string prompt : {"point", "box"})
         for (const auto choice : kAllMaskChoices)
-            for (const std::string measure : {"dice", "iou", "predicted_iou"})
+            for (const auto& [measure, member] : measures)
                 header.push_back(prompt + "_" + to_string(choice) + "_" + measure);
-    header.push_back("score");
+    for (const char* column : {"point_box_dice", "compactness", "score"}) header.push_back(column);
     csv_row(out, header);
     for (const auto& o : objects) {
         std::vector<std::string> row{o.image,
+                                     o.model,
                                      std::to_string(o.class_label),
                                      std::to_string(o.component),
                                      std::to_string(o.area),
@@ -115,11 +156,10 @@ void write_objects_csv(const std::string& path, const std::vector<ObjectResult>&
                                      fixed(o.point[0], 2),
                                      fixed(o.point[1], 2)};
         for (const PromptAgreement* agreement : {&o.point_prompt, &o.box_prompt})
-            for (std::size_t c = 0; c < kAllMaskChoices.size(); ++c) {
-                row.push_back(fixed(agreement->dice[c], 6));
-                row.push_back(fixed(agreement->iou[c], 6));
-                row.push_back(fixed(agreement->predicted_iou[c], 6));
-            }
+            for (std::size_t c = 0; c < kAllMaskChoices.size(); ++c)
+                for (const auto& [measure, member] : measures) row.push_back(fixed((agreement->*member)[c], 6));
+        row.push_back(fixed(o.point_box_dice, 6));
+        row.push_back(fixed(o.compactness, 6));
         row.push_back(fixed(o.score, 6));
         csv_row(out, row);
     }
@@ -132,6 +172,7 @@ nlohmann::json summary_json(const ReportInput& input) {
     config["reducer"] = to_string(input.reducer);
     config["mask_choice"] = to_string(input.mask_choice);
     config["aggregation"] = to_string(input.aggregation);
+    config["prompting_reason"] = input.prompting_reason;
     config["failure_threshold"] = input.eval_options.failure_threshold;
     config["bootstrap"] = {{"resamples", input.eval_options.bootstrap_resamples},
                            {"confidence", input.eval_options.confidence},
@@ -158,6 +199,8 @@ nlohmann::json summary_json(const ReportInput& input) {
             {"n_objects", input.objects.size()},
             {"sqa", metrics_json(e.sqa)},
             {"model_confidence", e.model_confidence ? metrics_json(*e.model_confidence) : nlohmann::json(nullptr)},
+            {"estimated_dice", estimate_json(e)},
+            {"calibration", input.calibration},
             {"config", config},
             {"ablation", ablation},
             {"flags", flag_counts},

@@ -1,4 +1,5 @@
 // The run journal behind --resume (see Journal in sqa.hpp).
+#include <array>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -20,24 +21,41 @@ double number_from(const json& value) {
     return value.is_null() ? std::numeric_limits<double>::quiet_NaN() : value.get<double>();
 }
 
+// PromptAgreement's arrays by their journal names.
+constexpr std::pair<const char*, std::array<double, 3> PromptAgreement::*> kAgreementArrays[] = {
+    {"dice", &PromptAgreement::dice},
+    {"iou", &PromptAgreement::iou},
+    {"predicted_iou", &PromptAgreement::predicted_iou},
+    {"stability", &PromptAgreement::stability},
+    {"boundary_iou", &PromptAgreement::boundary_iou}};
+
 json agreement_record(const PromptAgreement& agreement) {
-    json record = {{"dice", json::array()}, {"iou", json::array()}, {"predicted_iou", json::array()}};
-    for (size_t i = 0; i < agreement.dice.size(); ++i) {
-        record["dice"].push_back(number(agreement.dice[i]));
-        record["iou"].push_back(number(agreement.iou[i]));
-        record["predicted_iou"].push_back(number(agreement.predicted_iou[i]));
+    json record = json::object();
+    for (const auto& [name, member] : kAgreementArrays) {
+        json& values = record[name] = json::array();
+        for (double value : agreement.*member) values.push_back(number(value));
     }
     return record;
 }
 
 PromptAgreement agreement_from(const json& record) {
     PromptAgreement agreement;
-    for (size_t i = 0; i < agreement.dice.size(); ++i) {
-        agreement.dice[i] = number_from(record.at("dice").at(i));
-        agreement.iou[i] = number_from(record.at("iou").at(i));
-        agreement.predicted_iou[i] = number_from(record.at("predicted_iou").at(i));
-    }
+    for (const auto& [name, member] : kAgreementArrays)
+        for (size_t i = 0; i < (agreement.*member).size(); ++i)
+            (agreement.*member)[i] = number_from(record.at(name).at(i));
     return agreement;
+}
+
+json features_record(const Features& features) {
+    json record = json::object();
+    for (const auto& [name, value] : features) record[name] = number(value);
+    return record;
+}
+
+Features features_from(const json& record) {
+    Features features;
+    for (const auto& [name, value] : record.items()) features[name] = number_from(value);
+    return features;
 }
 
 json optional_number(const std::optional<double>& value) { return value ? number(*value) : json(nullptr); }
@@ -50,13 +68,15 @@ json outcome_record(const ImageOutcome& outcome) {
     const ImageResult& image = outcome.image;
     json record;
     record["image"] = {{"image", image.image},
+                       {"model", image.model},
                        {"score", optional_number(image.score)},
                        {"n_objects", image.n_objects},
                        {"flags", image.flags},
                        {"error", image.error},
                        {"true_dice", optional_number(image.true_dice)},
                        {"class_dice", image.class_dice},
-                       {"model_confidence", optional_number(image.model_confidence)}};
+                       {"model_confidence", optional_number(image.model_confidence)},
+                       {"features", features_record(image.features)}};
     record["objects"] = json::array();
     for (const ObjectResult& object : outcome.objects)
         record["objects"].push_back({{"class_label", object.class_label},
@@ -66,6 +86,8 @@ json outcome_record(const ImageOutcome& outcome) {
                                      {"point", object.point},
                                      {"point_prompt", agreement_record(object.point_prompt)},
                                      {"box_prompt", agreement_record(object.box_prompt)},
+                                     {"point_box_dice", number(object.point_box_dice)},
+                                     {"compactness", number(object.compactness)},
                                      {"score", number(object.score)}});
     return record;
 }
@@ -75,6 +97,7 @@ ImageOutcome outcome_from(const json& record) {
     const json& image = record.at("image");
     ImageResult& result = outcome.image;
     result.image = image.at("image").get<std::string>();
+    result.model = image.at("model").get<std::string>();
     result.score = optional_from(image.at("score"));
     result.n_objects = image.at("n_objects").get<int>();
     result.flags = image.at("flags").get<std::vector<std::string>>();
@@ -82,9 +105,11 @@ ImageOutcome outcome_from(const json& record) {
     result.true_dice = optional_from(image.at("true_dice"));
     result.class_dice = image.at("class_dice").get<std::vector<std::pair<int, double>>>();
     result.model_confidence = optional_from(image.at("model_confidence"));
+    result.features = features_from(image.at("features"));
     for (const json& entry : record.at("objects")) {
         ObjectResult object;
         object.image = result.image;
+        object.model = result.model;
         object.class_label = entry.at("class_label").get<int>();
         object.component = entry.at("component").get<int>();
         object.area = entry.at("area").get<long>();
@@ -92,10 +117,29 @@ ImageOutcome outcome_from(const json& record) {
         for (int c = 0; c < 2; ++c) object.point[c] = entry.at("point").at(c).get<float>();
         object.point_prompt = agreement_from(entry.at("point_prompt"));
         object.box_prompt = agreement_from(entry.at("box_prompt"));
+        object.point_box_dice = number_from(entry.at("point_box_dice"));
+        object.compactness = number_from(entry.at("compactness"));
         object.score = number_from(entry.at("score"));
         outcome.objects.push_back(std::move(object));
     }
     return outcome;
+}
+
+// One journal line: an image with every model's outcome.
+json item_record(const std::vector<ImageOutcome>& outcomes) {
+    json record = {{"image", outcomes.empty() ? "" : outcomes.front().image.image}, {"models", json::array()}};
+    for (const ImageOutcome& outcome : outcomes) record["models"].push_back(outcome_record(outcome));
+    return record;
+}
+
+std::vector<ImageOutcome> item_from(const json& record) {
+    std::vector<ImageOutcome> outcomes;
+    for (const json& entry : record.at("models")) outcomes.push_back(outcome_from(entry));
+    return outcomes;
+}
+
+fs::path mask_path(const fs::path& dir, const std::string& image, std::size_t model) {
+    return dir / "masks" / std::to_string(model) / (image + ".png");
 }
 
 std::string read_text(const fs::path& path) {
@@ -149,28 +193,33 @@ Journal::Journal(const fs::path& out_dir, const json& config, bool resume) : dir
         if (lines.eof()) break;  // no newline after it: torn
         json record = json::parse(line, nullptr, false);
         if (record.is_discarded()) continue;
-        ImageOutcome outcome = outcome_from(record);
-        if (!names_.insert(outcome.image.image).second) continue;
-        finished_.push_back(std::move(outcome));
+        std::vector<ImageOutcome> outcomes = item_from(record);
+        if (outcomes.empty() || !names_.insert(outcomes.front().image.image).second) continue;
+        finished_.push_back(std::move(outcomes));
         kept += line + "\n";
     }
     write_file_atomically(journal_path, kept);
 }
 
-void Journal::append(const ImageOutcome& outcome) {
-    const std::string& name = outcome.image.image;
-    if (!outcome.sam_point_mask.empty()) {
+void Journal::append(const std::vector<ImageOutcome>& outcomes) {
+    if (outcomes.empty()) return;
+    const std::string& name = outcomes.front().image.image;
+    for (std::size_t m = 0; m < outcomes.size(); ++m) {
+        const ImageOutcome& outcome = outcomes[m];
+        if (outcome.sam_point_mask.empty()) continue;
         cv::Mat both = outcome.sam_point_mask + outcome.sam_box_mask * 2;
         std::vector<uint8_t> png;
         cv::imencode(".png", both, png);
-        write_file_atomically(dir_ / "masks" / (name + ".png"), std::string(png.begin(), png.end()));
+        const fs::path path = mask_path(dir_, name, m);
+        fs::create_directories(path.parent_path());
+        write_file_atomically(path, std::string(png.begin(), png.end()));
     }
-    append_durably(dir_ / "journal.jsonl", outcome_record(outcome).dump() + "\n");
+    append_durably(dir_ / "journal.jsonl", item_record(outcomes).dump() + "\n");
     names_.insert(name);
 }
 
-std::pair<cv::Mat, cv::Mat> Journal::masks(const std::string& image) const {
-    fs::path path = dir_ / "masks" / (image + ".png");
+std::pair<cv::Mat, cv::Mat> Journal::masks(const std::string& image, std::size_t model) const {
+    const fs::path path = mask_path(dir_, image, model);
     if (!fs::exists(path)) return {};
     cv::Mat both = cv::imread(path.string(), cv::IMREAD_UNCHANGED);
     if (both.empty()) return {};

@@ -109,6 +109,38 @@ Overlap overlap(const PredictedObject& object, const cv::Mat& image_mask) {
     return overlap_from_counts(intersection, static_cast<double>(object.area), cv::countNonZero(image_mask));
 }
 
+int boundary_band_width(cv::Size image_size) {
+    return std::max(1, static_cast<int>(std::lround(0.02 * std::hypot(image_size.width, image_size.height))));
+}
+
+double boundary_iou(const cv::Mat& a, const cv::Mat& b, int band) {
+    // Only the region holding either mask matters: everything around it is background in both.
+    cv::Rect region = cv::boundingRect(a) | cv::boundingRect(b);
+    if (region.empty()) return 1.0;
+    auto inner_band = [&](const cv::Mat& mask) {
+        cv::Mat padded, eroded;
+        cv::copyMakeBorder(mask(region) != 0, padded, band, band, band, band, cv::BORDER_CONSTANT, 0);
+        cv::erode(padded, eroded, cv::getStructuringElement(cv::MORPH_RECT, {2 * band + 1, 2 * band + 1}));
+        return cv::Mat(padded & ~eroded);
+    };
+    const cv::Mat band_a = inner_band(a), band_b = inner_band(b);
+    const double intersection = cv::countNonZero(band_a & band_b);
+    const double united = cv::countNonZero(band_a | band_b);
+    return united == 0 ? 1.0 : intersection / united;
+}
+
+double compactness(const cv::Mat& mask) {
+    std::vector<std::vector<cv::Point>> contours;
+    cv::Mat padded;
+    cv::copyMakeBorder(mask != 0, padded, 1, 1, 1, 1, cv::BORDER_CONSTANT, 0);
+    cv::findContours(padded, contours, cv::RETR_LIST, cv::CHAIN_APPROX_NONE);
+    double perimeter = 0;
+    for (const auto& contour : contours) perimeter += cv::arcLength(contour, true);
+    const double area = cv::countNonZero(mask);
+    if (perimeter <= 0) return area > 0 ? 1.0 : 0.0;  // a single pixel
+    return std::min(1.0, 4 * M_PI * area / (perimeter * perimeter));
+}
+
 double dice(const cv::Mat& a, const cv::Mat& b) {
     cv::Mat a_on = a != 0, b_on = b != 0;
     return overlap_from_counts(cv::countNonZero(a_on & b_on), cv::countNonZero(a_on), cv::countNonZero(b_on)).dice;

@@ -1,7 +1,7 @@
-// From an item's files to its ImageResult: every per-file problem becomes a flag and a message.
+// From an item's files to one ImageResult per model: every per-file problem becomes a flag and a message.
 #include <filesystem>
-#include <iterator>
 #include <map>
+#include <optional>
 
 #include "sqasam/error.hpp"
 #include "sqasam/sqa.hpp"
@@ -24,116 +24,184 @@ std::string size_text(const cv::Mat& m) { return std::to_string(m.cols) + "x" + 
 
 bool any_foreground(const cv::Mat& labels) { return cv::countNonZero(labels) > 0; }
 
-// Ground truth -> true Dice, probability map -> model confidence. Their problems leave the image scored.
-void add_reference_measures(const DatasetItem& item, const Dataset& dataset, const cv::Mat& pred_labels,
-                            ImageResult& result) {
-    if (dataset.has_gt) {
-        if (!file_present(item.gt)) {
-            note(result, "missing_gt", missing_message("ground-truth", item.gt));
-        } else {
-            try {
-                LabelMap gt = read_label_map(item.gt);
-                if (gt.labels.size() != pred_labels.size())
-                    throw Error(item.gt, "ground truth is " + size_text(gt.labels) + ", prediction is " +
-                                             size_text(pred_labels));
-                TrueDice truth = true_dice(pred_labels, gt.labels);
-                result.true_dice = truth.dice;
-                result.class_dice = truth.class_dice;
-            } catch (const Error& e) {
-                note(result, "gt_error", e.what());
-            }
-        }
+// The ground truth, read once for all models; empty with the problem noted when it cannot be used.
+struct GroundTruth {
+    cv::Mat labels;
+    std::string flag, message;
+};
+
+GroundTruth read_ground_truth(const DatasetItem& item, cv::Size image_size) {
+    if (!file_present(item.gt)) return {{}, "missing_gt", missing_message("ground-truth", item.gt)};
+    try {
+        LabelMap gt = read_label_map(item.gt);
+        if (gt.labels.size() != image_size)
+            throw Error(item.gt, "ground truth is " + size_text(gt.labels) + ", image is " +
+                                     std::to_string(image_size.width) + "x" + std::to_string(image_size.height));
+        return {gt.labels, "", ""};
+    } catch (const Error& e) {
+        return {{}, "gt_error", e.what()};
     }
-    if (dataset.has_prob) {
-        if (!file_present(item.prob)) {
-            note(result, "missing_prob", missing_message("probability-map", item.prob));
-        } else {
-            try {
-                cv::Mat probability = read_probability_map(item.prob);
-                if (probability.size() != pred_labels.size())
-                    throw Error(item.prob, "probability map is " + size_text(probability) + ", prediction is " +
-                                               size_text(pred_labels));
-                result.model_confidence = model_confidence(probability);
-            } catch (const Error& e) {
-                note(result, "prob_error", e.what());
-            }
+}
+
+// The model's probability map: its own file, else a soft prediction itself (the model's foreground
+// probabilities), else none.
+std::optional<cv::Mat> read_probability(const PredictionFiles& files, const SegmentationModel& model,
+                                        const LabelMap& pred, ImageResult& result) {
+    std::string path = files.prob;
+    if (model.has_prob) {
+        if (!file_present(path)) {
+            note(result, "missing_prob", missing_message("probability-map", path));
+            return std::nullopt;
         }
+    } else if (pred.kind == MapKind::Soft) {
+        path = files.pred;
+    } else {
+        return std::nullopt;
+    }
+    try {
+        cv::Mat probability = read_probability_map(path);
+        if (probability.size() != pred.labels.size())
+            throw Error(path, "probability map is " + size_text(probability) + ", prediction is " +
+                                  size_text(pred.labels));
+        return probability;
+    } catch (const Error& e) {
+        note(result, "prob_error", e.what());
+        return std::nullopt;
     }
 }
 
 }  // namespace
 
-ImageOutcome score_item(const DatasetItem& item, const Dataset& dataset, const Segmenter& segmenter,
-                        const PipelineOptions& options) {
-    ImageOutcome outcome;
-    ImageResult& result = outcome.image;
-    result.image = item.name;
-    if (!item.problem.empty()) note(result, "ambiguous_name", item.problem);
-    if (!file_present(item.image)) note(result, "missing_image", missing_message("image", item.image));
-    if (!file_present(item.pred)) note(result, "missing_prediction", missing_message("prediction", item.pred));
-    if (!result.flags.empty()) return outcome;
+std::vector<ImageOutcome> score_item(const DatasetItem& item, const Dataset& dataset, const Segmenter& segmenter,
+                                     const PipelineOptions& options) {
+    const size_t n_models = dataset.models.size();
+    if (item.predictions.size() != n_models)
+        throw Error("", "item " + item.name + " has " + std::to_string(item.predictions.size()) +
+                            " predictions for " + std::to_string(n_models) + " models");
+    std::vector<ImageOutcome> outcomes(n_models);
+    auto note_all = [&](const std::string& flag, const std::string& message) {
+        for (ImageOutcome& outcome : outcomes) note(outcome.image, flag, message);
+    };
+    for (size_t m = 0; m < n_models; ++m) {
+        outcomes[m].image.image = item.name;
+        outcomes[m].image.model = dataset.models[m].name;
+    }
+    if (!item.problem.empty()) note_all("ambiguous_name", item.problem);
+    if (!file_present(item.image)) note_all("missing_image", missing_message("image", item.image));
+    for (size_t m = 0; m < n_models; ++m)
+        if (!file_present(item.predictions[m].pred))
+            note(outcomes[m].image, "missing_prediction", missing_message("prediction", item.predictions[m].pred));
+    if (!item.problem.empty() || !file_present(item.image)) return outcomes;
 
     cv::Mat rgb;
-    LabelMap pred;
     try {
         rgb = read_rgb_image(item.image);
     } catch (const Error& e) {
-        note(result, "read_error", e.what());
-    }
-    try {
-        pred = read_label_map(item.pred, options.pred_threshold);
-    } catch (const Error& e) {
-        note(result, "prediction_error", e.what());
-    }
-    if (!result.flags.empty()) return outcome;
-    if (pred.labels.size() != rgb.size()) {
-        note(result, "size_mismatch",
-             item.pred + ": prediction is " + size_text(pred.labels) + ", image is " + size_text(rgb));
-        return outcome;
+        note_all("read_error", e.what());
+        return outcomes;
     }
 
-    add_reference_measures(item, dataset, pred.labels, result);
-
-    std::vector<PredictedObject> objects = find_objects(pred.labels, options.score.objects);
-    result.n_objects = static_cast<int>(objects.size());
-    if (!any_foreground(pred.labels)) note(result, "empty_prediction", "");
-    if (objects.empty()) {
-        note(result, "no_objects", "");
-        return outcome;
+    // The models' predictions that can be scored.
+    std::vector<std::optional<LabelMap>> preds(n_models);
+    for (size_t m = 0; m < n_models; ++m) {
+        ImageResult& result = outcomes[m].image;
+        if (!result.flags.empty()) continue;
+        const std::string& path = item.predictions[m].pred;
+        LabelMap pred;
+        try {
+            pred = read_label_map(path, options.pred_threshold);
+        } catch (const Error& e) {
+            note(result, "prediction_error", e.what());
+            continue;
+        }
+        if (pred.labels.size() != rgb.size()) {
+            note(result, "size_mismatch", path + ": prediction is " + size_text(pred.labels) + ", image is " + size_text(rgb));
+            continue;
+        }
+        preds[m] = std::move(pred);
     }
-    ScoredObjects scored = score_objects(item.name, objects, rgb.size(), segmenter(rgb), options.score);
-    std::vector<const ObjectResult*> scored_objects;
-    for (const ObjectResult& object : scored.objects) scored_objects.push_back(&object);
-    result.score = image_score(scored_objects, options.score.reducer, options.score.mask_choice,
-                               options.score.aggregation);
-    outcome.objects = std::move(scored.objects);
-    outcome.sam_point_mask = std::move(scored.sam_point_mask);
-    outcome.sam_box_mask = std::move(scored.sam_box_mask);
-    return outcome;
+
+    GroundTruth gt;
+    if (dataset.has_gt) gt = read_ground_truth(item, rgb.size());
+    size_t n_usable = 0;
+    for (const auto& pred : preds) n_usable += pred.has_value();
+
+    bool embedded = false;
+    MaskSource sam;
+    for (size_t m = 0; m < n_models; ++m) {
+        if (!preds[m]) continue;
+        const LabelMap& pred = *preds[m];
+        ImageOutcome& outcome = outcomes[m];
+        ImageResult& result = outcome.image;
+        if (dataset.has_gt) {
+            if (gt.labels.empty()) {
+                note(result, gt.flag, gt.message);
+            } else {
+                TrueDice truth = true_dice(pred.labels, gt.labels);
+                result.true_dice = truth.dice;
+                result.class_dice = truth.class_dice;
+            }
+        }
+        if (std::optional<cv::Mat> probability = read_probability(item.predictions[m], dataset.models[m], pred, result)) {
+            result.model_confidence = model_confidence(*probability);
+            add_probability_features(result.features, *probability, pred.labels);
+        }
+        if (n_usable > 1) {
+            double sum = 0;
+            for (size_t other = 0; other < n_models; ++other)
+                if (other != m && preds[other]) sum += true_dice(pred.labels, preds[other]->labels).dice;
+            result.features["model_agreement"] = sum / static_cast<double>(n_usable - 1);
+        }
+
+        std::vector<PredictedObject> objects = find_objects(pred.labels, options.score.objects);
+        result.n_objects = static_cast<int>(objects.size());
+        if (!any_foreground(pred.labels)) note(result, "empty_prediction", "");
+        if (objects.empty()) {
+            note(result, "no_objects", "");
+            add_object_features(result.features, {}, options.score, rgb.size());
+            continue;
+        }
+        if (!embedded) {
+            sam = segmenter(rgb);  // one embedding serves every model's objects
+            embedded = true;
+        }
+        ScoredObjects scored = score_objects(item.name, result.model, objects, rgb.size(), sam, options.score);
+        std::vector<const ObjectResult*> scored_objects;
+        for (const ObjectResult& object : scored.objects) scored_objects.push_back(&object);
+        result.score = image_score(scored_objects, options.score.reducer, options.score.mask_choice,
+                                   options.score.aggregation);
+        add_object_features(result.features, scored.objects, options.score, rgb.size());
+        outcome.objects = std::move(scored.objects);
+        outcome.sam_point_mask = std::move(scored.sam_point_mask);
+        outcome.sam_box_mask = std::move(scored.sam_box_mask);
+    }
+    return outcomes;
 }
 
 RunResult score_dataset(const Dataset& dataset, const Segmenter& segmenter, const PipelineOptions& options,
                         Journal& journal, const ProgressCallback& progress) {
-    std::map<std::string, const ImageOutcome*> journaled;
-    for (const ImageOutcome& outcome : journal.finished()) journaled[outcome.image.image] = &outcome;
+    std::map<std::string, const std::vector<ImageOutcome>*> journaled;
+    for (const std::vector<ImageOutcome>& item : journal.finished())
+        if (!item.empty()) journaled[item.front().image.image] = &item;
 
     RunProgress state;
     state.total = dataset.items.size();
     for (const DatasetItem& item : dataset.items) state.to_compute += journaled.count(item.name) ? 0 : 1;
 
     RunResult run;
+    auto take = [&run](const ImageOutcome& outcome) {
+        run.images.push_back(outcome.image);
+        run.objects.insert(run.objects.end(), outcome.objects.begin(), outcome.objects.end());
+    };
     for (const DatasetItem& item : dataset.items) {
         auto found = journaled.find(item.name);
         if (found != journaled.end()) {
-            run.images.push_back(found->second->image);
-            run.objects.insert(run.objects.end(), found->second->objects.begin(), found->second->objects.end());
+            for (const ImageOutcome& outcome : *found->second) take(outcome);
             ++run.resumed;
         } else {
-            ImageOutcome outcome = score_item(item, dataset, segmenter, options);
-            journal.append(outcome);
-            run.images.push_back(std::move(outcome.image));
-            run.objects.insert(run.objects.end(), std::make_move_iterator(outcome.objects.begin()),
-                               std::make_move_iterator(outcome.objects.end()));
+            const std::vector<ImageOutcome> outcomes = score_item(item, dataset, segmenter, options);
+            journal.append(outcomes);
+            for (const ImageOutcome& outcome : outcomes) take(outcome);
             ++state.computed;
         }
         ++state.finished;
