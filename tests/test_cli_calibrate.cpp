@@ -117,6 +117,25 @@ TEST_F(CliCalibrate, ScoresSeveralModelsCalibratesAndEstimates) {
     EXPECT_EQ(summary["calibration"]["coverage"], 0.8);
     EXPECT_NE(read_text((scored / "report.html").string()).find("Calibrated Dice estimate"), std::string::npos);
 
+    // A calibration whose models all need several models' predictions is refused on a one-model run, naming what
+    // the run lacks.
+    nlohmann::json agreement_only = file;
+    agreement_only["boosters"] = nlohmann::json::array();
+    for (const auto& booster : file["boosters"])
+        for (const auto& feature : booster["features"])
+            if (feature == "model_agreement") agreement_only["boosters"].push_back(booster);
+    ASSERT_FALSE(agreement_only["boosters"].empty());
+    const fs::path needs_agreement = root / "needs_agreement.json";
+    std::ofstream(needs_agreement) << agreement_only.dump();
+    const fs::path one_model = root / "one_model";
+    const test::CliResult lacking =
+        run_cli("score --checkpoint " + model.string() + " --images " + (data / "images").string() + " --pred " +
+                (data / "model1").string() + " --out " + one_model.string() + " --calibration " +
+                needs_agreement.string());
+    EXPECT_EQ(lacking.exit_code, 1) << lacking.output;
+    EXPECT_NE(lacking.output.find("model_agreement"), std::string::npos) << lacking.output;
+    EXPECT_NE(lacking.output.find(needs_agreement.string()), std::string::npos) << lacking.output;
+
     // Another scoring configuration is refused before anything runs.
     const fs::path other = root / "other_reducer";
     const test::CliResult refused =

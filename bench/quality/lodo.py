@@ -83,6 +83,9 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--coverage", type=float, default=0.9)
     parser.add_argument("--rescore", action="store_true", help="score again even where a finished run exists")
+    parser.add_argument("--write-calibration", metavar="FILE",
+                        help="also fit a calibration on every dataset and write it to FILE (the one shipped in "
+                             "calibration/ is made this way)")
     options = parser.parse_args()
     if not options.checkpoint or not os.path.exists(options.checkpoint):
         sys.exit("no checkpoint: give --checkpoint (the LiteMedSAM that scripts/deps.sh installs is the default)")
@@ -126,6 +129,10 @@ def main():
                                     "interval_coverage": estimate.get("interval_coverage")} if estimate else None,
             "model_confidence": pick(summary.get("model_confidence")),
         }
+
+    if options.write_calibration:
+        run([options.sqasam, "calibrate", "--coverage", str(options.coverage), "--out", options.write_calibration,
+             "--runs"] + list(runs.values()))
 
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H%M")
     results = os.path.join(REPO, "bench", "quality", "results")

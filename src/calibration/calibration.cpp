@@ -24,6 +24,10 @@ using nlohmann::json;
 
 // Boosters with fewer training rows than this are not fitted: their intervals would rest on too few residuals.
 constexpr std::size_t kMinRows = 30;
+// The features that are themselves estimates of a Dice. Their median is where each booster starts (its base
+// margin), so that the trees only learn corrections: on a dataset unlike the training ones the estimate stays near
+// what these say instead of following thresholds learnt elsewhere.
+const std::vector<std::string> kDiceScaleFeatures{"sam_dice_area_weighted", "soft_dice", "model_agreement"};
 // Cross-validation folds when the rows come from one group only.
 constexpr int kFolds = 5;
 // Added to the Dice spread sqrt(e (1 - e)) so that estimates at 0 or 1 still get an interval.
@@ -42,26 +46,50 @@ struct MatrixDeleter {
 using BoosterPtr = std::unique_ptr<void, BoosterDeleter>;
 using MatrixPtr = std::unique_ptr<void, MatrixDeleter>;
 
-// Rows x features, row-major, NaN where a row lacks a feature.
-MatrixPtr matrix(const std::vector<float>& values, std::size_t rows, std::size_t columns,
-                 const std::vector<float>* labels = nullptr) {
+double logit(double p) {
+    p = std::clamp(p, 1e-3, 1 - 1e-3);
+    return std::log(p / (1 - p));
+}
+
+// Rows as a matrix (row-major, one column per feature; every row has every feature) with each row's base margin:
+// the logit of the median of its Dice-scale features.
+struct Rows {
+    std::vector<float> values, margins;
+};
+
+Rows matrix_rows(const std::vector<const Features*>& rows, const std::vector<std::string>& features) {
+    std::vector<std::size_t> scale;  // columns holding Dice-scale features
+    for (std::size_t f = 0; f < features.size(); ++f)
+        if (std::find(kDiceScaleFeatures.begin(), kDiceScaleFeatures.end(), features[f]) != kDiceScaleFeatures.end())
+            scale.push_back(f);
+    Rows result;
+    result.values.reserve(rows.size() * features.size());
+    for (const Features* row : rows) {
+        for (const std::string& name : features) result.values.push_back(static_cast<float>(row->at(name)));
+        std::vector<double> dice;
+        for (std::size_t f : scale) dice.push_back(row->at(features[f]));
+        std::sort(dice.begin(), dice.end());
+        const std::size_t half = dice.size() / 2;
+        const double prior = dice.empty() ? 0.5 : dice.size() % 2 ? dice[half] : (dice[half - 1] + dice[half]) / 2;
+        result.margins.push_back(static_cast<float>(logit(prior)));
+    }
+    return result;
+}
+
+MatrixPtr matrix(const Rows& rows, std::size_t columns, const std::vector<float>* labels = nullptr) {
     DMatrixHandle handle = nullptr;
-    check(XGDMatrixCreateFromMat(values.data(), rows, columns, std::nanf(""), &handle), "creating a matrix");
+    const std::size_t count = rows.margins.size();
+    check(XGDMatrixCreateFromMat(rows.values.data(), count, columns, std::nanf(""), &handle), "creating a matrix");
     MatrixPtr owned(handle);
+    check(XGDMatrixSetFloatInfo(handle, "base_margin", rows.margins.data(), count), "setting base margins");
     if (labels) check(XGDMatrixSetFloatInfo(handle, "label", labels->data(), labels->size()), "setting labels");
     return owned;
 }
 
-std::vector<float> feature_values(const std::vector<const CalibrationRow*>& rows,
-                                  const std::vector<std::string>& features) {
-    std::vector<float> values;
-    values.reserve(rows.size() * features.size());
-    for (const CalibrationRow* row : rows)
-        for (const std::string& name : features) {
-            const auto found = row->features.find(name);
-            values.push_back(found == row->features.end() ? std::nanf("") : static_cast<float>(found->second));
-        }
-    return values;
+std::vector<const Features*> features_of(const std::vector<const CalibrationRow*>& rows) {
+    std::vector<const Features*> features;
+    for (const CalibrationRow* row : rows) features.push_back(&row->features);
+    return features;
 }
 
 std::string monotone_constraints(const std::vector<std::string>& features) {
@@ -76,7 +104,7 @@ BoosterPtr train(const std::vector<const CalibrationRow*>& rows, const std::vect
                  const CalibrationOptions& options) {
     std::vector<float> labels;
     for (const CalibrationRow* row : rows) labels.push_back(static_cast<float>(row->true_dice));
-    MatrixPtr data = matrix(feature_values(rows, features), rows.size(), features.size(), &labels);
+    MatrixPtr data = matrix(matrix_rows(features_of(rows), features), features.size(), &labels);
     DMatrixHandle handles[] = {data.get()};
     BoosterHandle handle = nullptr;
     check(XGBoosterCreate(handles, 1, &handle), "creating a booster");
@@ -99,15 +127,14 @@ BoosterPtr train(const std::vector<const CalibrationRow*>& rows, const std::vect
     return booster;
 }
 
-std::vector<double> predict(void* booster, const std::vector<float>& values, std::size_t rows,
-                            std::size_t columns) {
-    MatrixPtr data = matrix(values, rows, columns);
+std::vector<double> predict(void* booster, const Rows& rows, std::size_t columns) {
+    MatrixPtr data = matrix(rows, columns);
     const char* config = R"({"type": 0, "training": false, "iteration_begin": 0, "iteration_end": 0, "strict_shape": false})";
     const bst_ulong* shape = nullptr;
     bst_ulong dimension = 0;
     const float* result = nullptr;
     check(XGBoosterPredictFromDMatrix(booster, data.get(), config, &shape, &dimension, &result), "predicting");
-    return std::vector<double>(result, result + rows);
+    return std::vector<double>(result, result + rows.margins.size());
 }
 
 double interval_scale(double estimate) { return std::sqrt(std::max(0.0, estimate * (1 - estimate))) + kScaleFloor; }
@@ -125,31 +152,55 @@ DiceEstimate interval(double estimate, double quantile) {
     return {estimate, std::max(0.0, estimate - half), std::min(1.0, estimate + half), ""};
 }
 
-// Held-out folds: one per group when there are several groups, else kFolds over a seeded shuffle of the rows.
+// Held-out folds: each row's fold and the number of folds.
 struct Folds {
     std::vector<int> of_row;
     int count = 0;
-    bool by_group = false;
 };
 
-Folds folds(const std::vector<const CalibrationRow*>& rows, std::uint64_t seed) {
+// One fold per group (dataset); none when there is a single group.
+Folds group_folds(const std::vector<const CalibrationRow*>& rows) {
     std::set<std::string> groups;
     for (const CalibrationRow* row : rows) groups.insert(row->group);
-    Folds folds;
-    folds.of_row.resize(rows.size());
-    if (groups.size() > 1) {
-        for (std::size_t i = 0; i < rows.size(); ++i)
-            folds.of_row[i] = static_cast<int>(std::distance(groups.begin(), groups.find(rows[i]->group)));
-        folds.count = static_cast<int>(groups.size());
-        folds.by_group = true;
-        return folds;
-    }
-    std::vector<std::size_t> order(rows.size());
+    if (groups.size() < 2) return {};
+    Folds folds{std::vector<int>(rows.size()), static_cast<int>(groups.size())};
+    for (std::size_t i = 0; i < rows.size(); ++i)
+        folds.of_row[i] = static_cast<int>(std::distance(groups.begin(), groups.find(rows[i]->group)));
+    return folds;
+}
+
+// kFolds folds over a seeded shuffle of the rows.
+Folds random_folds(std::size_t rows, std::uint64_t seed) {
+    std::vector<std::size_t> order(rows);
     std::iota(order.begin(), order.end(), 0);
     std::shuffle(order.begin(), order.end(), std::mt19937_64(seed));
+    Folds folds{std::vector<int>(rows), kFolds};
     for (std::size_t i = 0; i < order.size(); ++i) folds.of_row[order[i]] = static_cast<int>(i % kFolds);
-    folds.count = kFolds;
     return folds;
+}
+
+// Held-out estimates: for each fold, a booster fitted on the other rows predicts the fold's rows. A fold whose
+// training side is too small is left out (NaN estimates).
+std::vector<double> held_out_estimates(const std::vector<const CalibrationRow*>& rows, const Folds& folds,
+                                       const std::vector<std::string>& features, const CalibrationOptions& options) {
+    std::vector<double> estimates(rows.size(), std::nan(""));
+    for (int k = 0; k < folds.count; ++k) {
+        std::vector<const CalibrationRow*> training, held_out;
+        std::vector<std::size_t> held_index;
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            if (folds.of_row[i] == k) {
+                held_out.push_back(rows[i]);
+                held_index.push_back(i);
+            } else {
+                training.push_back(rows[i]);
+            }
+        }
+        if (training.size() < kMinRows || held_out.empty()) continue;
+        BoosterPtr model = train(training, features, options);
+        const auto predicted = predict(model.get(), matrix_rows(features_of(held_out), features), features.size());
+        for (std::size_t j = 0; j < held_out.size(); ++j) estimates[held_index[j]] = predicted[j];
+    }
+    return estimates;
 }
 
 }  // namespace
@@ -203,36 +254,25 @@ Calibration Calibration::fit(const std::vector<CalibrationRow>& rows, const json
             }
             booster.ranges.emplace_back(low, high);
         }
-        // Cross-validated residuals for the interval.
-        const Folds fold = folds(usable, options.seed);
-        std::vector<double> residuals, estimates(usable.size());
-        for (int k = 0; k < fold.count; ++k) {
-            std::vector<const CalibrationRow*> training, held_out;
-            std::vector<std::size_t> held_index;
+        // Residuals for the interval from two cross-validations, pooled: by dataset (the error on a dataset the
+        // booster did not see, pessimistic when few datasets are left to train on) and by random folds (the error
+        // on images like the training ones, optimistic under a shift).
+        std::vector<double> residuals;
+        booster.cross_validation = {{"rows", usable.size()}};
+        for (const auto& [name, fold] : {std::pair<std::string, Folds>{"by_dataset", group_folds(usable)},
+                                         std::pair<std::string, Folds>{"random_folds", random_folds(usable.size(), options.seed)}}) {
+            if (fold.count == 0) continue;
+            const std::vector<double> estimates = held_out_estimates(usable, fold, features, options);
+            double absolute_error = 0, n = 0;
             for (std::size_t i = 0; i < usable.size(); ++i) {
-                if (fold.of_row[i] == k) {
-                    held_out.push_back(usable[i]);
-                    held_index.push_back(i);
-                } else {
-                    training.push_back(usable[i]);
-                }
+                if (std::isnan(estimates[i])) continue;
+                absolute_error += std::abs(usable[i]->true_dice - estimates[i]);
+                residuals.push_back(std::abs(usable[i]->true_dice - estimates[i]) / interval_scale(estimates[i]));
+                ++n;
             }
-            if (training.empty() || held_out.empty()) continue;
-            BoosterPtr model = train(training, features, options);
-            const auto predicted =
-                predict(model.get(), feature_values(held_out, features), held_out.size(), features.size());
-            for (std::size_t j = 0; j < held_out.size(); ++j) {
-                estimates[held_index[j]] = predicted[j];
-                residuals.push_back(std::abs(held_out[j]->true_dice - predicted[j]) / interval_scale(predicted[j]));
-            }
+            if (n > 0) booster.cross_validation[name] = {{"folds", fold.count}, {"rows", n}, {"mae", absolute_error / n}};
         }
         booster.quantile = conformal_quantile(residuals, options.coverage);
-        double absolute_error = 0;
-        for (std::size_t i = 0; i < usable.size(); ++i) absolute_error += std::abs(usable[i]->true_dice - estimates[i]);
-        booster.cross_validation = {{"folds", fold.count},
-                                    {"held_out", fold.by_group ? "one group (dataset) at a time" : "random rows"},
-                                    {"rows", usable.size()},
-                                    {"mae", absolute_error / static_cast<double>(usable.size())}};
         booster.handle = train(usable, features, options);
         bst_ulong length = 0;
         const char* buffer = nullptr;
@@ -249,20 +289,18 @@ Calibration Calibration::fit(const std::vector<CalibrationRow>& rows, const json
 
 std::optional<DiceEstimate> Calibration::estimate(const Features& features) const {
     for (const Booster& booster : boosters_) {
-        std::vector<float> values;
         std::vector<std::string> outside;
         bool complete = true;
         for (std::size_t f = 0; f < booster.features.size() && complete; ++f) {
             const auto found = features.find(booster.features[f]);
             complete = found != features.end() && std::isfinite(found->second);
-            if (!complete) break;
-            values.push_back(static_cast<float>(found->second));
-            if (found->second < booster.ranges[f].first || found->second > booster.ranges[f].second)
+            if (complete && (found->second < booster.ranges[f].first || found->second > booster.ranges[f].second))
                 outside.push_back(booster.features[f]);
         }
         if (!complete) continue;
-        DiceEstimate result =
-            interval(predict(booster.handle.get(), values, 1, booster.features.size()).front(), booster.quantile);
+        const double estimate =
+            predict(booster.handle.get(), matrix_rows({&features}, booster.features), booster.features.size()).front();
+        DiceEstimate result = interval(estimate, booster.quantile);
         for (const std::string& name : outside) result.outside += (result.outside.empty() ? "" : ";") + name;
         return result;
     }

@@ -200,21 +200,39 @@ std::optional<Calibration> load_calibration(const std::string& path, const nlohm
     return calibration;
 }
 
-// Adds the calibrated estimate to every scored image; returns how many images lie outside what it saw.
-std::size_t apply_calibration(const Calibration& calibration, std::vector<ImageResult>& images) {
-    std::size_t outside = 0;
+// Adds the calibrated estimate to every scored image; returns how many images lie outside what it saw. A
+// calibration that fits none of the scored images is refused, naming the features the run lacks (the finished
+// images stay in the journal: --resume with a fitting calibration, or without one, writes the outputs).
+std::size_t apply_calibration(const Calibration& calibration, const std::string& path,
+                              std::vector<ImageResult>& images) {
+    std::size_t outside = 0, scored = 0, estimated = 0;
+    std::string missing;
     for (ImageResult& image : images) {
         if (!image.score) continue;
-        image.estimate = calibration.estimate(all_features(image));
+        ++scored;
+        const Features features = all_features(image);
+        image.estimate = calibration.estimate(features);
         if (!image.estimate) {
             image.flags.push_back("no_calibration");
             image.error += std::string(image.error.empty() ? "" : "; ") +
                            "the calibration has no model for the features this image has";
-        } else if (!image.estimate->outside.empty()) {
+            if (missing.empty()) {
+                const std::vector<std::vector<std::string>> sets = calibration.feature_sets();
+                for (const std::string& name : sets.back())  // the smallest set
+                    if (!features.count(name)) missing += (missing.empty() ? "" : ", ") + name;
+            }
+            continue;
+        }
+        ++estimated;
+        if (!image.estimate->outside.empty()) {
             image.flags.push_back("outside_calibration");
             ++outside;
         }
     }
+    if (scored > 0 && estimated == 0)
+        throw Error(path, "needs features that this run lacks (" + missing +
+                              "); fit a calibration on runs like this one. The scored images are kept: rerun with "
+                              "--resume, with another calibration or without one");
     return outside;
 }
 
@@ -234,7 +252,7 @@ void run_score(const ScoreCommandOptions& o) {
     ProgressLine progress;
     RunResult run = score_dataset(dataset, sam_segmenter(predictor), pipeline, journal, std::ref(progress));
     std::size_t outside_calibration = 0;
-    if (calibration) outside_calibration = apply_calibration(*calibration, run.images);
+    if (calibration) outside_calibration = apply_calibration(*calibration, o.calibration, run.images);
 
     ReportInput report;
     report.eval_options.failure_threshold = o.failure_dice;

@@ -51,7 +51,8 @@ const std::vector<FeatureInfo>& image_features() {
          "Dice between the probability map and the prediction, 2 sum(p y) / (sum p + sum y): the Dice the model "
          "itself expects"},
         {"model_agreement", FeatureGroup::Agreement, +1,
-         "mean Dice between this model's prediction and each other model's prediction of the image"},
+         "median Dice between this model's prediction and each other model's prediction of the image (the mean "
+         "for two or three models; the median keeps one poor model from pulling a good one down)"},
     };
     return features;
 }

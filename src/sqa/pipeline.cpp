@@ -1,4 +1,5 @@
 // From an item's files to one ImageResult per model: every per-file problem becomes a flag and a message.
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -23,6 +24,13 @@ std::string missing_message(const std::string& what, const std::string& path) {
 std::string size_text(const cv::Mat& m) { return std::to_string(m.cols) + "x" + std::to_string(m.rows); }
 
 bool any_foreground(const cv::Mat& labels) { return cv::countNonZero(labels) > 0; }
+
+// The median (the mean of the middle two for an even count): robust to one poor model among the others.
+double median(std::vector<double> values) {
+    std::sort(values.begin(), values.end());
+    const std::size_t half = values.size() / 2;
+    return values.size() % 2 ? values[half] : (values[half - 1] + values[half]) / 2;
+}
 
 // The ground truth, read once for all models; empty with the problem noted when it cannot be used.
 struct GroundTruth {
@@ -147,10 +155,10 @@ std::vector<ImageOutcome> score_item(const DatasetItem& item, const Dataset& dat
             add_probability_features(result.features, *probability, pred.labels);
         }
         if (n_usable > 1) {
-            double sum = 0;
+            std::vector<double> agreement;
             for (size_t other = 0; other < n_models; ++other)
-                if (other != m && preds[other]) sum += true_dice(pred.labels, preds[other]->labels).dice;
-            result.features["model_agreement"] = sum / static_cast<double>(n_usable - 1);
+                if (other != m && preds[other]) agreement.push_back(true_dice(pred.labels, preds[other]->labels).dice);
+            result.features["model_agreement"] = median(agreement);
         }
 
         std::vector<PredictedObject> objects = find_objects(pred.labels, options.score.objects);
