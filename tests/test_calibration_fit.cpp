@@ -178,3 +178,26 @@ TEST_F(CalibrationFit, TooFewRowsAreRefused) {
     impossible.coverage = 1.0;
     EXPECT_THROW(Calibration::fit(synthetic_rows(2, 50), {}, impossible), Error);
 }
+
+// The calibration shipped in calibration/ must stay loadable and fit the defaults it is meant for.
+TEST(ShippedCalibration, LoadsAndFitsLiteMedSamsDefaultScoring) {
+    const fs::path path = fs::path(test::source_dir()) / "calibration" / "lite_medsam.json";
+    const Calibration shipped = Calibration::load(path.string());
+    const nlohmann::json& seen = shipped.provenance();
+    EXPECT_EQ(seen.at("sam_model_type"), to_string(ModelType::LiteMedSam));
+    const PromptingDefaults defaults = default_prompting(ModelType::LiteMedSam);
+    EXPECT_EQ(seen.at("scoring").at("reducer"), to_string(defaults.reducer));
+    EXPECT_EQ(seen.at("scoring").at("mask_choice"), to_string(defaults.mask_choice));
+    EXPECT_EQ(seen.at("scoring").at("aggregation"), to_string(defaults.aggregation));
+    EXPECT_GE(seen.at("runs").size(), 3u);
+    // A good-looking single-model prediction without probabilities gets an estimate from the SAM and shape model.
+    Features features{{"sam_dice_mean", 0.95},        {"sam_dice_area_weighted", 0.95}, {"sam_dice_worst", 0.95},
+                      {"sam_box_boundary_iou", 0.8}, {"sam_box_predicted_iou", 0.9},   {"sam_box_stability", 0.95},
+                      {"sam_point_box_dice", 0.1},   {"n_objects", 1},                  {"foreground_fraction", 0.2},
+                      {"largest_object_share", 1},   {"compactness", 0.8}};
+    const auto estimate = shipped.estimate(features);
+    ASSERT_TRUE(estimate.has_value());
+    EXPECT_GT(estimate->dice, 0.7);
+    EXPECT_LE(estimate->low, estimate->dice);
+    EXPECT_LE(estimate->dice, estimate->high);
+}

@@ -141,7 +141,7 @@ def main():
               "sqasam": options.sqasam, "date": stamp}
     with open(os.path.join(results, stamp + ".json"), "w") as f:
         json.dump(record, f, indent=1)
-    table = markdown(folds, options)
+    table = markdown(folds, options) + "\n" + evidence(summaries)
     with open(os.path.join(results, stamp + ".md"), "w") as f:
         f.write(table)
     print(table)
@@ -151,6 +151,24 @@ def number(value, digits=3):
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def evidence(summaries):
+    """Spearman of every scoring configuration on every dataset: the evidence behind the defaults."""
+    names = list(summaries)
+    lines = ["Spearman of every scoring configuration (reducer / mask choice / aggregation) per dataset; * marks the "
+             "candidates for a box-trained, single-mask model, from which the cross-validation chooses.", "",
+             "| configuration | " + " | ".join(names) + " | mean |", "|---|" + "---:|" * (len(names) + 1)]
+    rows = []
+    for row in summaries[names[0]]["ablation"]:
+        c = (row["reducer"], row["mask_choice"], row["aggregation"])
+        values = [ablation_row(summaries[n], c)["spearman"] for n in names]
+        mean = sum(v or 0 for v in values) / len(values)
+        rows.append((mean, c, values))
+    for mean, c, values in sorted(rows, key=lambda r: -r[0]):
+        mark = " *" if c in CANDIDATES else (" (paper)" if c == PAPER else "")
+        lines.append(f"| {'/'.join(c)}{mark} | " + " | ".join(number(v) for v in values) + f" | {number(mean)} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(folds, options):
     lines = [f"Leave-one-dataset-out, checkpoint `{os.path.basename(options.checkpoint)}`, "
              f"intervals at {options.coverage:.0%} coverage.", "",
@@ -158,7 +176,7 @@ def markdown(folds, options):
              "| AURC | MAE | coverage |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for held_out, fold in folds.items():
-        first = True
+        lines.append(f"| **{held_out}** ({fold['n']}; trained on {', '.join(fold['trained_on'])}) | | | | | | | | | | |")
         for key, label in [("paper", "paper's SQA-SAM"), ("default", "default score"),
                            ("chosen_by_cross_validation", "config chosen on the other sets"),
                            ("calibrated_estimate", "calibrated Dice estimate"),
@@ -166,11 +184,9 @@ def markdown(folds, options):
             m = fold.get(key)
             if not m:
                 continue
-            head = f"{held_out} ({fold['n']})" if first else ""
-            first = False
             configuration = "/".join(m["configuration"]) if "configuration" in m else ""
             percent = lambda v: "—" if v is None else f"{100 * v:.0f} %"
-            lines.append(f"| {head} | {label} | {configuration} | {number(m['spearman'])} | {number(m['pearson'])} | "
+            lines.append(f"| | {label} | {configuration} | {number(m['spearman'])} | {number(m['pearson'])} | "
                          f"{number(m['auroc'])} | {percent(m['bottom25'])} | {percent(m['bottom50'])} | "
                          f"{number(m['aurc'])} | {number(m.get('mae'))} | {percent(m.get('interval_coverage'))} |")
     return "\n".join(lines) + "\n"
