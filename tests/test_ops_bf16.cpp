@@ -206,6 +206,33 @@ TEST_F(Bf16, PackedMatrixTakesRowsAlreadyInBf16) {
     EXPECT_THROW(fp32.multiply(a_bf16.data(), from_bf16.data(), m), std::logic_error);
 }
 
+// A bf16 result is the float result rounded (as to_bf16), from float or bf16 rows, plain or centred, for every
+// epilogue a bf16 result can have (the rounding comes after the epilogue); a bf16 result cannot accumulate.
+TEST_F(Bf16, LinearWritesItsResultRoundedToBf16) {
+    const int64_t rows = 300, in = 64, out = 96;
+    const auto x = random_values(rows * in, 27, -2, 2), w = random_values(out * in, 28), bias = random_values(out, 29);
+    std::vector<uint16_t> x_bf16(x.size());
+    to_bf16(x.data(), x_bf16.data(), rows * in);
+    for (bool centred : {false, true}) {
+        const Linear layer(w.data(), bias.data(), out, in, Precision::bf16, centred);
+        for (Epilogue epilogue : {Epilogue::store, Epilogue::gelu, Epilogue::relu}) {
+            SCOPED_TRACE(testing::Message() << "centred " << centred << " epilogue " << int(epilogue));
+            std::vector<float> y(rows * out);
+            std::vector<uint16_t> y_bf16(rows * out);
+            layer.forward(x.data(), y.data(), rows, epilogue);
+            layer.forward(x.data(), y_bf16.data(), rows, epilogue);
+            EXPECT_EQ(y_bf16, bf16_bits(y));
+            if (centred) continue;  // centring takes float rows
+            layer.forward(x_bf16.data(), y.data(), rows, epilogue);
+            std::fill(y_bf16.begin(), y_bf16.end(), 0);
+            layer.forward(x_bf16.data(), y_bf16.data(), rows, epilogue);
+            EXPECT_EQ(y_bf16, bf16_bits(y));
+        }
+        std::vector<uint16_t> y_bf16(rows * out);
+        EXPECT_THROW(layer.forward(x.data(), y_bf16.data(), rows, Epilogue::accumulate), std::logic_error);
+    }
+}
+
 // layer_norm's bf16 outputs are its float outputs rounded, and asking for them leaves the float outputs alone.
 TEST(LayerNormBf16, WritesTheRoundedOutputsInTheSamePass) {
     const int64_t rows = 300, dim = 256;  // above the parallel grain
@@ -222,6 +249,9 @@ TEST(LayerNormBf16, WritesTheRoundedOutputsInTheSamePass) {
     EXPECT_EQ(plus_bf16, bf16_bits(plus));
     std::fill(y_bf16.begin(), y_bf16.end(), 0);  // the rounded rows alone, without an addend
     layer_norm(x.data(), g.data(), b.data(), y.data(), rows, dim, 1e-5f, nullptr, nullptr, y_bf16.data());
+    EXPECT_EQ(y_bf16, bf16_bits(expected_y));
+    std::fill(y_bf16.begin(), y_bf16.end(), 0);  // the rounded rows alone, without the float ones
+    layer_norm(x.data(), g.data(), b.data(), nullptr, rows, dim, 1e-5f, nullptr, nullptr, y_bf16.data());
     EXPECT_EQ(y_bf16, bf16_bits(expected_y));
     std::fill(plus_bf16.begin(), plus_bf16.end(), 0);  // y + addend rounded, without its float copy
     layer_norm(x.data(), g.data(), b.data(), y.data(), rows, dim, 1e-5f, addend.data(), nullptr, nullptr,

@@ -211,3 +211,47 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
 
 }  // namespace
 }  // namespace sqasam::ops
+
+namespace sqasam::ops {
+namespace {
+
+// The op profile counts each op under its class (exclusive of the ops nested in it), products with their FLOPs,
+// the products inside attention as attention's, and nothing outside start_profile() .. stop_profile().
+TEST(OpProfile, CountsEachOpUnderItsClass) {
+    const int64_t rows = 64, in = 32, out = 48;
+    auto x = random_values(rows * in, 30), w = random_values(out * in, 31), y = random_values(rows * out, 32);
+    const Linear layer(w.data(), nullptr, out, in);
+    layer.forward(x.data(), y.data(), rows);  // before the profile: not counted
+    const int64_t heads = 2, grid = 8, tokens = grid * grid, head_dim = 8, dim = heads * head_dim;
+    auto qkv = random_values(tokens * 3 * dim, 33), table = random_values((2 * grid - 1) * head_dim, 34);
+    std::vector<float> attended(tokens * dim);
+    const AttentionShape shape{.batch = 1, .heads = heads, .queries = tokens, .keys = tokens, .head_dim = head_dim,
+                               .q_row_stride = 3 * dim, .k_row_stride = 3 * dim, .v_row_stride = 3 * dim,
+                               .out_row_stride = dim};
+    const RelativePosition rel{table.data(), table.data(), grid, grid};
+
+    start_profile();
+    layer.forward(x.data(), y.data(), rows);
+    layer_norm(y.data(), w.data(), w.data(), y.data(), rows, out, 1e-6f);
+    attention(qkv.data(), qkv.data() + dim, qkv.data() + 2 * dim, attended.data(), shape, 0.5f, &rel);
+    const OpProfile profile = stop_profile();
+    layer.forward(x.data(), y.data(), rows);  // after it: not counted
+
+    const auto calls = [&](OpClass op) { return profile.calls[int(op)]; };
+    EXPECT_EQ(calls(OpClass::product), 1);
+    EXPECT_EQ(profile.flops[int(OpClass::product)], 2.0 * rows * in * out);
+    EXPECT_EQ(calls(OpClass::layer_norm), 1);
+    EXPECT_EQ(calls(OpClass::gelu), 0);
+    // Per head: q k^T, two relative-position products and p v, in one tile.
+    EXPECT_EQ(calls(OpClass::attention_product), 4 * heads);
+    EXPECT_EQ(profile.flops[int(OpClass::attention_product)],
+              2.0 * heads * tokens * head_dim * (2 * tokens + 2 * (2 * grid - 1)));
+    EXPECT_GE(calls(OpClass::attention_other), 1);
+    EXPECT_GE(calls(OpClass::packing), 2 * heads);  // keys and values of each head
+    for (int i = 0; i < kOpClassCount; ++i) EXPECT_GE(profile.thread_seconds[i], 0.0) << to_string(OpClass(i));
+    EXPECT_TRUE(is_product(OpClass::attention_product));
+    EXPECT_FALSE(is_product(OpClass::attention_other));
+}
+
+}  // namespace
+}  // namespace sqasam::ops

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <iostream>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@ struct BenchOptions {
     ModelOptions model;
     std::string image;
     int prompts = 8, repeat = 3;
+    bool profile = false;
 };
 
 // Prompt i of count: a foreground point spread along the image's diagonal band, with a box a quarter of the image
@@ -77,6 +79,86 @@ double rounded(double value, int decimals) {
     return std::round(value * scale) / scale;
 }
 
+// The rate of the op layer's matrix products on this machine and precision: a Linear at the shape of ViT-B's qkv
+// (4096 rows, 768 -> 2304), as bench_ops' BM_Linear measures it, over at least half a second.
+double reference_product_gflops(Precision precision) {
+    constexpr int64_t kRows = 4096, kIn = 768, kOut = 2304;
+    std::mt19937 rng(0);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> x(kRows * kIn), weight(kOut * kIn), y(kRows * kOut);
+    for (float& v : x) v = normal(rng);
+    for (float& v : weight) v = 0.02f * normal(rng);
+    const ops::Linear layer(weight.data(), nullptr, kOut, kIn, precision);
+    layer.forward(x.data(), y.data(), kRows);  // warm-up: primitive creation, first touches
+    int calls = 0;
+    const auto start = Clock::now();
+    for (; calls < 3 || elapsed_ms(start) < 500; ++calls) layer.forward(x.data(), y.data(), kRows);
+    return 2.0 * kRows * kIn * kOut * calls / (elapsed_ms(start) * 1e6);
+}
+
+// `passes` encoder calls on the preprocessed image under the op profile: per op class, the time (thread-seconds
+// over the thread count: the wall time the class would take alone), its share of the encoder, and for the
+// product classes the rate achieved. What no op accounts for (the model's own loops, threads waiting at
+// barriers) is the difference to the measured wall time.
+nlohmann::ordered_json encoder_profile(const sam::SamModel& model, const cv::Mat& image, sam::Processing processing,
+                                       int passes) {
+    const int size = model.hyper_params().image_size, embed = model.hyper_params().embedding_size();
+    const std::vector<float> input = sam::model_input(image, size, processing).tensor;
+    std::vector<float> embedding(int64_t(model.hyper_params().prompt_embed_dim) * embed * embed);
+    model.encode_image(input.data(), embedding.data());  // warm-up
+    ops::start_profile();
+    const auto start = Clock::now();
+    for (int pass = 0; pass < passes; ++pass) model.encode_image(input.data(), embedding.data());
+    const double wall_ms = elapsed_ms(start) / passes;
+    const ops::OpProfile profile = ops::stop_profile();
+
+    const double threads = ops::num_threads();
+    const double reference = reference_product_gflops(model.encoder_precision());
+    double accounted_ms = 0, product_ms = 0, product_flops = 0;
+    nlohmann::ordered_json classes = nlohmann::ordered_json::array();
+    std::cout << "encoder profile (" << passes << " passes, " << to_string(model.encoder_precision()) << ", "
+              << threads << " threads): " << rounded(wall_ms, 1) << " ms per pass\n";
+    for (int i = 0; i < ops::kOpClassCount; ++i) {
+        if (profile.calls[i] == 0) continue;
+        const auto op = ops::OpClass(i);
+        const double ms = profile.thread_seconds[i] * 1e3 / threads / passes;
+        accounted_ms += ms;
+        nlohmann::ordered_json row = {{"class", ops::to_string(op)}, {"ms", rounded(ms, 2)},
+                                      {"share", rounded(ms / wall_ms, 4)},
+                                      {"calls_per_pass", profile.calls[i] / passes}};
+        std::cout << "  " << ops::to_string(op) << ": " << rounded(ms, 1) << " ms (" << rounded(100 * ms / wall_ms, 1)
+                  << " %)";
+        if (ops::is_product(op)) {
+            product_ms += ms;
+            product_flops += profile.flops[i] / passes;
+            const double gflops = profile.flops[i] / passes / (ms * 1e6);
+            row["gflop_per_pass"] = rounded(profile.flops[i] / passes / 1e9, 2);
+            row["gflops"] = rounded(gflops, 1);
+            std::cout << ", " << rounded(gflops, 1) << " GFLOP/s";
+        }
+        std::cout << "\n";
+        classes.push_back(row);
+    }
+    const double other_ms = wall_ms - accounted_ms;
+    const double product_rate = product_flops / (product_ms * 1e6);
+    std::cout << "  not in any op (model loops, waits at barriers): " << rounded(other_ms, 1) << " ms ("
+              << rounded(100 * other_ms / wall_ms, 1) << " %)\n"
+              << "  products " << rounded(product_ms, 1) << " ms (" << rounded(100 * product_ms / wall_ms, 1)
+              << " %) at " << rounded(product_rate, 1) << " GFLOP/s = " << rounded(100 * product_rate / reference, 1)
+              << " % of a lone Linear here (" << rounded(reference, 1) << " GFLOP/s); everything else "
+              << rounded(wall_ms - product_ms, 1) << " ms (" << rounded(100 * (1 - product_ms / wall_ms), 1) << " %)\n";
+    return {{"passes", passes},
+            {"encoder_ms", rounded(wall_ms, 2)},
+            {"product_ms", rounded(product_ms, 2)},
+            {"non_product_share", rounded(1 - product_ms / wall_ms, 4)},
+            {"product_gflop_per_pass", rounded(product_flops / 1e9, 2)},
+            {"product_gflops", rounded(product_rate, 1)},
+            {"reference_linear_gflops", rounded(reference, 1)},
+            {"product_share_of_reference", rounded(product_rate / reference, 4)},
+            {"unattributed_ms", rounded(other_ms, 2)},
+            {"classes", classes}};
+}
+
 void run_bench(const BenchOptions& options) {
     const cv::Mat image = options.image.empty() ? synthetic_image() : read_rgb_image(options.image);
     const std::vector<Prompt> prompts = bench_prompts(options.prompts, image.cols, image.rows);
@@ -120,7 +202,7 @@ void run_bench(const BenchOptions& options) {
 
     std::vector<double> encoder_rounded;
     for (double ms : encoder_ms) encoder_rounded.push_back(rounded(ms, 2));
-    const nlohmann::ordered_json result = {  // ordered: the line reads like the peer's
+    nlohmann::ordered_json result = {  // ordered: the line reads like the peer's
         {"implementation", "sqasam"},
         {"model_type", to_string(sam.info().type)},
         {"image", options.image.empty() ? "synthetic" : options.image},
@@ -136,6 +218,7 @@ void run_bench(const BenchOptions& options) {
         {"peak_rss_mb", rounded(peak_rss_mb(), 1)},
         {"threads", ops::num_threads()},
         {"precision", to_string(sam.model().encoder_precision())},  // after any fallback to fp32
+        {"isa", ops::product_implementation(sam.model().encoder_precision())},
     };
     std::cout << "sqasam bench: " << sam.info().describe() << "\n"
               << "encoder " << result["encoder_ms"] << " ms, decoder " << result["decoder_ms_per_prompt"]
@@ -143,7 +226,10 @@ void run_bench(const BenchOptions& options) {
               << result["decoder_network_ms_per_prompt"] << "), peak RSS "
               << result["peak_rss_mb"] << " MB, " << result["threads"] << " threads, "
               << result["precision"].get<std::string>() << " encoder\n"
-              << result.dump() << "\n";
+              << (options.profile ? "" : result.dump() + "\n");
+    if (!options.profile) return;
+    result["profile"] = encoder_profile(model, image, processing, options.repeat);
+    std::cout << result.dump() << "\n";
 }
 
 }  // namespace
@@ -162,6 +248,9 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--repeat", options->repeat, "timed passes after one warm-up pass")
         ->check(CLI::Range(1, 1000))
         ->capture_default_str();
+    cmd->add_flag("--profile", options->profile,
+                  "then time --repeat more encoder passes per op class (matrix products and everything else), with "
+                  "the products' rate against a lone Linear's on this machine; adds \"profile\" to the JSON");
     cmd->callback([options] { run_bench(*options); });
 }
 

@@ -124,6 +124,8 @@ void Conv2d::forward(const float* x, float* y, int64_t height, int64_t width, Ep
     const bool bf16 = impl.precision == Precision::bf16;
     void* source = bf16 ? const_cast<uint16_t*>(to_bf16_scratch(x, height * width * impl.in_channels))
                         : static_cast<void*>(const_cast<float*>(x));
+    ProfileScope scope(OpClass::convolution, 2.0 * double(out_h * out_w) * double(impl.out_channels) *
+                                                 double(impl.in_channels / impl.groups * impl.kernel * impl.kernel));
     memory src(impl.image_desc(impl.in_channels, height, width, impl.operand_type()), cpu_engine(), source);
     memory dst(impl.image_desc(impl.out_channels, out_h, out_w), cpu_engine(), y);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, compiled.weight}, {DNNL_ARG_DST, dst}};

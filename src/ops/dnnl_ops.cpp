@@ -66,10 +66,10 @@ dnnl::primitive_attr attributes(float alpha, float sum_scale, Epilogue epilogue)
 template <class T>
 T* writable(const T* p) { return const_cast<T*>(p); }  // oneDNN memory wraps non-const handles
 
-// Everything that selects a primitive: shape, strides (0 for a packed right-hand side), scaling, epilogue, bias
-// and operand precision.
-using ProductKey =
-    std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, float, float, Epilogue, bool, Precision>;
+// Everything that selects a primitive: shape, strides (0 for a packed right-hand side), scaling, epilogue, bias,
+// and precision of the operands and of the result.
+using ProductKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, float, float, Epilogue, bool,
+                              Precision, bool>;
 
 struct ProductKeyHash {
     size_t operator()(const ProductKey& key) const {
@@ -96,6 +96,7 @@ void run(const dnnl::primitive& primitive, const std::unordered_map<int, memory>
 
 // a[rows, cols] less centre[cols] per row, rounded to bfloat16 into a per-thread buffer (as to_bf16_scratch).
 const uint16_t* centred_bf16_scratch(const float* a, int64_t rows, int64_t cols, const float* centre) {
+    ProfileScope scope(OpClass::bf16_conversion);
     thread_local std::vector<uint16_t> scratch;
     if (int64_t(scratch.size()) < rows * cols) scratch.resize(rows * cols);
     uint16_t* out = scratch.data();
@@ -119,6 +120,7 @@ dnnl::stream& thread_stream() {
 }
 
 void to_bf16(const float* x, uint16_t* out, int64_t n) {
+    ProfileScope scope(OpClass::bf16_conversion);
 #pragma omp parallel for simd schedule(static) if (n >= kParallelGrain)
     for (int64_t i = 0; i < n; ++i) out[i] = to_bf16(x[i]);
 }
@@ -149,6 +151,14 @@ Precision effective_precision(Precision requested) {
     return Precision::fp32;
 }
 
+std::string product_implementation(Precision precision) {
+    const auto type = operand_type(effective_precision(precision));
+    constexpr int64_t kIn = 768, kOut = 768;  // a ViT-B-sized layer; the choice does not depend on the size here
+    dnnl::matmul::desc desc(plain(kTypicalRows, kIn, kIn, type), memory::desc(Dims{kIn, kOut}, type, memory::format_tag::any),
+                            plain_f32(kTypicalRows, kOut, kOut));
+    return dnnl::matmul::primitive_desc(desc, cpu_engine()).impl_info_str();
+}
+
 struct PackedMatrix::Impl {
     int64_t k = 0, n = 0;
     Precision precision = Precision::fp32;
@@ -157,6 +167,7 @@ struct PackedMatrix::Impl {
 };
 
 void PackedMatrix::pack(const float* b, int64_t k, int64_t n, int64_t ldb, bool transpose_b, Precision precision) {
+    ProfileScope scope(OpClass::packing);
     precision = effective_precision(precision);
     if (!impl_ || impl_.use_count() > 1 || impl_->k != k || impl_->n != n || impl_->precision != precision) {
         auto impl = std::make_shared<Impl>();
@@ -186,34 +197,56 @@ int64_t PackedMatrix::rows() const { return impl_ ? impl_->k : 0; }
 int64_t PackedMatrix::cols() const { return impl_ ? impl_->n : 0; }
 Precision PackedMatrix::precision() const { return impl_ ? impl_->precision : Precision::fp32; }
 
-void PackedMatrix::multiply(const float* a, float* c, int64_t m, float alpha, const float* bias,
-                            Epilogue epilogue, const float* a_centre) const {
-    if (m == 0) return;
+const void* PackedMatrix::operand_rows(const float* a, int64_t m, const float* a_centre) const {
     const Impl& b = *impl_;
     if (a_centre && b.precision != Precision::bf16)
         throw std::logic_error("PackedMatrix::multiply: a centre applies to bf16 products only");
-    const void* rows = a_centre ? static_cast<const void*>(centred_bf16_scratch(a, m, b.k, a_centre))
-                       : b.precision == Precision::bf16 ? static_cast<const void*>(to_bf16_scratch(a, m * b.k))
-                                                        : a;
-    multiply_rows(rows, c, m, alpha, bias, epilogue);
+    if (a_centre) return centred_bf16_scratch(a, m, b.k, a_centre);
+    return b.precision == Precision::bf16 ? static_cast<const void*>(to_bf16_scratch(a, m * b.k)) : a;
+}
+
+const void* PackedMatrix::operand_rows(const uint16_t* a) const {
+    if (impl_->precision != Precision::bf16)
+        throw std::logic_error("PackedMatrix::multiply: bf16 rows for a matrix packed in fp32");
+    return a;
+}
+
+void PackedMatrix::multiply(const float* a, float* c, int64_t m, float alpha, const float* bias,
+                            Epilogue epilogue, const float* a_centre) const {
+    if (m == 0) return;
+    multiply_rows(operand_rows(a, m, a_centre), c, false, m, alpha, bias, epilogue);
 }
 
 void PackedMatrix::multiply(const uint16_t* a, float* c, int64_t m, float alpha, const float* bias,
                             Epilogue epilogue) const {
-    if (impl_->precision != Precision::bf16)
-        throw std::logic_error("PackedMatrix::multiply: bf16 rows for a matrix packed in fp32");
     if (m == 0) return;
-    multiply_rows(a, c, m, alpha, bias, epilogue);
+    multiply_rows(operand_rows(a), c, false, m, alpha, bias, epilogue);
 }
 
-void PackedMatrix::multiply_rows(const void* a, float* c, int64_t m, float alpha, const float* bias,
+void PackedMatrix::multiply(const float* a, uint16_t* c, int64_t m, float alpha, const float* bias,
+                            Epilogue epilogue, const float* a_centre) const {
+    if (m == 0) return;
+    multiply_rows(operand_rows(a, m, a_centre), c, true, m, alpha, bias, epilogue);
+}
+
+void PackedMatrix::multiply(const uint16_t* a, uint16_t* c, int64_t m, float alpha, const float* bias,
+                            Epilogue epilogue) const {
+    if (m == 0) return;
+    multiply_rows(operand_rows(a), c, true, m, alpha, bias, epilogue);
+}
+
+void PackedMatrix::multiply_rows(const void* a, void* c, bool c_bf16, int64_t m, float alpha, const float* bias,
                                  Epilogue epilogue) const {
     const Impl& b = *impl_;
+    if (c_bf16 && epilogue == Epilogue::accumulate)
+        throw std::logic_error("PackedMatrix::multiply: a bf16 result cannot accumulate");
+    ProfileScope scope(OpClass::product, 2.0 * double(m) * double(b.n) * double(b.k));
     const auto& engine = cpu_engine();
-    auto a_desc = plain(m, b.k, b.k, operand_type(b.precision)), c_desc = plain_f32(m, b.n, b.n);
+    auto a_desc = plain(m, b.k, b.k, operand_type(b.precision));
+    auto c_desc = plain(m, b.n, b.n, c_bf16 ? memory::data_type::bf16 : memory::data_type::f32);
     auto bias_desc = bias ? plain_f32(1, b.n, b.n) : memory::desc();
     const float sum_scale = epilogue == Epilogue::accumulate ? 1.0f : 0.0f;
-    ProductKey key{m, b.n, b.k, 0, 0, 0, false, alpha, sum_scale, epilogue, bias != nullptr, b.precision};
+    ProductKey key{m, b.n, b.k, 0, 0, 0, false, alpha, sum_scale, epilogue, bias != nullptr, b.precision, c_bf16};
     const auto& primitive = cached_product(key, [&] {
         return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_desc, b.desc, bias_desc, c_desc),
                                             attributes(alpha, sum_scale, epilogue), engine);
@@ -233,13 +266,10 @@ Linear::Linear(const float* weight, const float* bias, int64_t out_features, int
         centring_weight_.assign(weight, weight + out_features * in_features);
 }
 
-void Linear::forward(const float* x, float* y, int64_t rows, Epilogue epilogue) const {
-    if (centring_weight_.empty() || rows == 0) {
-        weight_.multiply(x, y, rows, 1.0f, bias_.empty() ? nullptr : bias_.data(), epilogue);
-        return;
-    }
+// W m for the centre m of a sample of x's rows, plus the bias: what the centred product leaves out.
+const float* Linear::centred_bias(const float* x, int64_t rows, std::vector<float>& centre) const {
     const int64_t in = in_features(), out = out_features();
-    thread_local std::vector<float> centre, centred_bias;
+    thread_local std::vector<float> sum_bias;
     centre.assign(in, 0.0f);
     const int64_t samples = std::min(rows, kCentreSampleRows);
     for (int64_t s = 0; s < samples; ++s) {
@@ -247,21 +277,45 @@ void Linear::forward(const float* x, float* y, int64_t rows, Epilogue epilogue) 
         for (int64_t i = 0; i < in; ++i) centre[i] += row[i];
     }
     for (float& m : centre) m /= float(samples);
-    centred_bias.resize(out);
-    for (int64_t o = 0; o < out; ++o) {  // b + W m: the product of the centre that the rounded product leaves out
+    sum_bias.resize(out);
+    for (int64_t o = 0; o < out; ++o) {
         float sum = bias_.empty() ? 0.0f : bias_[o];
         for (int64_t i = 0; i < in; ++i) sum += centring_weight_[o * in + i] * centre[i];
-        centred_bias[o] = sum;
+        sum_bias[o] = sum;
     }
-    weight_.multiply(x, y, rows, 1.0f, centred_bias.data(), epilogue, centre.data());
+    return sum_bias.data();
+}
+
+template <class Out>
+void Linear::forward_rows(const float* x, Out* y, int64_t rows, Epilogue epilogue) const {
+    if (centring_weight_.empty() || rows == 0) {
+        weight_.multiply(x, y, rows, 1.0f, bias_.empty() ? nullptr : bias_.data(), epilogue);
+        return;
+    }
+    thread_local std::vector<float> centre;
+    const float* bias = centred_bias(x, rows, centre);
+    weight_.multiply(x, y, rows, 1.0f, bias, epilogue, centre.data());
+}
+
+void Linear::forward(const float* x, float* y, int64_t rows, Epilogue epilogue) const {
+    forward_rows(x, y, rows, epilogue);
+}
+
+void Linear::forward(const float* x, uint16_t* y, int64_t rows, Epilogue epilogue) const {
+    forward_rows(x, y, rows, epilogue);
 }
 
 void Linear::forward(const uint16_t* x, float* y, int64_t rows, Epilogue epilogue) const {
     weight_.multiply(x, y, rows, 1.0f, bias_.empty() ? nullptr : bias_.data(), epilogue);
 }
 
+void Linear::forward(const uint16_t* x, uint16_t* y, int64_t rows, Epilogue epilogue) const {
+    weight_.multiply(x, y, rows, 1.0f, bias_.empty() ? nullptr : bias_.data(), epilogue);
+}
+
 void transpose(const float* src, float* dst, int64_t rows, int64_t cols, int64_t src_stride, int64_t dst_stride) {
     if (rows == 0 || cols == 0) return;
+    ProfileScope scope(OpClass::layout);
     // The matrix M[c, r] read with src's strides and written with dst's: oneDNN's reorder kernels do the shuffling.
     memory::desc from(Dims{cols, rows}, memory::data_type::f32, Dims{1, src_stride});
     memory::desc to(Dims{cols, rows}, memory::data_type::f32, Dims{dst_stride, 1});
@@ -277,10 +331,11 @@ void transpose(const float* src, float* dst, int64_t rows, int64_t cols, int64_t
 void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
             int64_t ldc, bool transpose_b, float alpha, float beta) {
     if (m == 0 || n == 0) return;
+    ProfileScope scope(OpClass::product, 2.0 * double(m) * double(n) * double(k));
     auto a_desc = plain_f32(m, k, lda);
     auto b_desc = transpose_b ? transposed_f32(k, n, ldb) : plain_f32(k, n, ldb);
     auto c_desc = plain_f32(m, n, ldc);
-    ProductKey key{m, n, k, lda, ldb, ldc, transpose_b, alpha, beta, Epilogue::store, false, Precision::fp32};
+    ProductKey key{m, n, k, lda, ldb, ldc, transpose_b, alpha, beta, Epilogue::store, false, Precision::fp32, false};
     const auto& primitive = cached_product(key, [&] {
         return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_desc, b_desc, c_desc),
                                             attributes(alpha, beta, Epilogue::store), cpu_engine());

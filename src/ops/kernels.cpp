@@ -5,6 +5,10 @@
 #include <cstdint>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "ops/dnnl_context.hpp"
 #include "ops/ops.hpp"
 
@@ -13,6 +17,7 @@ namespace {
 
 // Below this many elements a parallel region costs more than it saves.
 constexpr int64_t kParallelGrain = 1 << 14;
+constexpr int64_t kVectorFloats = 16;  // one AVX-512 register
 
 // expf by Cody-Waite range reduction and a degree-6 polynomial (Cephes' coefficients, about 1 ulp), written
 // without calls or branches so loops over it vectorise. Inputs are clamped to the range where 2^n stays normal;
@@ -49,19 +54,92 @@ inline float fast_erf(float x) {
     return z * p;
 }
 
-// Subtracts the row maximum, exponentiates in place and returns the sum.
-float exp_shifted_row(float* row, int64_t n) {
-    float top = row[0];
-#pragma omp simd reduction(max : top)
-    for (int64_t i = 0; i < n; ++i) top = row[i] > top ? row[i] : top;
+#if defined(__AVX512F__)
+constexpr __mmask16 kAllLanes = 0xffff;
+
+// fast_exp on 16 lanes of x <= 0 (shifted logits), with AVX-512's rounding and scaling instructions in place of
+// the clamps and the exponent arithmetic: the same reduction and polynomial, so the same values wherever fast_exp's
+// result is a normal float (x >= -87.3); below, 2^n scales to the true tiny value, or 0, instead of fast_exp's
+// floor of exp(-87.3). x is floored at -104 so that -inf gives 0, not NaN.
+inline __m512 exp_lanes(__m512 x) {
+    x = _mm512_maskz_max_ps(kAllLanes, x, _mm512_set1_ps(-104.0f));
+    // The maskz forms: GCC 12's unmasked ones pass an undefined register and then warn about it.
+    const __m512 n = _mm512_maskz_roundscale_ps(kAllLanes, _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x));
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(kAllLanes, p, n);
+}
+
+float sum_lanes(__m512 x) {
+    alignas(64) float lanes[kVectorFloats];
+    _mm512_store_ps(lanes, x);
     float sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < n; ++i) {
+    for (float lane : lanes) sum += lane;
+    return sum;
+}
+#endif
+
+// Replaces row[i] by exp(row[i] - top) (row[i] <= top) and returns their sum.
+float exp_shifted(float* row, int64_t n, float top) {
+    int64_t i = 0;
+    float sum = 0;
+#if defined(__AVX512F__)
+    __m512 sums = _mm512_setzero_ps();
+    const __m512 shift = _mm512_set1_ps(top);
+    for (; i + kVectorFloats <= n; i += kVectorFloats) {
+        const __m512 weight = exp_lanes(_mm512_sub_ps(_mm512_loadu_ps(row + i), shift));
+        _mm512_storeu_ps(row + i, weight);
+        sums = _mm512_add_ps(sums, weight);
+    }
+    sum = sum_lanes(sums);
+#endif
+    for (; i < n; ++i) {
         row[i] = fast_exp(row[i] - top);
         sum += row[i];
     }
     return sum;
 }
+
+// The same with the exponentials written rounded to bfloat16 into `weights` (the left operand of a bf16 product)
+// and summed unrounded: one pass where exponentiating and converting took two.
+float exp_shifted_to_bf16(const float* row, uint16_t* weights, int64_t n, float top) {
+    int64_t i = 0;
+    float sum = 0;
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+    __m512 sums = _mm512_setzero_ps();
+    const __m512 shift = _mm512_set1_ps(top);
+    for (; i + kVectorFloats <= n; i += kVectorFloats) {
+        const __m512 weight = exp_lanes(_mm512_sub_ps(_mm512_loadu_ps(row + i), shift));
+        // Round to nearest even, as to_bf16 (weights lie in [0, 1]; a denormal one becomes 0).
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(weights + i), (__m256i)_mm512_cvtneps_pbh(weight));
+        sums = _mm512_add_ps(sums, weight);
+    }
+    sum = sum_lanes(sums);
+#endif
+    for (; i < n; ++i) {
+        const float weight = fast_exp(row[i] - top);
+        weights[i] = to_bf16(weight);
+        sum += weight;
+    }
+    return sum;
+}
+
+float row_max(const float* row, int64_t n) {
+    float top = row[0];
+#pragma omp simd reduction(max : top)
+    for (int64_t i = 0; i < n; ++i) top = row[i] > top ? row[i] : top;
+    return top;
+}
+
+// Subtracts the row maximum, exponentiates in place and returns the sum.
+float exp_shifted_row(float* row, int64_t n) { return exp_shifted(row, n, row_max(row, n)); }
 
 // Grows, never shrinks: attention's scratch stays mapped across calls (first touch of fresh pages is slow).
 float* thread_scratch(size_t floats) {
@@ -74,10 +152,10 @@ float* thread_scratch(size_t floats) {
 
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps,
                 const float* addend, float* y_plus, uint16_t* y_bf16, uint16_t* y_plus_bf16) {
+    ProfileScope scope(OpClass::layer_norm);
 #pragma omp parallel for schedule(static) if (rows * dim >= kParallelGrain)
     for (int64_t r = 0; r < rows; ++r) {
         const float* in = x + r * dim;
-        float* out = y + r * dim;
         float sum = 0;
 #pragma omp simd reduction(+ : sum)
         for (int64_t i = 0; i < dim; ++i) sum += in[i];
@@ -86,44 +164,54 @@ void layer_norm(const float* x, const float* gamma, const float* beta, float* y,
 #pragma omp simd reduction(+ : squares)
         for (int64_t i = 0; i < dim; ++i) squares += (in[i] - mean) * (in[i] - mean);
         const float inv_std = 1.0f / std::sqrt(squares / dim + eps);
-#pragma omp simd
-        for (int64_t i = 0; i < dim; ++i) out[i] = (in[i] - mean) * inv_std * gamma[i] + beta[i];
+        // Every output is computed from the input row, and y (which may alias x) is written last.
+        auto normed = [&](int64_t i) { return (in[i] - mean) * inv_std * gamma[i] + beta[i]; };
         if (y_bf16) {
             uint16_t* rounded = y_bf16 + r * dim;
 #pragma omp simd
-            for (int64_t i = 0; i < dim; ++i) rounded[i] = to_bf16(out[i]);
+            for (int64_t i = 0; i < dim; ++i) rounded[i] = to_bf16(normed(i));
         }
-        if (!addend) continue;
-        const float* add_row = addend + r * dim;
-        if (y_plus) {
-            float* plus = y_plus + r * dim;
+        if (addend) {
+            const float* add_row = addend + r * dim;
+            if (y_plus) {
+                float* plus = y_plus + r * dim;
 #pragma omp simd
-            for (int64_t i = 0; i < dim; ++i) plus[i] = out[i] + add_row[i];
+                for (int64_t i = 0; i < dim; ++i) plus[i] = normed(i) + add_row[i];
+            }
+            if (y_plus_bf16) {
+                uint16_t* rounded = y_plus_bf16 + r * dim;
+#pragma omp simd
+                for (int64_t i = 0; i < dim; ++i) rounded[i] = to_bf16(normed(i) + add_row[i]);
+            }
         }
-        if (y_plus_bf16) {
-            uint16_t* rounded = y_plus_bf16 + r * dim;
+        if (y) {
+            float* out = y + r * dim;
 #pragma omp simd
-            for (int64_t i = 0; i < dim; ++i) rounded[i] = to_bf16(out[i] + add_row[i]);
+            for (int64_t i = 0; i < dim; ++i) out[i] = normed(i);
         }
     }
 }
 
 void add(float* y, const float* x, int64_t n) {
+    ProfileScope scope(OpClass::elementwise);
 #pragma omp parallel for simd schedule(static) if (n >= kParallelGrain)
     for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
 void gelu(float* x, int64_t n) {
+    ProfileScope scope(OpClass::gelu);
 #pragma omp parallel for simd schedule(static) if (n >= kParallelGrain)
     for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + fast_erf(x[i] * 0.70710678118654752f));
 }
 
 void exp(float* x, int64_t n) {
+    ProfileScope scope(OpClass::softmax);
 #pragma omp parallel for simd schedule(static) if (n >= kParallelGrain)
     for (int64_t i = 0; i < n; ++i) x[i] = fast_exp(x[i]);
 }
 
 void softmax_rows(float* x, int64_t rows, int64_t cols) {
+    ProfileScope scope(OpClass::softmax);
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelGrain)
     for (int64_t r = 0; r < rows; ++r) {
         float* row = x + r * cols;
@@ -140,16 +228,36 @@ constexpr int64_t kLanes = 16;  // floats per accumulator block: one AVX-512 reg
 // One register of floats (GCC/Clang vector extension; alignment relaxed so it loads from any float address).
 using Lanes = float __attribute__((vector_size(kLanes * sizeof(float)), aligned(sizeof(float))));
 
-// row[kh * grid_w + kw] += dots_h[grid_h - 1 - kh] + dots_w[grid_w - 1 - kw]: dots_h holds the query's products
-// with table_h from entry qh on (its grid row), so the term of key row kh, q . table_h[qh - kh + grid_h - 1], is
-// dots_h[grid_h - 1 - kh]; the same for columns.
-void add_rel_terms(float* row, const float* dots_h, const float* dots_w, int64_t grid_h, int64_t grid_w) {
+// Adds a query's logit terms to its row of logits and returns the row's maximum, in one pass: the relative-position
+// terms row[kh * grid_w + kw] += dots_h[grid_h - 1 - kh] + dots_w[grid_w - 1 - kw] where dots_h is given (dots_h
+// holds the query's products with table_h from entry qh on, its grid row, so the term of key row kh,
+// q . table_h[qh - kh + grid_h - 1], is dots_h[grid_h - 1 - kh]; the same for columns), then the bias row where
+// given.
+float add_logit_terms_max(float* row, int64_t keys, const float* dots_h, const float* dots_w, int64_t grid_h,
+                          int64_t grid_w, const float* bias_row) {
+    float top = -INFINITY;
+    if (!dots_h) {
+        if (!bias_row) return row_max(row, keys);
+#pragma omp simd reduction(max : top)
+        for (int64_t j = 0; j < keys; ++j) {
+            row[j] += bias_row[j];
+            top = row[j] > top ? row[j] : top;
+        }
+        return top;
+    }
     for (int64_t kh = 0; kh < grid_h; ++kh) {
         float* run = row + kh * grid_w;
         const float add_h = dots_h[grid_h - 1 - kh];
-#pragma omp simd
-        for (int64_t kw = 0; kw < grid_w; ++kw) run[kw] += add_h + dots_w[grid_w - 1 - kw];
+        const float* bias_run = bias_row ? bias_row + kh * grid_w : nullptr;
+#pragma omp simd reduction(max : top)
+        for (int64_t kw = 0; kw < grid_w; ++kw) {
+            float logit = run[kw] + (add_h + dots_w[grid_w - 1 - kw]);
+            if (bias_run) logit += bias_run[kw];
+            run[kw] = logit;
+            top = logit > top ? logit : top;
+        }
     }
+    return top;
 }
 
 // Attention with only a few keys (the mask decoder's image-to-token attention): too little work per query for
@@ -165,6 +273,7 @@ void attention_few_keys(const float* q, const float* k, const float* v, float* o
     const int64_t tasks = s.batch * s.heads;
 #pragma omp parallel for schedule(static) if (tasks > 1 && tasks * n * keys * hd >= kParallelGrain)
     for (int64_t task = 0; task < tasks; ++task) {
+        ProfileScope scope(OpClass::attention_other);
         const int64_t b = task / s.heads, h = task % s.heads;
         float* queries_t = thread_scratch(2 * hd * ld);
         float* out_t = queries_t + hd * ld;
@@ -311,10 +420,14 @@ void prefetch_rows(const float* first, int64_t rows, int64_t row_stride, int64_t
 void attention_short(const float* q, const float* k, const float* v, float* out, const AttentionShape& s,
                      float scale, const float* logit_bias) {
     const int64_t padded_keys = round_up(s.keys, kShortKeyGroup), padded_queries = round_up(s.queries, kLanes);
-    const float* terms = short_logit_terms(logit_bias, s.heads, s.queries, s.keys, padded_queries, padded_keys);
+    const float* terms = [&] {
+        ProfileScope scope(OpClass::attention_other);
+        return short_logit_terms(logit_bias, s.heads, s.queries, s.keys, padded_queries, padded_keys);
+    }();
     const int64_t tasks = s.batch * s.heads, hd = s.head_dim;
 #pragma omp parallel for schedule(static) if (tasks > 1 && tasks * s.queries * s.keys * hd >= kParallelGrain)
     for (int64_t task = 0; task < tasks; ++task) {
+        ProfileScope scope(OpClass::attention_other);
         const int64_t b = task / s.heads, h = task % s.heads;
         if (task + 1 < tasks) {  // the next sequence's rows load while this one computes (qkv outgrows the caches)
             const int64_t next_b = (task + 1) / s.heads, next_h = (task + 1) % s.heads;
@@ -349,12 +462,14 @@ void attention_tiled(const float* q, const float* k, const float* v, float* out,
     const int64_t entries_h = grid_h ? 2 * grid_h - 1 : 0, entries_w = grid_w ? 2 * grid_w - 1 : 0;
     PackedMatrix tables_h, tables_w;  // transposed: hd x entries; fp32, as the terms are
     if (rel_pos) {
+        ProfileScope scope(OpClass::attention_other);
         tables_h.pack(rel_pos->table_h, hd, entries_h, hd, true);
         tables_w.pack(rel_pos->table_w, hd, entries_w, hd, true);
     }
 
 #pragma omp parallel for schedule(dynamic, 1) if (heads * groups > 1)
     for (int64_t task = 0; task < heads * groups; ++task) {
+        ProfileScope scope(OpClass::attention_other);  // per task: each thread's products nest in it
         const int64_t b = task / groups / s.heads, h = task / groups % s.heads, group = task % groups;
         const int64_t first_tile = group * tiles_per_group, last_tile = std::min(tiles, first_tile + tiles_per_group);
         float* q_tile = thread_scratch(size_t(tile * (hd + keys + entries_h + entries_w + 1)));
@@ -367,6 +482,10 @@ void attention_tiled(const float* q, const float* k, const float* v, float* out,
         thread_local PackedMatrix keys_t, values;
         keys_t.pack(k_head, hd, keys, s.k_row_stride, true, precision);
         values.pack(v_head, keys, hd, s.v_row_stride, false, precision);
+        // bf16 products take the softmax numerators rounded to bf16, written by the exponentiating pass itself.
+        const bool bf16_weights = values.precision() == Precision::bf16;
+        thread_local std::vector<uint16_t> weights;
+        if (bf16_weights && int64_t(weights.size()) < tile * keys) weights.resize(tile * keys);
 
         for (int64_t t = first_tile; t < last_tile; ++t) {
             const int64_t first = t * tile, rows = std::min(tile, queries - first);
@@ -379,20 +498,19 @@ void attention_tiled(const float* q, const float* k, const float* v, float* out,
             }
             for (int64_t r = 0; r < rows; ++r) {
                 float* row = logits + r * keys;
-                if (rel_pos) {
-                    const int64_t query = first + r;
-                    add_rel_terms(row, dots_h + r * entries_h + query / grid_w, dots_w + r * entries_w + query % grid_w,
-                                  grid_h, grid_w);
-                }
-                if (logit_bias) {
-                    const float* bias_row = logit_bias + (h * queries + first + r) * keys;
-#pragma omp simd
-                    for (int64_t j = 0; j < keys; ++j) row[j] += bias_row[j];
-                }
-                sums[r] = exp_shifted_row(row, keys);
+                const int64_t query = first + r;
+                const float top = add_logit_terms_max(
+                    row, keys, rel_pos ? dots_h + r * entries_h + query / grid_w : nullptr,
+                    rel_pos ? dots_w + r * entries_w + query % grid_w : nullptr, grid_h, grid_w,
+                    logit_bias ? logit_bias + (h * queries + query) * keys : nullptr);
+                sums[r] = bf16_weights ? exp_shifted_to_bf16(row, weights.data() + r * keys, keys, top)
+                                       : exp_shifted(row, keys, top);
             }
             // q_tile now holds the output
-            values.multiply(logits, q_tile, rows);
+            if (bf16_weights)
+                values.multiply(weights.data(), q_tile, rows);
+            else
+                values.multiply(logits, q_tile, rows);
             float* out_rows = out + b * s.out_batch_stride + first * s.out_row_stride + h * hd;
             for (int64_t r = 0; r < rows; ++r) {
                 const float inv = 1.0f / sums[r];
@@ -421,6 +539,7 @@ constexpr int64_t kShortRowMax = 32;
 }  // namespace
 
 void softmax_short_rows(float* x, int64_t rows, int64_t cols) {
+    ProfileScope scope(OpClass::softmax);
     if (cols > kShortRowMax) return softmax_rows(x, rows, cols);
     const int64_t blocks = rows / kLanes;
 #pragma omp parallel for schedule(static) if (rows * cols >= kParallelGrain)

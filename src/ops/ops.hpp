@@ -4,8 +4,11 @@
 // vectorises them. OpenMP is the one threading runtime: an op
 // called inside a parallel region runs on the calling thread alone.
 // Each op has a plain reference implementation (namespace ref) that the tests compare the fast one against.
+#include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "sqasam/precision.hpp"
@@ -20,6 +23,9 @@ bool bf16_supported();
 // The precision products asked for `requested` run in: bf16 falls back to fp32, with one warning on stderr per
 // process, where bf16_supported() is false.
 Precision effective_precision(Precision requested);
+// The oneDNN implementation a Linear of this precision runs on this CPU (its kernel and ISA, e.g.
+// "brg:avx512_core_bf16"), for reports.
+std::string product_implementation(Precision precision);
 
 // What a matrix product does with its result.
 enum class Epilogue {
@@ -49,9 +55,18 @@ public:
     // products. Only for a matrix packed in bf16 (std::logic_error otherwise).
     void multiply(const uint16_t* a, float* c, int64_t m, float alpha = 1.0f, const float* bias = nullptr,
                   Epilogue epilogue = Epilogue::store) const;
+    // The same with C rounded to bfloat16 after the epilogue (as to_bf16 of the float result), for rows that only a
+    // bf16 product reads next: no float write and no conversion pass. Not with Epilogue::accumulate (logic_error).
+    void multiply(const float* a, uint16_t* c, int64_t m, float alpha = 1.0f, const float* bias = nullptr,
+                  Epilogue epilogue = Epilogue::store, const float* a_centre = nullptr) const;
+    void multiply(const uint16_t* a, uint16_t* c, int64_t m, float alpha = 1.0f, const float* bias = nullptr,
+                  Epilogue epilogue = Epilogue::store) const;
 
 private:
-    void multiply_rows(const void* a, float* c, int64_t m, float alpha, const float* bias, Epilogue epilogue) const;
+    const void* operand_rows(const float* a, int64_t m, const float* a_centre) const;
+    const void* operand_rows(const uint16_t* a) const;
+    void multiply_rows(const void* a, void* c, bool c_bf16, int64_t m, float alpha, const float* bias,
+                       Epilogue epilogue) const;
     struct Impl;
     std::shared_ptr<Impl> impl_;
 };
@@ -72,8 +87,14 @@ public:
     Precision precision() const { return weight_.precision(); }
     void forward(const float* x, float* y, int64_t rows, Epilogue epilogue = Epilogue::store) const;
     void forward(const uint16_t* x, float* y, int64_t rows, Epilogue epilogue = Epilogue::store) const;  // bf16 x
+    // y rounded to bf16 (PackedMatrix::multiply with a bf16 C): for a layer whose output feeds only a bf16 product.
+    void forward(const float* x, uint16_t* y, int64_t rows, Epilogue epilogue = Epilogue::store) const;
+    void forward(const uint16_t* x, uint16_t* y, int64_t rows, Epilogue epilogue = Epilogue::store) const;
 
 private:
+    template <class Out>
+    void forward_rows(const float* x, Out* y, int64_t rows, Epilogue epilogue) const;
+    const float* centred_bias(const float* x, int64_t rows, std::vector<float>& centre) const;
     PackedMatrix weight_;
     std::vector<float> bias_;             // empty when the layer has none
     std::vector<float> centring_weight_;  // W [out, in] in float32 for W m when centring inputs, else empty
@@ -87,7 +108,8 @@ void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int6
 // Row-wise LayerNorm over the last dimension (also LayerNorm2d on channels-last data). y may alias x. With an
 // addend (rows x dim), also y_plus = y + addend in the same pass (the mask decoder's image rows and their copy with
 // the positional encoding). y_bf16 / y_plus_bf16, where given, receive to_bf16 of y / y + addend in the same pass
-// (left operands of bf16 products that would otherwise convert them on every call); y_plus may then be null.
+// (left operands of bf16 products that would otherwise convert them on every call); y and y_plus may then be null
+// (rows only a bf16 product reads).
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps,
                 const float* addend = nullptr, float* y_plus = nullptr, uint16_t* y_bf16 = nullptr,
                 uint16_t* y_plus_bf16 = nullptr);
@@ -133,6 +155,52 @@ struct RelativePosition {
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& shape, float scale,
                const RelativePosition* rel_pos = nullptr, Precision precision = Precision::fp32,
                const float* logit_bias = nullptr);
+
+// ---- Op profile (src/ops/profile.cpp): where a network's time goes, by op class ----
+enum class OpClass {
+    product,            // matrix products (Linear, matmul), their epilogues included
+    attention_product,  // the products inside attention (q k^T, weights v, relative-position dots)
+    convolution,        // oneDNN convolutions
+    attention_other,    // the rest of attention: logit terms, softmax, tile copies, normalisation
+    layer_norm,
+    gelu,               // stand-alone GELUs (a product's GELU epilogue counts as the product)
+    softmax,            // stand-alone softmax and exp
+    bf16_conversion,    // rounding operands to bf16
+    packing,            // repacking right-hand matrices into oneDNN's blocked layout
+    layout,             // window partitions, transposes, im2col
+    elementwise,        // adds
+};
+constexpr int kOpClassCount = int(OpClass::elementwise) + 1;
+const char* to_string(OpClass op);
+bool is_product(OpClass op);
+
+// Totals since start_profile(): thread-seconds per class (an op called outside a parallel region counts its wall
+// time once per thread, since it keeps them all; inside a region, once), exclusive of nested ops, and the FLOPs of
+// the product classes.
+struct OpProfile {
+    std::array<double, kOpClassCount> thread_seconds{}, flops{};
+    std::array<int64_t, kOpClassCount> calls{};
+};
+void start_profile();  // zeroes the totals and starts recording
+OpProfile stop_profile();
+
+// Records the time until its end under op, when a profile is running (a relaxed atomic load otherwise).
+class ProfileScope {
+public:
+    explicit ProfileScope(OpClass op, double flops = 0);
+    ~ProfileScope();
+    ProfileScope(const ProfileScope&) = delete;
+    ProfileScope& operator=(const ProfileScope&) = delete;
+
+private:
+    void pause(std::chrono::steady_clock::time_point now);
+    bool active_ = false;
+    OpClass op_ = OpClass::product;
+    double flops_ = 0, accumulated_ = 0;
+    int weight_ = 1;
+    ProfileScope* parent_ = nullptr;
+    std::chrono::steady_clock::time_point start_;
+};
 
 namespace ref {
 void linear(const float* x, const float* weight, const float* bias, float* y, int64_t rows, int64_t out_features,

@@ -102,6 +102,10 @@ struct LayerNorm {
         ops::layer_norm(x, gamma.data(), beta.data(), y, rows, int64_t(gamma.size()), eps, addend, y_plus, y_bf16,
                         y_plus_bf16);
     }
+    void operator()(const float* x, uint16_t* y_bf16, int64_t rows) const {  // rows only a bf16 product reads
+        ops::layer_norm(x, gamma.data(), beta.data(), nullptr, rows, int64_t(gamma.size()), eps, nullptr, nullptr,
+                        y_bf16);
+    }
 };
 
 // A 2x2, stride-2 ConvTranspose2d never overlaps: each input pixel yields a 2x2 block of output pixels, i.e. one
@@ -137,6 +141,9 @@ struct EncoderWorkspace {
     std::vector<float> windows;  // padded windows x D: attention output
     std::vector<float> scratch;  // qkv rows (windowed blocks: partitioned), or the patch im2col
     std::vector<float> hidden;   // E*E x mlp width; windowed blocks: their qkv rows before partitioning
+    // bf16 products: the LayerNorms' outputs and the MLP's hidden activation, written in bf16 by the ops that make
+    // them (only bf16 products read them), instead of in float and converted by each product.
+    std::vector<uint16_t> normed_bf16, hidden_bf16;
 };
 
 class ImageEncoder {
@@ -207,26 +214,46 @@ public:
         const int64_t tokens = grid_ * grid_;
         float* x = ws.tokens.data();
         float* normed = ws.normed.data();
-        b.norm1(x, normed, tokens);
+        if (bf16_rows())
+            b.norm1(x, ws.normed_bf16.data(), tokens);
+        else
+            b.norm1(x, normed, tokens);
         if (b.window > 0) {
             // The official code pads the normed grid with zeros before qkv, so padding tokens have q, k, v = the
             // qkv bias and still act as keys. Projecting the grid first and padding with the bias is the same and
             // skips the padding rows' products.
             const int64_t per_side = (grid_ + b.window - 1) / b.window;
-            b.qkv.forward(normed, ws.hidden.data(), tokens);
+            qkv_rows(b, ws, ws.hidden.data());
             window_partition(ws.hidden.data(), ws.scratch.data(), grid_, 3 * dim_, b.window, b.qkv_bias.data());
             attention_core(b, ws.scratch.data(), ws.windows.data(), per_side * per_side, b.window);
             window_unpartition(ws.windows.data(), normed, grid_, dim_, b.window);
             b.proj.forward(normed, x, tokens, ops::Epilogue::accumulate);
         } else {
-            b.qkv.forward(normed, ws.scratch.data(), tokens);
+            qkv_rows(b, ws, ws.scratch.data());
             attention_core(b, ws.scratch.data(), ws.windows.data(), 1, grid_);
             b.proj.forward(ws.windows.data(), x, tokens, ops::Epilogue::accumulate);
         }
-        b.norm2(x, normed, tokens);
-        b.mlp_lin1.forward(normed, ws.hidden.data(), tokens, ops::Epilogue::gelu);
-        b.mlp_lin2.forward(ws.hidden.data(), x, tokens, ops::Epilogue::accumulate);
+        const auto mlp = [&](auto* normed_rows, auto* hidden) {  // float rows, or bf16 (uint16_t) ones
+            b.norm2(x, normed_rows, tokens);
+            b.mlp_lin1.forward(normed_rows, hidden, tokens, ops::Epilogue::gelu);
+            b.mlp_lin2.forward(hidden, x, tokens, ops::Epilogue::accumulate);
+        };
+        if (bf16_rows())  // LayerNorm and GELU write the bf16 rows the next product reads
+            mlp(ws.normed_bf16.data(), ws.hidden_bf16.data());
+        else
+            mlp(normed, ws.hidden.data());
     }
+
+    // qkv of the block's normalised rows (bf16 or float, as norm1 wrote them).
+    void qkv_rows(const EncoderBlock& b, EncoderWorkspace& ws, float* out) const {
+        const int64_t tokens = grid_ * grid_;
+        if (bf16_rows())
+            b.qkv.forward(ws.normed_bf16.data(), out, tokens);
+        else
+            b.qkv.forward(ws.normed.data(), out, tokens);
+    }
+
+    bool bf16_rows() const { return patch_embed_.precision() == Precision::bf16; }
 
     // Conv 1x1, LayerNorm2d, conv 3x3 (pad 1), LayerNorm2d on the E x E x D grid in ws.tokens; writes C x E x E.
     void neck(EncoderWorkspace& ws, float* embedding) const {
@@ -250,6 +277,10 @@ public:
         ensure_size(ws.windows, padded * dim_);
         ensure_size(ws.scratch, std::max(padded * 3 * dim_, tokens * patch_features_));
         ensure_size(ws.hidden, tokens * std::max({dim_ * hp_.mlp_ratio, 3 * dim_, neck_channels_}));
+        if (bf16_rows()) {
+            ensure_size(ws.normed_bf16, tokens * dim_);
+            ensure_size(ws.hidden_bf16, tokens * dim_ * hp_.mlp_ratio);
+        }
     }
 
     WorkspacePool<EncoderWorkspace>& workspaces() const { return workspaces_; }
@@ -271,6 +302,7 @@ private:
 
     // im2col of the 3 x S x S input into E*E rows of (c, ky, kx), the order of the conv weight.
     void patchify(const float* image, float* patches) const {
+        ops::ProfileScope scope(ops::OpClass::layout);
         const int64_t p = hp_.patch_size, size = hp_.image_size;
 #pragma omp parallel for schedule(static)
         for (int64_t py = 0; py < grid_; ++py)

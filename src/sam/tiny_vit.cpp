@@ -145,6 +145,10 @@ struct LayerNorm {
     void operator()(const float* x, float* y, int64_t rows) const {
         ops::layer_norm(x, gamma.data(), beta.data(), y, rows, int64_t(gamma.size()), eps);
     }
+    void operator()(const float* x, uint16_t* y_bf16, int64_t rows) const {  // rows only a bf16 product reads
+        ops::layer_norm(x, gamma.data(), beta.data(), nullptr, rows, int64_t(gamma.size()), eps, nullptr, nullptr,
+                        y_bf16);
+    }
 };
 
 struct MBConv {
@@ -350,6 +354,9 @@ struct TinyVitEncoder::Impl {
 
     struct Workspace {
         std::vector<float> image, x, y, hidden, hidden2, windows;
+        // bf16 blocks: per thread, a chunk's normalised rows and (MLP) hidden activation, written in bf16 by the
+        // LayerNorm and fc1's GELU epilogue for the bf16 products that read them.
+        std::vector<uint16_t> rows_bf16;
     };
 
     void run_mbconv(const MBConv& block, int64_t grid, int64_t dim, Workspace& ws) const;
@@ -560,6 +567,8 @@ void TinyVitEncoder::Impl::run_block(const TinyVitBlock& block, const Stage& sta
     const int64_t group = std::max<int64_t>(1, kAttentionChunkFloats / (tokens * 3 * dim));
     const int64_t chunks = (windows + group - 1) / group, per_thread = group * tokens * 4 * dim;
     ensure_size(ws.windows, ops::num_threads() * per_thread);
+    const bool bf16 = block.qkv.precision() == Precision::bf16;
+    if (bf16) ensure_size(ws.rows_bf16, ops::num_threads() * group * tokens * dim);
     // The official block pads with zeros before the attention's LayerNorm, so padding rows enter it as zeros.
     const std::vector<float> zero_row(dim, 0.0f);
 #pragma omp parallel for schedule(static)
@@ -568,8 +577,14 @@ void TinyVitEncoder::Impl::run_block(const TinyVitBlock& block, const Stage& sta
         float* normed = ws.windows.data() + omp_get_thread_num() * per_thread;  // then the attention output
         float* qkv = normed + group * tokens * dim;                              // then the projection
         window_partition(ws.x.data(), normed, grid, dim, window, zero_row.data(), first, count);
-        block.attn_norm(normed, normed, rows);
-        block.qkv.forward(normed, qkv, rows);
+        if (bf16) {
+            uint16_t* normed_bf16 = ws.rows_bf16.data() + omp_get_thread_num() * group * tokens * dim;
+            block.attn_norm(normed, normed_bf16, rows);
+            block.qkv.forward(normed_bf16, qkv, rows);
+        } else {
+            block.attn_norm(normed, normed, rows);
+            block.qkv.forward(normed, qkv, rows);
+        }
         attention(block, stage, count, qkv, normed);
         block.proj.forward(normed, qkv, rows);
         window_unpartition(qkv, ws.x.data(), grid, dim, window, first, count, true);
@@ -589,16 +604,26 @@ void TinyVitEncoder::Impl::run_mlp(const TinyVitBlock& block, int64_t pixels, in
     const int64_t hidden = block.fc1.out_features();
     const int64_t chunk = std::max<int64_t>(kMlpMinChunkRows, kMlpChunkFloats / hidden);
     const int64_t chunks = (pixels + chunk - 1) / chunk, per_thread = chunk * (dim + hidden);
-    ensure_size(ws.hidden, ops::num_threads() * per_thread);
+    const bool bf16 = block.fc1.precision() == Precision::bf16;
+    if (bf16)
+        ensure_size(ws.rows_bf16, ops::num_threads() * per_thread);
+    else
+        ensure_size(ws.hidden, ops::num_threads() * per_thread);
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < chunks; ++c) {
-        float* normed = ws.hidden.data() + omp_get_thread_num() * per_thread;
-        float* activations = normed + chunk * dim;
         float* x = ws.x.data() + c * chunk * dim;
         const int64_t rows = std::min(chunk, pixels - c * chunk);
-        block.mlp_norm(x, normed, rows);
-        block.fc1.forward(normed, activations, rows, ops::Epilogue::gelu);
-        block.fc2.forward(activations, x, rows, ops::Epilogue::accumulate);
+        const auto mlp = [&](auto* thread_rows) {  // float or bf16 (uint16_t) rows
+            auto* normed = thread_rows + omp_get_thread_num() * per_thread;
+            auto* activations = normed + chunk * dim;
+            block.mlp_norm(x, normed, rows);
+            block.fc1.forward(normed, activations, rows, ops::Epilogue::gelu);
+            block.fc2.forward(activations, x, rows, ops::Epilogue::accumulate);
+        };
+        if (bf16)
+            mlp(ws.rows_bf16.data());
+        else
+            mlp(ws.hidden.data());
     }
 }
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "ops/ops.hpp"
+
 namespace sqasam::sam {
 
 int64_t window_count(int64_t size, int64_t w) {
@@ -11,6 +13,7 @@ int64_t window_count(int64_t size, int64_t w) {
 
 void window_partition(const float* grid, float* windows, int64_t size, int64_t dim, int64_t w, const float* pad_row,
                       int64_t first, int64_t count) {
+    ops::ProfileScope scope(ops::OpClass::layout);
     const int64_t per_side = (size + w - 1) / w;
 #pragma omp parallel for schedule(static)
     for (int64_t row = 0; row < count * w; ++row) {  // one window row per iteration
@@ -24,6 +27,7 @@ void window_partition(const float* grid, float* windows, int64_t size, int64_t d
 
 void window_unpartition(const float* windows, float* grid, int64_t size, int64_t dim, int64_t w, int64_t first,
                         int64_t count, bool accumulate) {
+    ops::ProfileScope scope(ops::OpClass::layout);
     const int64_t per_side = (size + w - 1) / w;
 #pragma omp parallel for schedule(static)
     for (int64_t row = 0; row < count * w; ++row) {
