@@ -16,8 +16,8 @@ Writes into DIR:
   (onnxruntime.quantization.quantize_dynamic, QUInt8 weights, per tensor: samexporter's --quantize-out), of the
   MatMul and Gemm nodes (the products; TinyViT's exported convolutions take weights computed from its folded
   BatchNorms, which the quantiser refuses).
-The crop to the resized image inside the postprocessing is traced for --image-size (the official export does the
-same), so the decoder serves images of that size; the bench uses one image.
+The postprocessing's sizes are traced for --image-size (the official export does so for the crop), so the decoder
+serves images of that size; the bench uses one image. Files already in DIR are kept: delete them to export anew.
 """
 import argparse
 import importlib
@@ -26,6 +26,7 @@ import sys
 import warnings
 
 import torch
+from torch.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from peer_pytorch import official_package  # noqa: E402
@@ -33,7 +34,7 @@ from peer_pytorch import official_package  # noqa: E402
 OPSET = 17  # samexporter's
 
 
-def multimask_onnx_model(model_type, sam, postprocess):
+def multimask_onnx_model(model_type, sam, postprocess, image_size):
     """SamOnnxModel returning mask tokens 1..3 (SamPredictor's multimask output), upscaled or not."""
     base = importlib.import_module(official_package(model_type).__name__ + ".utils.onnx").SamOnnxModel
 
@@ -49,6 +50,16 @@ def multimask_onnx_model(model_type, sam, postprocess):
             if not postprocess:
                 return scores, masks
             return self.mask_postprocessing(masks, orig_im_size), scores, masks
+
+        def mask_postprocessing(self, masks, orig_im_size):
+            """The official postprocessing with the sizes traced as constants, as segment_anything's export already
+            does for the crop: OpenVINO 2026.4 computes 0 x 0 masks from the Resize whose sizes it would take from
+            orig_im_size (ONNX Runtime gets them right; the IoU check in compare.py caught it)."""
+            width, height = image_size
+            scale = self.img_size / max(width, height)
+            masks = F.interpolate(masks, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
+            masks = masks[..., : int(height * scale + 0.5), : int(width * scale + 0.5)]
+            return F.interpolate(masks, size=(height, width), mode="bilinear", align_corners=False)
 
     return MultimaskOnnxModel(sam, return_single_mask=False)
 
@@ -72,7 +83,7 @@ def export_decoder(model_type, sam, path, image_size, postprocess):
         "orig_im_size": torch.tensor([image_size[1], image_size[0]], dtype=torch.float),  # H, W
     }
     outputs = ["masks", "iou_predictions", "low_res_masks"] if postprocess else ["iou_predictions", "low_res_masks"]
-    torch.onnx.export(multimask_onnx_model(model_type, sam, postprocess), tuple(inputs.values()), path,
+    torch.onnx.export(multimask_onnx_model(model_type, sam, postprocess, image_size), tuple(inputs.values()), path,
                       opset_version=OPSET, do_constant_folding=True, input_names=list(inputs), output_names=outputs,
                       dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}})
 
@@ -87,11 +98,14 @@ def main():
 
     os.makedirs(args.out, exist_ok=True)
     sam = official_package(args.model_type).sam_model_registry[args.model_type](checkpoint=args.checkpoint).eval()
-    with warnings.catch_warnings():  # the tracer's warnings about the traced crop size and Python scalars
+    path = lambda name: os.path.join(args.out, name)  # noqa: E731
+    with warnings.catch_warnings():  # the tracer's warnings about Python scalars
         warnings.simplefilter("ignore")
-        export_encoder(sam, os.path.join(args.out, "encoder.onnx"))
-        export_decoder(args.model_type, sam, os.path.join(args.out, "decoder.onnx"), args.image_size, True)
-        export_decoder(args.model_type, sam, os.path.join(args.out, "decoder_network.onnx"), args.image_size, False)
+        if not os.path.isfile(path("encoder.onnx")):  # what an earlier run finished stays
+            export_encoder(sam, path("encoder.onnx"))
+        for name, postprocess in [("decoder.onnx", True), ("decoder_network.onnx", False)]:
+            if not os.path.isfile(path(name)):
+                export_decoder(args.model_type, sam, path(name), args.image_size, postprocess)
 
     quantize(args.out)
 
@@ -99,6 +113,8 @@ def main():
 def quantize(folder):
     from onnxruntime.quantization import QuantType, quantize_dynamic
     for name in ["encoder", "decoder", "decoder_network"]:
+        if os.path.isfile(os.path.join(folder, name + ".int8.onnx")):
+            continue
         quantize_dynamic(os.path.join(folder, name + ".onnx"), os.path.join(folder, name + ".int8.onnx"),
                          per_channel=False, reduce_range=False, weight_type=QuantType.QUInt8,
                          op_types_to_quantize=["MatMul", "Gemm"])

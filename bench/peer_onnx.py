@@ -2,7 +2,7 @@
 """Times SAM exported to ONNX (bench/export_onnx.py) on ONNX Runtime or OpenVINO the way `sqasam bench` times our
 engine: what a CPU user who wants SAM fast picks instead of PyTorch.
 
-  peer_onnx.py --runtime onnxruntime|openvino --onnx-dir DIR --image IMG [--prompts N] [--repeat R] [--threads T]
+  peer_onnx.py --runtime onnxruntime|openvino --onnx-dir DIR [--checkpoint CKPT] --image IMG [--prompts N] [--repeat R] [--threads T]
                [--model-type vit_b] [--precision fp32|int8 (onnxruntime) | default|f32 (openvino)]
                [--masks-out MASKS.npz]
 
@@ -135,6 +135,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime", required=True, choices=["onnxruntime", "openvino"])
     parser.add_argument("--onnx-dir", required=True)
+    parser.add_argument("--checkpoint", help="the checkpoint the ONNX files were exported from (recorded only)")
     parser.add_argument("--image", required=True)
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
@@ -210,6 +211,8 @@ def main():
         "implementation": args.runtime,
         "package": f"{args.runtime} {version}",
         "model_type": args.model_type,
+        "checkpoint": args.checkpoint,
+        "onnx_dir": args.onnx_dir,
         "image": args.image,
         "image_size": [width, height],
         "prompts": args.prompts,

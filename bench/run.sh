@@ -83,7 +83,7 @@ fi
 if $onnx_peers; then  # the peers' models, exported once per checkpoint (and image size: the crop is traced)
   size=$("$python" -c "from PIL import Image; import sys; print(*Image.open(sys.argv[1]).size)" "$image")
   onnx_dir="$build/bench/onnx/$(basename "${checkpoint%.*}")_${size/ /x}"
-  if [ ! -f "$onnx_dir/decoder_network.int8.onnx" ]; then
+  if [ ! -f "$onnx_dir/decoder_network.int8.onnx" ]; then  # (export_onnx.py keeps the files it finds)
     "$python" "$repo/bench/export_onnx.py" --checkpoint "$checkpoint" --model-type "$model_type" --image-size $size \
       --out "$onnx_dir"
   fi
