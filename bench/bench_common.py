@@ -1,6 +1,7 @@
 """What every peer script shares with `sqasam bench` (src/cli/bench.cpp): the prompts, the clock, the peak RSS,
 the saved masks. Imports no runtime, so a peer's peak RSS stays its own."""
 import resource
+import statistics
 import time
 
 import numpy as np
@@ -37,3 +38,23 @@ def load_masks(path):
     with np.load(path) as saved:
         shape = tuple(saved["shape"])
         return np.unpackbits(saved["bits"], count=int(np.prod(shape))).reshape(shape).astype(bool)
+
+
+def timing_result(args, width, height, load_ms, encoder_ms, decoder_ms, batched_ms, network_ms):
+    """The keys every program's JSON line shares (sqasam bench writes the same): medians of the per-call times
+    (batched_ms None where a program has no batched call) and the peak RSS."""
+    median = lambda values: statistics.median(values) if values else None  # noqa: E731
+    return {
+        "model_type": args.model_type,
+        "image": args.image,
+        "image_size": [width, height],
+        "prompts": args.prompts,
+        "repeat": args.repeat,
+        "load_ms": round(load_ms, 1),
+        "encoder_ms": round(median(encoder_ms), 2),
+        "decoder_ms_per_prompt": round(median(decoder_ms), 3),
+        "decoder_ms_per_prompt_batched": round(median(batched_ms), 3) if batched_ms else None,
+        "decoder_network_ms_per_prompt": round(median(network_ms), 3),
+        "encoder_ms_all": [round(t, 2) for t in encoder_ms],
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }

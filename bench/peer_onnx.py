@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import sys
 import time
 
@@ -34,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import bench_prompts, elapsed_ms, peak_rss_mb, save_masks  # noqa: E402
+from bench_common import bench_prompts, elapsed_ms, save_masks, timing_result  # noqa: E402
 
 INPUT_SIZE = 1024  # SAM's (and MobileSAM's) encoder input
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
@@ -210,20 +209,9 @@ def main():
     result = {
         "implementation": args.runtime,
         "package": f"{args.runtime} {version}",
-        "model_type": args.model_type,
         "checkpoint": args.checkpoint,
         "onnx_dir": args.onnx_dir,
-        "image": args.image,
-        "image_size": [width, height],
-        "prompts": args.prompts,
-        "repeat": args.repeat,
-        "load_ms": round(load_ms, 1),
-        "encoder_ms": round(statistics.median(encoder_ms), 2),
-        "decoder_ms_per_prompt": round(statistics.median(decoder_ms), 3),
-        "decoder_ms_per_prompt_batched": None,
-        "decoder_network_ms_per_prompt": round(statistics.median(network_ms), 3),
-        "encoder_ms_all": [round(t, 2) for t in encoder_ms],
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        **timing_result(args, width, height, load_ms, encoder_ms, decoder_ms, None, network_ms),
         "threads": args.threads,
         "precision": used_precision,
         "isa": isa,

@@ -24,7 +24,6 @@ import importlib
 import importlib.metadata
 import json
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -34,7 +33,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import bench_prompts, elapsed_ms, peak_rss_mb, save_masks  # noqa: E402
+from bench_common import bench_prompts, elapsed_ms, save_masks, timing_result  # noqa: E402
 
 # model type -> (official Python package, the PyPI distribution that installs it)
 OFFICIAL_PACKAGES = {
@@ -180,18 +179,7 @@ def main():
         "implementation": "pytorch",
         "torch": torch.__version__,
         "package": official_package_version(args.model_type),
-        "model_type": args.model_type,
-        "image": args.image,
-        "image_size": [width, height],
-        "prompts": args.prompts,
-        "repeat": args.repeat,
-        "load_ms": round(load_ms, 1),
-        "encoder_ms": round(statistics.median(encoder_ms), 2),
-        "decoder_ms_per_prompt": round(statistics.median(decoder_ms), 3),
-        "decoder_ms_per_prompt_batched": round(statistics.median(batched_ms), 3),
-        "decoder_network_ms_per_prompt": round(statistics.median(network_ms), 3),
-        "encoder_ms_all": [round(t, 2) for t in encoder_ms],
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        **timing_result(args, width, height, load_ms, encoder_ms, decoder_ms, batched_ms, network_ms),
         "threads": torch.get_num_threads(),
         "precision": "fp32",
         "jemalloc": any("jemalloc" in path for path in loaded_libraries()),
