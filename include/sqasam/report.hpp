@@ -23,6 +23,13 @@ struct ImageOverlay {
     cv::Mat prediction;        // CV_8UC1, nonzero = predicted object (all classes)
     cv::Mat sam_point_mask;    // CV_8UC1, union over objects of SAM's mask for the point prompt
     cv::Mat sam_box_mask;      // CV_8UC1, union over objects of SAM's mask for the box prompt
+    std::string caption;       // shown beside the name (volumes: model, object and slice)
+    std::vector<ObjectResult> prompts;  // the prompts drawn; empty: the objects of `image` in ReportInput
+};
+
+// A section of report.html that a caller adds (volumes: per-class scores, model agreement): a title and its HTML.
+struct ReportSection {
+    std::string title, html;
 };
 
 inline constexpr std::size_t kReportOverlays = 8;
@@ -45,6 +52,8 @@ struct ReportInput {
     nlohmann::json model = nlohmann::json::object();   // checkpoint, model type, ...
     nlohmann::json calibration;                        // the calibration applied (file, coverage, provenance), or null
     std::vector<ImageOverlay> overlays;                // lowest-scored images, any order
+    std::string unit = "image";                        // what one row of images is ("volume" for 3D runs)
+    std::vector<ReportSection> sections;               // added after the overlays
 };
 
 // Each writes one file atomically; failures throw sqasam::Error naming the file.

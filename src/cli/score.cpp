@@ -146,7 +146,7 @@ std::vector<ImageOverlay> lowest_scored_overlays(const RunResult& run, const Dat
     for (std::size_t m = 0; m < dataset.models.size(); ++m) model_index[dataset.models[m].name] = m;
     std::vector<ImageOverlay> kept;
     for (const ImageResult& image : run.images)
-        if (image.score) keep_lowest_scored(kept, ImageOverlay{image.image, image.model, *image.score, {}, {}, {}, {}});
+        if (image.score) keep_lowest_scored(kept, ImageOverlay{image.image, image.model, *image.score, {}, {}, {}, {}, {}, {}});
     std::map<std::string, const DatasetItem*> items;
     for (const DatasetItem& item : dataset.items) items[item.name] = &item;
     std::vector<ImageOverlay> overlays;

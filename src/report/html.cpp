@@ -1,5 +1,6 @@
 // report.html: one self-contained page (inline CSS, inline SVG plots, PNG data: URIs) that opens offline.
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <map>
 #include <sstream>
@@ -66,6 +67,11 @@ dt{color:var(--muted)}dd{margin:0;word-break:break-all}
 footer{color:var(--muted);font-size:13px;margin-top:26px;text-align:center}
 )css";
 
+std::string capitalised(std::string word) {
+    if (!word.empty()) word[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(word[0])));
+    return word;
+}
+
 std::string number(const std::optional<double>& value, int decimals = 3) {
     return value ? fixed(*value, decimals) : "&mdash;";
 }
@@ -104,7 +110,7 @@ bool is_best(const Column& column, const Metrics& row, const std::vector<const M
     return rows.size() > 1;
 }
 
-std::string paper_table(const Evaluation& e, const EvalOptions& options) {
+std::string paper_table(const Evaluation& e, const EvalOptions& options, const std::string& unit) {
     std::vector<std::pair<std::string, const Metrics*>> rows{{"SQA-SAM", &e.sqa}};
     if (e.estimate) rows.emplace_back("Calibrated Dice estimate", &*e.estimate);
     if (e.model_confidence) rows.emplace_back("Model confidence", &*e.model_confidence);
@@ -125,13 +131,13 @@ std::string paper_table(const Evaluation& e, const EvalOptions& options) {
         html << "</tr>";
     }
     html << "</tbody></table>";
-    html << "<p class=\"note\">n: images with both the measure and a true Dice. Brackets: "
+    html << "<p class=\"note\">n: " << unit << "s with both the measure and a true Dice. Brackets: "
          << fixed(100 * options.confidence, 0) << "% percentile bootstrap intervals (" << options.bootstrap_resamples
-         << " resamples, seed " << options.seed << "). Bottom-K: share of the K% worst images by true Dice that are "
-         << "among the K% lowest by the measure (n<sub>K</sub> = &lceil;K&middot;n&rceil;, ties by image name). "
+         << " resamples, seed " << options.seed << "). Bottom-K: share of the K% worst " << unit << "s by true Dice that are "
+         << "among the K% lowest by the measure (n<sub>K</sub> = &lceil;K&middot;n&rceil;, ties by " << unit << " name). "
          << "AUROC: how well a low value detects a failure (true Dice &lt; " << fixed(options.failure_threshold, 2)
-         << "; " << e.sqa.n_failures << " of " << e.sqa.n << " images). AURC: area under the risk&ndash;coverage curve, "
-         << "risk = 1 &minus; Dice, most trusted images first; the best any measure could reach here is "
+         << "; " << e.sqa.n_failures << " of " << e.sqa.n << " " << unit << "s). AURC: area under the risk&ndash;coverage curve, "
+         << "risk = 1 &minus; Dice, most trusted " << unit << "s first; the best any measure could reach here is "
          << number(e.sqa.optimal_aurc) << ".</p>";
     if (e.estimate)
         html << "<p class=\"note\">Calibrated Dice estimate: mean absolute error " << number(e.estimate_mae)
@@ -157,7 +163,7 @@ std::string plots_section(const ReportInput& input, bool with_ground_truth) {
     std::ostringstream html;
     html << "<section><h2>" << (with_ground_truth ? "Score against true Dice" : "Score distribution") << "</h2>";
     if (with_ground_truth)
-        html << "<p class=\"muted\">Each dot is one image; <span style=\"color:#d1495b\">red</span>: true Dice below "
+        html << "<p class=\"muted\">Each dot is one " << input.unit << "; <span style=\"color:#d1495b\">red</span>: true Dice below "
                 "the failure threshold. Hover a dot for its name.</p>";
     html << "<div class=\"plots\">";
     if (with_ground_truth) {
@@ -197,11 +203,11 @@ std::string ablation_section(const ReportInput& input) {
         return a->metrics.spearman.value_or(-2) > b->metrics.spearman.value_or(-2);
     });
     std::ostringstream html;
-    html << "<section><h2>Which scoring configuration tracks Dice best</h2><p class=\"muted\">Image scores recomputed "
-            "from the same SAM masks for every object reducer &times; mask choice &times; image aggregation, sorted "
+    html << "<section><h2>Which scoring configuration tracks Dice best</h2><p class=\"muted\">Scores recomputed "
+            "from the same SAM masks for every object reducer &times; mask choice &times; aggregation, sorted "
             "by Spearman correlation. The configuration of this run is highlighted; the best value of each column is "
-            "bold.</p><table class=\"wide\"><thead><tr><th>Reducer</th><th class=\"left\">Mask choice</th><th class=\"left\">Image "
-            "aggregation</th><th>n</th>";
+            "bold.</p><table class=\"wide\"><thead><tr><th>Reducer</th><th class=\"left\">Mask choice</th><th class=\"left\">"
+            "Aggregation</th><th>n</th>";
     for (const auto& column : kColumns) html << "<th>" << column.title << "</th>";
     html << "</tr></thead><tbody>";
     for (const AblationRow* row : ranked) {
@@ -313,9 +319,9 @@ std::string lowest_section(const ReportInput& input) {
     const bool with_estimate = input.evaluation.estimate.has_value();
     std::ostringstream html;
     html << "<section><h2>Predictions to check first</h2>";
-    if (scored.empty()) return html.str() + "<p class=\"notice\">No image received a score.</p></section>";
+    if (scored.empty()) return html.str() + "<p class=\"notice\">No " + input.unit + " received a score.</p></section>";
     html << "<p class=\"muted\">The " << std::min(kLowestListed, scored.size())
-         << " lowest SQA-SAM scores: the predictions least likely to be right.</p><table><thead><tr><th>Image</th>"
+         << " lowest SQA-SAM scores: the predictions least likely to be right.</p><table><thead><tr><th>" << capitalised(input.unit) << "</th>"
             "<th>Score</th>"
          << (with_estimate ? "<th>Estimated Dice [interval]</th>" : "") << "<th>Objects</th>"
          << (with_truth ? "<th>True Dice</th>" : "") << (with_confidence ? "<th>Model confidence</th>" : "") << "<th class=\"left\">Flags</th></tr></thead><tbody>";
@@ -347,7 +353,7 @@ std::string overlays_section(const ReportInput& input) {
                      [](const ImageOverlay* a, const ImageOverlay* b) { return a->score < b->score; });
 
     std::ostringstream html;
-    html << "<section><h2>Lowest-scored images, up close</h2><div class=\"legend\">"
+    html << "<section><h2>Lowest-scored " << input.unit << "s, up close</h2><div class=\"legend\">"
             "<span><span class=\"swatch\" style=\"background:#ffd700\"></span>predicted contour</span>"
             "<span><span class=\"swatch\" style=\"background:#14a0eb\"></span>SAM mask from the centre point</span>"
             "<span><span class=\"swatch\" style=\"background:#c83cc8\"></span>SAM mask from the bounding box</span>"
@@ -360,19 +366,22 @@ std::string overlays_section(const ReportInput& input) {
         if (image && image->true_dice) html << "<span>true Dice " << fixed(*image->true_dice, 3) << "</span>";
         if (image) html << "<span>" << image->n_objects << " object" << (image->n_objects == 1 ? "" : "s")
                         << "</span><span>" << tags(*image) << "</span>";
-        const auto objects = objects_of.find({overlay->image, overlay->model});
-        html << "</div><div class=\"panels\">"
-             << report_detail::overlay_panels_html(
-                    *overlay, objects == objects_of.end() ? std::vector<const ObjectResult*>{} : objects->second)
+        if (!overlay->caption.empty()) html << "<span>" << html_escape(overlay->caption) << "</span>";
+        std::vector<const ObjectResult*> prompts;
+        for (const ObjectResult& prompt : overlay->prompts) prompts.push_back(&prompt);
+        if (const auto objects = objects_of.find({overlay->image, overlay->model});
+            prompts.empty() && objects != objects_of.end())
+            prompts = objects->second;
+        html << "</div><div class=\"panels\">" << report_detail::overlay_panels_html(*overlay, prompts)
              << "</div></div>";
     }
     html << "</section>";
     return html.str();
 }
 
-std::string flagged_section(const std::vector<ImageResult>& images) {
+std::string flagged_section(const std::vector<ImageResult>& images, const std::string& unit) {
     std::ostringstream html;
-    html << "<section><h2>Flagged images</h2>";
+    html << "<section><h2>Flagged " << unit << "s</h2>";
     std::size_t n_flagged = 0;
     std::ostringstream rows;
     const RowNamer name(images);
@@ -382,9 +391,9 @@ std::string flagged_section(const std::vector<ImageResult>& images) {
         rows << "<tr><td>" << name(image.image, image.model) << "</td><td class=\"left\">" << tags(image)
              << "</td><td class=\"left error\">" << html_escape(image.error) << "</td></tr>";
     }
-    if (n_flagged == 0) return html.str() + "<p class=\"muted\">No image was flagged.</p></section>";
-    html << "<p class=\"muted\">" << n_flagged << " image" << (n_flagged == 1 ? "" : "s")
-         << " could not be scored normally.</p><table><thead><tr><th>Image</th><th class=\"left\">Flags</th>"
+    if (n_flagged == 0) return html.str() + "<p class=\"muted\">No " + unit + " was flagged.</p></section>";
+    html << "<p class=\"muted\">" << n_flagged << " " << unit << (n_flagged == 1 ? "" : "s")
+         << " could not be scored normally.</p><table><thead><tr><th>" << capitalised(unit) << "</th><th class=\"left\">Flags</th>"
             "<th class=\"left\">Problem</th></tr></thead><tbody>"
          << rows.str() << "</tbody></table></section>";
     return html.str();
@@ -430,7 +439,7 @@ void write_report_html(const std::string& path, const ReportInput& input) {
          << kStyle << "</style></head><body><main><header><h1>SQA-SAM quality report</h1><p class=\"subtitle\">"
          << "Segmentation quality estimated without ground truth by prompting the Segment Anything Model with each "
             "predicted object's centre point and bounding box (Zhang et al. 2023).</p></header><div class=\"cards\">"
-         << card(std::to_string(e.n_images), "images") << card(std::to_string(scores.size()), "scored")
+         << card(std::to_string(e.n_images), input.unit + "s") << card(std::to_string(scores.size()), "scored")
          << card(std::to_string(input.objects.size()), "objects") << card(number(median), "median score")
          << card(std::to_string(e.n_with_ground_truth), "with ground truth")
          << card(std::to_string(n_flagged), "flagged") << "</div>";
@@ -439,15 +448,18 @@ void write_report_html(const std::string& path, const ReportInput& input) {
     if (!input.prompting_reason.empty())
         html << "<p class=\"muted\">How SAM was prompted: " << html_escape(input.prompting_reason) << "</p>";
     if (with_ground_truth)
-        html << paper_table(e, input.eval_options);
+        html << paper_table(e, input.eval_options, input.unit);
     else
         html << "<p class=\"notice\">No ground truth was given, so the scores cannot be checked against the true Dice "
                 "here. Run again with ground-truth masks to get correlations, bottom-K accuracy, AUROC and AURC.</p>";
     html << "</section>";
     html << plots_section(input, with_ground_truth);
     if (with_ground_truth) html << ablation_section(input);
-    html << lowest_section(input) << overlays_section(input) << flagged_section(input.images)
-         << all_predictions_section(input) << configuration_section(input);
+    html << lowest_section(input) << overlays_section(input);
+    for (const ReportSection& section : input.sections)
+        html << "<section><h2>" << html_escape(section.title) << "</h2>" << section.html << "</section>";
+    html << flagged_section(input.images, input.unit) << all_predictions_section(input)
+         << configuration_section(input);
     html << "<footer>Written by sqasam. Every figure is embedded in this file; it opens offline.</footer>"
             "</main><script>"
          << kSortScript << "</script></body></html>\n";

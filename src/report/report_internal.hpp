@@ -1,6 +1,7 @@
 #pragma once
 // Pieces shared by the report writers: number and text formatting, the SVG plots, the overlays.
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -9,6 +10,13 @@
 namespace sqasam::report_detail {
 
 std::string fixed(double value, int decimals);  // "0.8125"
+// CSV (RFC 4180): a field quoted where needed, a number with 6 decimals (empty when absent), one row.
+std::string csv_field(const std::string& text);
+std::string csv_number(const std::optional<double>& value);
+void csv_row(std::ostringstream& out, const std::vector<std::string>& fields);
+std::string join(const std::vector<std::string>& parts, const std::string& separator);
+// A Metrics record as summary.json writes it (absent values as null).
+nlohmann::json metrics_json(const Metrics& m);
 std::string html_escape(const std::string& text);
 std::string base64(const std::vector<unsigned char>& bytes);
 

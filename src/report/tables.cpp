@@ -11,9 +11,8 @@
 #include "sqasam/sqa.hpp"
 
 namespace sqasam {
-namespace {
 
-using report_detail::fixed;
+namespace report_detail {
 
 // RFC 4180: quote a field holding a separator, a quote, a line break or edge spaces; double inner quotes.
 std::string csv_field(const std::string& text) {
@@ -41,6 +40,8 @@ std::string join(const std::vector<std::string>& parts, const std::string& separ
     return joined;
 }
 
+namespace {
+
 nlohmann::json optional_json(const std::optional<double>& value) {
     return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
 }
@@ -48,6 +49,8 @@ nlohmann::json optional_json(const std::optional<double>& value) {
 nlohmann::json interval_json(const std::optional<Interval>& interval) {
     return interval ? nlohmann::json::array({interval->low, interval->high}) : nlohmann::json(nullptr);
 }
+
+}  // namespace
 
 nlohmann::json metrics_json(const Metrics& m) {
     return {{"n", m.n},
@@ -66,6 +69,8 @@ nlohmann::json metrics_json(const Metrics& m) {
             {"e_aurc", optional_json(m.e_aurc)}};
 }
 
+namespace {
+
 // The calibrated estimate's metrics, with its mean absolute error and interval coverage; null without one.
 nlohmann::json estimate_json(const Evaluation& e) {
     if (!e.estimate) return nullptr;
@@ -76,6 +81,15 @@ nlohmann::json estimate_json(const Evaluation& e) {
 }
 
 }  // namespace
+
+}  // namespace report_detail
+
+using report_detail::csv_number;
+using report_detail::csv_row;
+using report_detail::estimate_json;
+using report_detail::fixed;
+using report_detail::join;
+using report_detail::metrics_json;
 
 void write_images_csv(const std::string& path, const std::vector<ImageResult>& images) {
     std::set<int> labels;
