@@ -2,7 +2,9 @@
 
 #include <bit>
 #include <cstring>
+#include <regex>
 
+#include "sqasam/error.hpp"
 #include "sqasam/io.hpp"
 
 namespace sqasam {
@@ -48,6 +50,45 @@ void write_npy(const std::filesystem::path& path, const float* data, const std::
 
 void write_npy(const std::filesystem::path& path, const uint8_t* data, const std::vector<int64_t>& shape) {
     write_file_atomically(path, npy_bytes(data, shape));
+}
+
+int64_t NpyHeader::count() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+}
+
+NpyHeader read_npy_header(const std::function<void(char*, size_t)>& read, const std::string& file) {
+    char prefix[8];
+    read(prefix, sizeof prefix);
+    if (std::memcmp(prefix, "\x93NUMPY", 6) != 0) throw Error(file, "not a .npy array (no \\x93NUMPY magic)");
+    const int major = static_cast<unsigned char>(prefix[6]);
+    if (major < 1 || major > 3) throw Error(file, "unknown .npy format version " + std::to_string(major));
+    // Version 1 has a 2-byte header length, versions 2 and 3 a 4-byte one (little-endian).
+    unsigned char length_bytes[4] = {0, 0, 0, 0};
+    read(reinterpret_cast<char*>(length_bytes), major == 1 ? 2 : 4);
+    const uint32_t length = length_bytes[0] | length_bytes[1] << 8 | length_bytes[2] << 16 |
+                            static_cast<uint32_t>(length_bytes[3]) << 24;
+    constexpr uint32_t kMaxHeader = 1 << 20;
+    if (length > kMaxHeader) throw Error(file, ".npy header of " + std::to_string(length) + " bytes");
+    std::string header(length, '\0');
+    read(header.data(), length);
+
+    static const std::regex descr_pattern(R"('descr'\s*:\s*'([^']*)')");
+    static const std::regex order_pattern(R"('fortran_order'\s*:\s*(True|False))");
+    static const std::regex shape_pattern(R"('shape'\s*:\s*\(([^)]*)\))");
+    std::smatch descr, order, shape;
+    if (!std::regex_search(header, descr, descr_pattern) || !std::regex_search(header, order, order_pattern) ||
+        !std::regex_search(header, shape, shape_pattern))
+        throw Error(file, "malformed .npy header: " + header);
+    NpyHeader result;
+    result.descr = descr[1];
+    result.fortran_order = order[1] == "True";
+    const std::string dims = shape[1];
+    static const std::regex dim_pattern(R"(\d+)");
+    for (auto it = std::sregex_iterator(dims.begin(), dims.end(), dim_pattern); it != std::sregex_iterator(); ++it)
+        result.shape.push_back(std::stoll(it->str()));
+    return result;
 }
 
 }  // namespace sqasam
