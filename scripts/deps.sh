@@ -12,6 +12,7 @@ packages=(build-essential cmake pkg-config
           libgtest-dev libbenchmark-dev
           python3-torch python3-torchvision python3-numpy python3-scipy python3-skimage python3-venv
           python3-opencv  # cv2 for LiteMedSAM's official preprocessing in tests/reference/gen_tinyvit.py
+          time  # /usr/bin/time -v: peak RSS in bench/volumes.py
           libopenblas0-openmp libjemalloc2 chromium)  # OpenBLAS for torch (else reference BLAS, ~65x slower)
 missing=()
 for p in "${packages[@]}"; do

@@ -132,7 +132,7 @@ TEST(VolumeScoring, EachSliceIsEncodedOnceAndTrueDiceMatchesNumpy) {
                 EXPECT_NEAR(dice, expected["class_dice"][std::to_string(label)].get<double>(), 1e-9) << label;
             ASSERT_TRUE(row.agreement);
             EXPECT_NEAR(*row.agreement, reference["nnunet"][name]["agreement"].get<double>(), 1e-9);
-            EXPECT_NEAR(*row.agreement_with_others, *row.agreement, 1e-12);  // two models: the same pair
+            EXPECT_NEAR(*row.model_agreement, *row.agreement, 1e-12);  // two models: the same pair
             EXPECT_EQ(row.modality, Modality::CT);
         }
         ASSERT_TRUE(outcome.volumes[0].volume.model_confidence);

@@ -181,9 +181,9 @@ struct VolumeResult {
     std::string model;
     int slices_encoded = 0;                        // of the case (shared by its models)
     std::optional<double> agreement;               // mean pairwise Dice of all the case's models (>= 2 models)
-    std::optional<double> agreement_with_others;   // mean Dice of this model against each other model
+    std::optional<double> model_agreement;   // mean Dice of this model against each other model
     std::vector<ClassResult> classes;
-    Modality modality = Modality::CT;              // the windowing rule applied to the case's image
+    std::optional<Modality> modality;              // the windowing rule applied (none when no image was read)
 };
 
 // Score of a volume from its objects under a configuration (ablation): mean of object scores, or weighted by

@@ -126,6 +126,14 @@ FileShape read_shape(itk::ImageIOBase* io, const std::string& path) {
     return shape;
 }
 
+template <typename Image>
+typename itk::ImageFileReader<Image>::Pointer reader_of(itk::ImageIOBase* io, const std::string& path) {
+    auto reader = itk::ImageFileReader<Image>::New();
+    reader->SetImageIO(io);
+    reader->SetFileName(path);
+    return reader;
+}
+
 // Reads one 3D volume of the file as Pixel: the whole file when it holds one, else volume `channel` (of the 4th
 // dimension, or of the components per voxel).
 template <typename Pixel>
@@ -151,9 +159,7 @@ RawVolume<Pixel> read_file(const std::string& path, std::optional<int> channel, 
                                   " does not exist");
         if (shape.components > 1) {
             using Image = itk::VectorImage<Pixel, 3>;
-            auto reader = itk::ImageFileReader<Image>::New();
-            reader->SetImageIO(io);
-            reader->SetFileName(path);
+            auto reader = reader_of<Image>(io, path);
             reader->Update();
             const Image* image = reader->GetOutput();
             raw.geometry = geometry_of(image);
@@ -162,9 +168,7 @@ RawVolume<Pixel> read_file(const std::string& path, std::optional<int> channel, 
             for (size_t v = 0; v < raw.voxels.size(); ++v) raw.voxels[v] = buffer[v * shape.components + pick];
         } else if (shape.dimensions == 4) {
             using Image = itk::Image<Pixel, 4>;
-            auto reader = itk::ImageFileReader<Image>::New();
-            reader->SetImageIO(io);
-            reader->SetFileName(path);
+            auto reader = reader_of<Image>(io, path);
             reader->UpdateOutputInformation();
             auto region = reader->GetOutput()->GetLargestPossibleRegion();
             region.SetIndex(3, region.GetIndex(3) + pick);
@@ -180,9 +184,7 @@ RawVolume<Pixel> read_file(const std::string& path, std::optional<int> channel, 
             std::copy(buffer, buffer + raw.voxels.size(), raw.voxels.begin());
         } else {
             using Image = itk::Image<Pixel, 3>;
-            auto reader = itk::ImageFileReader<Image>::New();
-            reader->SetImageIO(io);
-            reader->SetFileName(path);
+            auto reader = reader_of<Image>(io, path);
             reader->Update();
             const Image* image = reader->GetOutput();
             raw.geometry = geometry_of(image);

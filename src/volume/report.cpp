@@ -37,7 +37,7 @@ void write_volumes_csv(const std::string& path, const VolumeReportInput& input) 
     std::ostringstream out;
     std::vector<std::string> header{"case",      "model",     "score",     "n_objects",        "slices_encoded",
                                     "modality",  "flags",     "error",     "true_dice",        "model_confidence",
-                                    "agreement", "agreement_with_others"};
+                                    "agreement", "model_agreement"};
     for (int label : labels) {
         const std::string name = class_name(input.class_names, label);
         header.push_back("dice_class_" + std::to_string(label) + (name.empty() ? "" : "_" + name));
@@ -49,13 +49,13 @@ void write_volumes_csv(const std::string& path, const VolumeReportInput& input) 
                                      csv_number(v.volume.score),
                                      std::to_string(v.volume.n_objects),
                                      std::to_string(v.slices_encoded),
-                                     to_string(v.modality),
+                                     v.modality ? to_string(*v.modality) : "",
                                      join(v.volume.flags, ";"),
                                      v.volume.error,
                                      csv_number(v.volume.true_dice),
                                      csv_number(v.volume.model_confidence),
                                      csv_number(v.agreement),
-                                     csv_number(v.agreement_with_others)};
+                                     csv_number(v.model_agreement)};
         for (int label : labels) row.push_back(csv_number(class_dice(v, label)));
         csv_row(out, row);
     }
@@ -174,7 +174,7 @@ std::string agreement_section_html(const VolumeReportInput& input, const std::op
             html << "<td>";
             if (row != rows.end())
                 html << ((*row)->volume.score ? fixed(*(*row)->volume.score, 3) : "&mdash;") << " / "
-                     << ((*row)->agreement_with_others ? fixed(*(*row)->agreement_with_others, 3) : "&mdash;");
+                     << ((*row)->model_agreement ? fixed(*(*row)->model_agreement, 3) : "&mdash;");
             html << "</td>";
         }
         html << "</tr>";
@@ -188,9 +188,9 @@ std::optional<Metrics> agreement_metrics(const std::vector<VolumeResult>& volume
     Pairs pairs;
     const bool several = several_models(volumes);
     for (const VolumeResult& v : volumes)
-        if (v.agreement_with_others && v.volume.true_dice) {
+        if (v.model_agreement && v.volume.true_dice) {
             pairs.names.push_back(volume_row_name(v, several));
-            pairs.value.push_back(*v.agreement_with_others);
+            pairs.value.push_back(*v.model_agreement);
             pairs.true_dice.push_back(*v.volume.true_dice);
         }
     if (pairs.value.empty()) return std::nullopt;

@@ -96,7 +96,7 @@ void add_agreement(const std::vector<ModelWork>& work, std::vector<VolumeResult>
     const double pairs = static_cast<double>(present.size() * (present.size() - 1) / 2);
     for (size_t m : present) {
         rows[m].agreement = total / pairs;
-        rows[m].agreement_with_others = sum[m] / static_cast<double>(present.size() - 1);
+        rows[m].model_agreement = sum[m] / static_cast<double>(present.size() - 1);
     }
 }
 
