@@ -181,7 +181,7 @@ struct VolumeResult {
     std::string model;
     int slices_encoded = 0;                        // of the case (shared by its models)
     std::optional<double> agreement;               // mean pairwise Dice of all the case's models (>= 2 models)
-    std::optional<double> model_agreement;   // mean Dice of this model against each other model
+    std::optional<double> model_agreement;         // median Dice of this model against each other model
     std::vector<ClassResult> classes;
     std::optional<Modality> modality;              // the windowing rule applied (none when no image was read)
 };
@@ -276,12 +276,13 @@ struct VolumeReportInput {
     ScoreOptions score;
     nlohmann::json config = nlohmann::json::object();
     nlohmann::json model = nlohmann::json::object();
+    std::string prompting_reason;  // default_prompting's reason, for the report
 };
 
 // The name of a volume's row in the report: the case, with the model in brackets when a run has several.
 std::string volume_row_name(const VolumeResult& volume, bool several_models);
 // The report's picture of a worst slice.
-ImageOverlay volume_overlay(const VolumeResult& volume, const CaseOutcome::WorstSlice& slice, bool several_models);
+ImageOverlay volume_overlay(const VolumeResult& volume, const CaseOutcome::WorstSlice& slice);
 // The evaluation of a volume run: the 2D metrics over volumes, and the ablation recomputed from the slices.
 Evaluation evaluate_volumes(const std::vector<VolumeResult>& volumes, const std::vector<VolumeObjectResult>& objects,
                             const EvalOptions& options);

@@ -27,7 +27,7 @@ struct ScoreVolumesOptions {
     std::string modality = "auto", window = "40,400", slice_axis = "auto";
     int max_slices = 10, connectivity = 26;
     long min_voxels = 0;
-    std::string reducer = "max", mask_choice = "best_iou", aggregation = "mean";
+    std::string reducer = "auto", mask_choice = "auto", aggregation = "auto";
     std::optional<double> pred_threshold;
     double failure_dice = 0.75;
 };
@@ -89,9 +89,6 @@ void run_score_volumes(const ScoreVolumesOptions& o) {
     const VolumeDataset dataset = match_volume_folders(folders);
 
     VolumeRunOptions run;
-    run.score.reducer = reducer_from_string(o.reducer);
-    run.score.mask_choice = mask_choice_from_string(o.mask_choice);
-    run.score.aggregation = aggregation_from_string(o.aggregation);
     run.objects.connectivity = o.connectivity;
     run.objects.min_voxels = o.min_voxels;
     run.objects.max_slices = o.max_slices;
@@ -104,17 +101,22 @@ void run_score_volumes(const ScoreVolumesOptions& o) {
 
     const Sam sam = load_model(o.model);
     SamPredictor predictor(sam);
+    // As `score` does: what the user chose, else the SAM model family's default prompting.
+    const PromptingDefaults defaults = default_prompting(sam.info().type);
+    run.score.reducer = o.reducer == "auto" ? defaults.reducer : reducer_from_string(o.reducer);
+    run.score.mask_choice = o.mask_choice == "auto" ? defaults.mask_choice : mask_choice_from_string(o.mask_choice);
+    run.score.aggregation = o.aggregation == "auto" ? defaults.aggregation : aggregation_from_string(o.aggregation);
     const Segmenter segmenter = sam_segmenter(predictor);
 
     VolumeReportInput report;
     report.class_names = dataset.class_names;
     report.score = run.score;
+    report.prompting_reason = defaults.reason;
     report.eval_options.failure_threshold = o.failure_dice;
     report.config = run_config(o, dataset, run);
     report.model = {{"checkpoint", absolute(o.model.checkpoint)},
                     {"type", to_string(sam.info().type)},
                     {"description", sam.info().describe()}};
-    const bool several = dataset.models.size() > 1;
     std::vector<ImageOverlay> overlays;
     size_t done = 0;
     for (const VolumeCase& item : dataset.cases) {
@@ -127,7 +129,7 @@ void run_score_volumes(const ScoreVolumesOptions& o) {
         for (const CaseOutcome::WorstSlice& slice : outcome.worst_slices)
             for (const VolumeResult& volume : outcome.volumes)
                 if (volume.model == slice.model && volume.volume.score)
-                    keep_lowest_scored(overlays, volume_overlay(volume, slice, several));
+                    keep_lowest_scored(overlays, volume_overlay(volume, slice));
         report.volumes.insert(report.volumes.end(), outcome.volumes.begin(), outcome.volumes.end());
         report.objects.insert(report.objects.end(), std::make_move_iterator(outcome.objects.begin()),
                               std::make_move_iterator(outcome.objects.end()));
@@ -193,12 +195,17 @@ void add_score_volumes_command(CLI::App& app) {
     cmd->add_option("--min-voxels", o->min_voxels, "ignore predicted objects smaller than this many voxels")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
-    cmd->add_option("--reducer", o->reducer, "slice score from point and box Dice: max, mean, min, point, box")
+    cmd->add_option("--reducer", o->reducer,
+                    "slice score from point and box Dice: max, mean, min, point, box, or auto (as in score: the SAM "
+                    "model's default)")
+        ->check(CLI::IsMember({"auto", "max", "mean", "min", "point", "box"}))
         ->capture_default_str();
-    cmd->add_option("--mask-choice", o->mask_choice, "which SAM mask: best_iou, best_dice or single")
+    cmd->add_option("--mask-choice", o->mask_choice, "which SAM mask: best_iou, best_dice, single or auto")
+        ->check(CLI::IsMember({"auto", "best_iou", "best_dice", "single"}))
         ->capture_default_str();
     cmd->add_option("--aggregation", o->aggregation,
-                    "volume score from object scores: mean, or area (weighted by voxels)")
+                    "volume score from object scores: mean, area (weighted by voxels) or auto")
+        ->check(CLI::IsMember({"auto", "mean", "area"}))
         ->capture_default_str();
     cmd->add_option_function<double>(
            "--pred-threshold", [o](double value) { o->pred_threshold = value; },

@@ -112,14 +112,10 @@ bool several_models(const std::vector<VolumeResult>& volumes) {
     return models.size() > 1;
 }
 
-// The volumes as the 2D report's rows: names made unique by the model when there are several.
+// The volumes as the 2D report's rows (image = case, model = model).
 std::vector<ImageResult> report_rows(const std::vector<VolumeResult>& volumes) {
-    const bool several = several_models(volumes);
     std::vector<ImageResult> rows;
-    for (const VolumeResult& v : volumes) {
-        rows.push_back(v.volume);
-        rows.back().image = volume_row_name(v, several);
-    }
+    for (const VolumeResult& v : volumes) rows.push_back(v.volume);
     return rows;
 }
 
@@ -203,9 +199,10 @@ std::string volume_row_name(const VolumeResult& volume, bool several) {
     return several ? volume.volume.image + " (" + volume.model + ")" : volume.volume.image;
 }
 
-ImageOverlay volume_overlay(const VolumeResult& volume, const CaseOutcome::WorstSlice& slice, bool several) {
+ImageOverlay volume_overlay(const VolumeResult& volume, const CaseOutcome::WorstSlice& slice) {
     ImageOverlay overlay;
-    overlay.image = volume_row_name(volume, several);
+    overlay.image = volume.volume.image;
+    overlay.model = volume.model;
     overlay.score = volume.volume.score.value_or(0);
     overlay.bgr = slice.gray;
     overlay.prediction = slice.prediction != 0;
@@ -236,7 +233,7 @@ Evaluation evaluate_volumes(const std::vector<VolumeResult>& volumes, const std:
                     if (found == objects_of.end() || !volumes[i].volume.true_dice) continue;
                     const auto score = volume_score(found->second, reducer, choice, aggregation);
                     if (!score) continue;
-                    pairs.names.push_back(rows[i].image);
+                    pairs.names.push_back(volume_row_name(volumes[i], true));
                     pairs.value.push_back(*score);
                     pairs.true_dice.push_back(*volumes[i].volume.true_dice);
                 }
@@ -265,14 +262,14 @@ void write_volume_report(const std::string& folder, const VolumeReportInput& inp
     report.aggregation = input.score.aggregation;
     report.config = input.config;
     report.model = input.model;
+    report.prompting_reason = input.prompting_reason;
     report.overlays = input.overlays;
     // One record per 3D object, for the counts (the overlays carry their own prompts).
     const bool several = several_models(input.volumes);
-    std::map<std::pair<std::string, std::string>, std::string> row_name;
-    for (const VolumeResult& v : input.volumes) row_name[{v.volume.image, v.model}] = volume_row_name(v, several);
     for (const VolumeObjectResult& o : input.objects) {
         ObjectResult record;
-        record.image = row_name[{o.case_name, o.model}];
+        record.image = o.case_name;
+        record.model = o.model;
         record.class_label = o.class_label;
         record.component = o.component;
         record.area = o.voxels;

@@ -78,25 +78,27 @@ void read_model(const VolumeCase& item, size_t m, const VolumeGeometry& grid, co
     if (work.objects.empty()) note(row.volume, "no_objects", "");
 }
 
-// Mean pairwise Dice (2D rules: mean over classes present in either) of the models that have a prediction.
+// Dice between the models' predictions (2D rules: mean over classes present in either), for the models that have
+// one: the case's mean over all pairs, and per model the median of its Dice with each other model (as 2D's
+// model_agreement: one poor model does not drag the others down).
 void add_agreement(const std::vector<ModelWork>& work, std::vector<VolumeResult>& rows) {
     std::vector<size_t> present;
     for (size_t m = 0; m < work.size(); ++m)
         if (work[m].labels) present.push_back(m);
     if (present.size() < 2) return;
-    std::vector<double> sum(work.size(), 0.0);
+    std::vector<std::vector<double>> with_others(work.size());
     double total = 0;
     for (size_t a = 0; a < present.size(); ++a)
         for (size_t b = a + 1; b < present.size(); ++b) {
             const double d = true_dice(as_row(*work[present[a]].labels), as_row(*work[present[b]].labels)).dice;
-            sum[present[a]] += d;
-            sum[present[b]] += d;
+            with_others[present[a]].push_back(d);
+            with_others[present[b]].push_back(d);
             total += d;
         }
     const double pairs = static_cast<double>(present.size() * (present.size() - 1) / 2);
     for (size_t m : present) {
         rows[m].agreement = total / pairs;
-        rows[m].model_agreement = sum[m] / static_cast<double>(present.size() - 1);
+        rows[m].model_agreement = percentile(with_others[m], 50);
     }
 }
 
@@ -161,7 +163,7 @@ CaseOutcome score_case(const VolumeCase& item, const VolumeDataset& dataset, con
     rows.resize(n_models);
     for (size_t m = 0; m < n_models; ++m) {
         rows[m].volume.image = item.name;
-        rows[m].model = dataset.models[m].name;
+        rows[m].volume.model = rows[m].model = dataset.models[m].name;
     }
     auto note_all = [&](const std::string& flag, const std::string& message) {
         for (VolumeResult& row : rows) note(row.volume, flag, message);
@@ -250,7 +252,8 @@ CaseOutcome score_case(const VolumeCase& item, const VolumeDataset& dataset, con
                     owners.push_back(&entry);
                 }
             if (cross_sections.empty()) continue;
-            ScoredObjects scored = score_objects(item.name, cross_sections, rgb.size(), sam, options.score);
+            ScoredObjects scored =
+                score_objects(item.name, dataset.models[m].name, cross_sections, rgb.size(), sam, options.score);
             for (size_t x = 0; x < owners.size(); ++x)
                 results[m][owners[x]->object].slices.push_back({slice, std::move(scored.objects[x])});
             const cv::Mat both = scored.sam_point_mask + scored.sam_box_mask * 2;
