@@ -50,8 +50,9 @@ EOF
   meaningless=1
 fi
 
+# demo-out/ belongs to the demo: --overwrite lets a rerun with another checkpoint replace the earlier results.
 "$sqasam" score --checkpoint "$checkpoint" --model-type "$model_type" \
-  --images examples/images --pred examples/pred --gt examples/gt --out "$out"
+  --images examples/images --pred examples/pred --gt examples/gt --out "$out" --overwrite
 
 echo
 if [ "$meaningless" = 1 ]; then

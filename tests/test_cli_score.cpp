@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -222,7 +223,7 @@ TEST_F(CliScore, KilledRunResumesToTheSameResults) {
 
     ASSERT_EQ(run_cli(with(score_args(resumed), {"--resume"}), root / "resume.log"), 0)
         << read_text(root / "resume.log");
-    EXPECT_EQ(read_text(root / "resume.log").find("(0 from the journal)"), std::string::npos)
+    EXPECT_NE(read_text(root / "resume.log").find("taken from the journal"), std::string::npos)
         << "the killed run's finished images must be taken over: " << read_text(root / "resume.log");
     EXPECT_EQ(read_text(resumed / "images.csv"), read_text(reference / "images.csv"));
     EXPECT_EQ(read_text(resumed / "objects.csv"), read_text(reference / "objects.csv"));
@@ -256,4 +257,105 @@ TEST_F(CliScore, OneAndTwoThreadsGiveTheSameImageScores) {
         ++compared;
     }
     EXPECT_GE(compared, 2u) << "too few scored images to compare";
+}
+
+namespace {
+
+// Every file under a folder with its bytes and modification time, to show that a refused run touched nothing.
+std::map<std::string, std::pair<std::string, fs::file_time_type>> snapshot(const fs::path& folder) {
+    std::map<std::string, std::pair<std::string, fs::file_time_type>> files;
+    for (const auto& entry : fs::recursive_directory_iterator(folder))
+        if (entry.is_regular_file())
+            files[fs::relative(entry.path(), folder).string()] = {read_text(entry.path()), entry.last_write_time()};
+    return files;
+}
+
+}  // namespace
+
+TEST_F(CliScore, AnotherRunIntoAUsedOutFolderIsRefusedAndTouchesNothing) {
+    const fs::path out = root / "out_used", log = root / "used.log";
+    ASSERT_EQ(run_cli(score_args(out), log), 0) << read_text(log);
+    const auto finished = snapshot(out);
+    for (const char* file : {"images.csv", "objects.csv", "summary.json", "report.html", ".partial/config.json",
+                             ".partial/journal.jsonl"})
+        EXPECT_TRUE(finished.count(file)) << file;
+
+    EXPECT_EQ(run_cli(with(score_args(out), {"--reducer", "min"}), log), 1);
+    EXPECT_NE(read_text(log).find("reducer was \"max\", now \"min\""), std::string::npos) << read_text(log);
+    EXPECT_NE(read_text(log).find("--overwrite"), std::string::npos) << read_text(log);
+    auto fewer_images = score_args(out);
+    fewer_images[4] = (data / "gt").string();  // --images: another folder, as when an 8-image run followed a 100
+    EXPECT_EQ(run_cli(fewer_images, log), 1);
+    EXPECT_NE(read_text(log).find("images was"), std::string::npos) << read_text(log);
+    EXPECT_NE(run_cli(with(score_args(out), {"--resume", "--overwrite"}), log), 0);  // one or the other
+    EXPECT_EQ(snapshot(out), finished);
+
+    ASSERT_EQ(run_cli(with(score_args(out), {"--reducer", "min", "--overwrite"}), log), 0) << read_text(log);
+    EXPECT_NE(read_text(out / "summary.json").find("\"reducer\": \"min\""), std::string::npos);
+    // The same run again may recompute in place: nothing is lost.
+    EXPECT_EQ(run_cli(with(score_args(out), {"--reducer", "min"}), log), 0) << read_text(log);
+
+    // Results without their journal belong to a run whose settings cannot be compared: refused too.
+    fs::remove_all(out / ".partial");
+    const auto without_journal = snapshot(out);
+    EXPECT_EQ(run_cli(with(score_args(out), {"--reducer", "min"}), log), 1);
+    EXPECT_NE(read_text(log).find("settings are unknown"), std::string::npos) << read_text(log);
+    EXPECT_EQ(snapshot(out), without_journal);
+}
+
+TEST_F(CliScore, PredictionsNamedUnlikeTheImagesStopTheRunAndNameTheClosest) {
+    const fs::path pred = root / "pred_mask_suffix", out = root / "out_mask_suffix", log = root / "mask_suffix.log";
+    fs::create_directories(pred);
+    for (const std::string& name : kExamples) fs::copy(data / "pred" / (name + ".png"), pred / (name + "_mask.png"));
+    auto args = score_args(out);
+    args[6] = pred.string();  // --pred
+    EXPECT_EQ(run_cli(args, log), 1);
+    const std::string said = read_text(log);
+    EXPECT_NE(said.find("no prediction matches any of the 6 images"), std::string::npos) << said;
+    EXPECT_NE(said.find("image C3_EndoCV2021_00103.jpg: no prediction named C3_EndoCV2021_00103.*, closest "
+                        "C3_EndoCV2021_00103_mask.png"),
+              std::string::npos)
+        << said;
+    EXPECT_FALSE(fs::exists(out));
+}
+
+TEST_F(CliScore, StrayPredictionsAreNamedAndNotCountedAsImages) {
+    const fs::path pred = root / "pred_with_stray", out = root / "out_stray", log = root / "stray.log";
+    fs::copy(data / "pred", pred);
+    fs::copy(data / "pred/C3_EndoCV2021_00103.png", pred / "zz_stray.png");
+    auto args = score_args(out);
+    args[6] = pred.string();
+    ASSERT_EQ(run_cli(args, log), 0) << read_text(log);
+    const std::string said = read_text(log);
+    EXPECT_NE(said.find("1 prediction files match no image"), std::string::npos) << said;
+    EXPECT_NE(said.find("zz_stray.png"), std::string::npos) << said;
+    EXPECT_NE(said.find("1 of 6 images have no prediction"), std::string::npos) << said;  // zz_missing
+    EXPECT_EQ(read_csv(out / "images.csv").size(), 1 + kExamples.size() + 3);
+}
+
+TEST_F(CliScore, ProgressReachesAFileAfterImagesAndWithinAnImageOfManyObjects) {
+    // One image whose prediction has 40 objects: SAM scores them in batches of 32.
+    const fs::path many = root / "many", log = root / "many.log";
+    for (const char* folder : {"images", "pred"}) fs::create_directories(many / folder);
+    fs::copy(data / "images/C3_EndoCV2021_00103.jpg", many / "images/many.jpg");
+    cv::Mat pred = cv::Mat::zeros(288, 384, CV_8U);
+    for (int i = 0; i < 8; ++i)
+        for (int j = 0; j < 5; ++j) pred(cv::Rect(10 + 40 * i, 10 + 40 * j, 6, 6)).setTo(255);
+    cv::imwrite((many / "pred/many.png").string(), pred);
+    const std::vector<std::string> args{"score", "--checkpoint", model.string(), "--images",
+                                        (many / "images").string(), "--pred", (many / "pred").string(), "--threads",
+                                        "2"};
+
+    // The log is a file, not a terminal: plain lines.
+    ASSERT_EQ(run_cli(with(args, {"--out", (root / "out_many_each").string(), "--progress-seconds", "0"}), log), 0)
+        << read_text(log);
+    std::string said = read_text(log);
+    for (const char* line : {"sqasam score: 0/1 images (0%)", "many: 32/40 objects\n", "many: 40/40 objects\n",
+                             "sqasam score: 1/1 images (100%)"})
+        EXPECT_NE(said.find(line), std::string::npos) << line << " missing from:\n" << said;
+    EXPECT_EQ(said.find('\r'), std::string::npos) << "no terminal control characters in a file";
+
+    ASSERT_EQ(run_cli(with(args, {"--out", (root / "out_many_default").string()}), log), 0) << read_text(log);
+    said = read_text(log);
+    EXPECT_NE(said.find("sqasam score: 1/1 images (100%), elapsed "), std::string::npos) << said;
 }

@@ -35,7 +35,7 @@ TEST(IoDataset, FoldersMatchByBaseNameAcrossExtensions) {
     touch(root / "images/.hidden.png");
     touch(root / "pred/a.png");
     touch(root / "pred/b.bmp");
-    touch(root / "pred/orphan.png");  // a prediction without an image
+    touch(root / "pred/orphan.png");  // a prediction without an image: not an item
     touch(root / "gt/a.png");
     touch(root / "gt/b.png");
 
@@ -45,10 +45,12 @@ TEST(IoDataset, FoldersMatchByBaseNameAcrossExtensions) {
     ASSERT_EQ(dataset.models.size(), 1u);
     EXPECT_EQ(dataset.models[0].name, "pred");  // the folder's name
     EXPECT_FALSE(dataset.models[0].has_prob);
-    ASSERT_EQ(dataset.items.size(), 4u);
+    ASSERT_EQ(dataset.items.size(), 3u);
     std::vector<std::string> names;
     for (const auto& item : dataset.items) names.push_back(item.name);
-    EXPECT_EQ(names, (std::vector<std::string>{"a", "b", "c", "orphan"}));  // sorted
+    EXPECT_EQ(names, (std::vector<std::string>{"a", "b", "c"}));  // sorted
+    EXPECT_EQ(dataset.models[0].unmatched_predictions,
+              (std::vector<std::string>{(root / "pred/orphan.png").string()}));
 
     const DatasetItem* a = find(dataset, "a");
     EXPECT_EQ(a->image, (root / "images/a.JPEG").string());
@@ -57,8 +59,26 @@ TEST(IoDataset, FoldersMatchByBaseNameAcrossExtensions) {
     EXPECT_EQ(find(dataset, "b")->predictions.at(0).pred, (root / "pred/b.bmp").string());
     EXPECT_TRUE(find(dataset, "c")->predictions.at(0).pred.empty());   // missing prediction
     EXPECT_TRUE(find(dataset, "c")->gt.empty());     // missing ground truth
-    EXPECT_TRUE(find(dataset, "orphan")->image.empty());
     for (const auto& item : dataset.items) EXPECT_TRUE(item.problem.empty()) << item.name;
+}
+
+TEST(IoDataset, ImagesWithoutPredictionNameTheClosestUnmatchedPrediction) {
+    fs::path root = test::temp_dir("io_dataset_hints");
+    for (const char* name : {"cju0qkwl35piu0993l0dewei2", "cju0roawvklrq0799vmjorwfv", "cju0s690hkp960855tjuaqvv0"})
+        touch(root / "images" / (std::string(name) + ".jpg"));
+    touch(root / "pred/cju0roawvklrq0799vmjorwfv.png");  // the one that matches
+    touch(root / "pred/cju0qkwl35piu0993l0dewei2_mask.png");
+    touch(root / "pred/cju0s690hkp960855tjuaqvv0_mask.png");
+    touch(root / "pred/unrelated.png");
+    const Dataset dataset = match_folders({(root / "images").string(), {{"", (root / "pred").string(), ""}}, ""});
+    ASSERT_EQ(dataset.items.size(), 3u);
+    EXPECT_EQ(dataset.models[0].unmatched_predictions.size(), 3u);
+    const auto hints = unmatched_name_hints(dataset, 0);
+    ASSERT_EQ(hints.size(), 2u);
+    EXPECT_EQ(hints[0], "image cju0qkwl35piu0993l0dewei2.jpg: no prediction named cju0qkwl35piu0993l0dewei2.*, "
+                        "closest cju0qkwl35piu0993l0dewei2_mask.png");
+    EXPECT_NE(hints[1].find("closest cju0s690hkp960855tjuaqvv0_mask.png"), std::string::npos) << hints[1];
+    EXPECT_EQ(unmatched_name_hints(dataset, 0, 1).size(), 1u);
 }
 
 TEST(IoDataset, TwoFilesWithOneBaseNameAreAProblemOfThatItem) {

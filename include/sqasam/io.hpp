@@ -75,6 +75,8 @@ struct PredictionFiles {
 struct SegmentationModel {
     std::string name;       // as given (`--pred NAME=DIR`), else the folder's name; unique within a run
     bool has_prob = false;  // whether probability maps were given for it
+    // Its prediction files whose base name no image has (folders only, sorted): not items, kept to say so.
+    std::vector<std::string> unmatched_predictions;
 };
 
 // One image to score and the files that belong to it; a path is empty where the file is missing.
@@ -108,10 +110,15 @@ struct DatasetFolders {
 // hold '/'. For the repeatable --pred and --prob options.
 std::pair<std::string, std::string> split_named_folder(const std::string& text);
 
-// Pairs files by base name (extensions may differ). Every base name found in the images or a prediction folder
-// becomes an item; files of other types are ignored. A missing or empty folder, or two models with one name, is an
-// Error.
+// Pairs files by base name (extensions may differ). Every image becomes an item; a model's predictions without an
+// image are listed in its unmatched_predictions; files of other types are ignored. A missing or empty folder, or two
+// models with one name, is an Error.
 Dataset match_folders(const DatasetFolders& folders);
+
+// For up to `limit` images that found no prediction file of model `model` (an index into Dataset::models):
+// "image X.jpg: no prediction named X.*, closest X_mask.png" (closest: the model's unmatched prediction whose base
+// name is fewest edits away), to explain a naming mismatch.
+std::vector<std::string> unmatched_name_hints(const Dataset& dataset, std::size_t model, std::size_t limit = 3);
 
 // A CSV with a header naming the columns image and pred, optionally prob and gt (any order; quoting as in
 // RFC 4180). Several models: columns `pred:NAME` (and `prob:NAME`) beside or instead of `pred` (model "pred").

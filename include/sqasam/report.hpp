@@ -38,6 +38,13 @@ inline constexpr std::size_t kReportOverlays = 8;
 // kept stays sorted by score ascending. Lets the score command stream images while holding few pictures.
 void keep_lowest_scored(std::vector<ImageOverlay>& kept, ImageOverlay overlay, std::size_t limit = kReportOverlays);
 
+// How many images a run has in each state; the console summary and the report's cards count the same way.
+struct ImageCounts {
+    std::size_t images = 0, scored = 0;
+    std::size_t flagged = 0;  // with any flag: problems (missing or unreadable files) and notes (no_objects, ...)
+};
+ImageCounts count_images(const std::vector<ImageResult>& images);
+
 struct ReportInput {
     std::vector<ImageResult> images;
     std::vector<ObjectResult> objects;

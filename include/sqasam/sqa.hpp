@@ -112,9 +112,11 @@ struct ScoredObjects {
     // Union over objects of SAM's mask (for the configured mask choice) per prompt kind, CV_8U 0/1 at image size.
     cv::Mat sam_point_mask, sam_box_mask;
 };
+// Called after each batch of objects SAM has scored: objects done so far, objects of the prediction.
+using ObjectProgress = std::function<void(std::size_t done, std::size_t total)>;
 ScoredObjects score_objects(const std::string& image_name, const std::string& model,
                             const std::vector<PredictedObject>& objects, cv::Size image_size, const MaskSource& sam,
-                            const ScoreOptions& options);
+                            const ScoreOptions& options, const ObjectProgress& progress = {});
 
 // ---- Features: measurements beside the score, for calibration ----
 
@@ -172,9 +174,11 @@ struct ImageOutcome {
 // Reads the item's files and scores every model's prediction of it (one outcome per model, in the order of
 // Dataset::models), on one SAM embedding of the image. Problems with one file become flags and messages in the
 // results (see ImageResult::flags), never an exception; SAM runs only when some prediction has objects. With two or
-// more models, each row gets the model_agreement feature.
+// more models, each row gets the model_agreement feature. progress hears of each batch of objects SAM has scored:
+// the model's index, its objects done so far and in all.
+using ItemProgress = std::function<void(std::size_t model, std::size_t done, std::size_t total)>;
 std::vector<ImageOutcome> score_item(const DatasetItem& item, const Dataset& dataset, const Segmenter& segmenter,
-                                     const PipelineOptions& options);
+                                     const PipelineOptions& options, const ItemProgress& progress = {});
 
 // Finished images of a run, kept in out/.partial/ so a killed run can continue (--resume): journal.jsonl holds
 // one line per image (all models' outcomes with their objects, appended and flushed as each image finishes; a torn
@@ -201,16 +205,26 @@ private:
     std::set<std::string> names_;
 };
 
+// Refuses (an Error naming the folder and the settings that differ) to start a run in an output folder that holds
+// the results of a run with another configuration, so that they are never replaced silently: the caller skips the
+// check only when told to overwrite. The earlier run is known by its journal's config.json; sqasam outputs without
+// one (images.csv, objects.csv, summary.json, report.html) count as another run. Nothing is touched.
+void check_output_folder(const std::filesystem::path& out_dir, const nlohmann::json& config);
+
 struct RunResult {
     std::vector<ImageResult> images;    // in dataset order (sorted by name), each image's models in the run's order
     std::vector<ObjectResult> objects;  // grouped by image and model in the same order, then by class and component
     std::size_t resumed = 0;            // images taken from the journal
 };
-// Where a run stands after an image, for progress and ETA.
+// Where a run stands after an image, and within an image after each batch of its objects, for progress and ETA.
 struct RunProgress {
     std::size_t finished = 0, total = 0;       // images done (taken from the journal or computed), all images
     std::size_t computed = 0, to_compute = 0;  // images computed by this run so far, and in all
-    std::string image;                         // the image just done
+    std::string image;                         // the image just done, or the one being scored
+    // Within the image being scored: the model whose objects SAM is scoring (its name, in runs of several models),
+    // its objects done and in all; both counts 0 once the image is done.
+    std::string model;
+    std::size_t objects_done = 0, objects_total = 0;
 };
 using ProgressCallback = std::function<void(const RunProgress&)>;
 

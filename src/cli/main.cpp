@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
     mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest: requests below it come from the heap
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
     CLI::App app{"sqasam: flag segmentation predictions not to trust, without ground truth (SQA-SAM)"};
+    app.set_version_flag("--version", "sqasam " SQASAM_VERSION);
     app.require_subcommand(1);
     sqasam::cli::add_segment_command(app);
     sqasam::cli::add_score_command(app);

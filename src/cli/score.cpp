@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -17,6 +16,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/progress.hpp"
 #include "sqasam/calibration.hpp"
 #include "sqasam/error.hpp"
 #include "sqasam/eval.hpp"
@@ -33,7 +33,8 @@ struct ScoreCommandOptions {
     ModelOptions model;
     std::string images, gt, manifest, out;
     std::vector<std::string> preds, probs;  // [NAME=]DIR each
-    bool resume = false;
+    bool resume = false, overwrite = false;
+    int progress_seconds = 30;
     std::string reducer = "auto", mask_choice = "auto", aggregation = "auto";
     int connectivity = 8;
     long min_area = 0;
@@ -81,6 +82,33 @@ Dataset load_dataset(const ScoreCommandOptions& o) {
     return match_folders({o.images, prediction_folders(o), o.gt});
 }
 
+// A model none of whose predictions matches an image stops the run before anything is computed, and says why with
+// the closest names; a partial mismatch is a warning (those images get missing_prediction). Stray predictions are
+// named, not scored.
+void check_pairing(const Dataset& dataset, const ScoreCommandOptions& o) {
+    for (std::size_t m = 0; m < dataset.models.size(); ++m) {
+        const SegmentationModel& model = dataset.models[m];
+        std::size_t paired = 0;
+        for (const DatasetItem& item : dataset.items) paired += !item.predictions[m].pred.empty();
+        std::string hints;
+        if (o.manifest.empty())
+            for (const std::string& hint : unmatched_name_hints(dataset, m)) hints += "\n  " + hint;
+        const std::string whose = dataset.models.size() > 1 ? " of model " + model.name : "";
+        if (paired == 0)
+            throw Error(o.manifest.empty() ? (o.preds.size() == 1 ? split_named_folder(o.preds.front()).second : "--pred")
+                                           : o.manifest,
+                        "no prediction" + whose + " matches any of the " + std::to_string(dataset.items.size()) +
+                            " images, so nothing can be scored (files are paired by base name, the file name "
+                            "without its extension)" + hints);
+        if (paired < dataset.items.size())
+            std::cerr << "sqasam: warning: " << dataset.items.size() - paired << " of " << dataset.items.size()
+                      << " images have no prediction" << whose << " (flag missing_prediction)" << hints << "\n";
+        if (!model.unmatched_predictions.empty())
+            std::cerr << "sqasam: warning: " << model.unmatched_predictions.size() << " prediction files" << whose
+                      << " match no image and are not scored, e.g. " << model.unmatched_predictions.front() << "\n";
+    }
+}
+
 // Everything that changes the journaled results; a resumed run must match it.
 nlohmann::json run_config(const ScoreCommandOptions& o, const Dataset& dataset, const PipelineOptions& pipeline) {
     std::error_code ec;
@@ -107,37 +135,6 @@ nlohmann::json run_config(const ScoreCommandOptions& o, const Dataset& dataset, 
             {"pred_threshold", pipeline.pred_threshold ? nlohmann::json(*pipeline.pred_threshold) : nlohmann::json()},
             {"journal_format", 2}};
 }
-
-std::string clock_text(double seconds) {
-    long s = std::lround(seconds);
-    char text[32];
-    if (s >= 3600) std::snprintf(text, sizeof text, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
-    else std::snprintf(text, sizeof text, "%ld:%02ld", s / 60, s % 60);
-    return text;
-}
-
-// One self-overwriting line on a terminal; nothing when stderr is a file or pipe.
-class ProgressLine {
-public:
-    ProgressLine() : enabled_(::isatty(STDERR_FILENO) != 0), start_(std::chrono::steady_clock::now()) {}
-
-    void operator()(const RunProgress& p) {
-        if (!enabled_) return;
-        double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-        std::string eta = p.computed == 0 ? "--:--"
-                                          : clock_text(elapsed / static_cast<double>(p.computed) *
-                                                       static_cast<double>(p.to_compute - p.computed));
-        std::fprintf(stderr, "\r\033[K[%zu/%zu] %3.0f%%  elapsed %s  ETA %s  %s", p.finished, p.total,
-                     100.0 * static_cast<double>(p.finished) / static_cast<double>(p.total),
-                     clock_text(elapsed).c_str(), eta.c_str(), p.image.c_str());
-        if (p.finished == p.total) std::fprintf(stderr, "\n");
-        std::fflush(stderr);
-    }
-
-private:
-    bool enabled_;
-    std::chrono::steady_clock::time_point start_;
-};
 
 // The report's pictures for the lowest-scored images, read back from the files and the journal's SAM masks.
 std::vector<ImageOverlay> lowest_scored_overlays(const RunResult& run, const Dataset& dataset, const Journal& journal,
@@ -238,6 +235,7 @@ std::size_t apply_calibration(const Calibration& calibration, const std::string&
 
 void run_score(const ScoreCommandOptions& o) {
     const Dataset dataset = load_dataset(o);
+    check_pairing(dataset, o);
     const Sam sam = load_model(o.model);
     SamPredictor predictor(sam);
 
@@ -248,9 +246,13 @@ void run_score(const ScoreCommandOptions& o) {
 
     const nlohmann::json config = run_config(o, dataset, pipeline);
     const std::optional<Calibration> calibration = load_calibration(o.calibration, config, sam.info().type);
+    if (!o.overwrite) check_output_folder(o.out, config);
     Journal journal(o.out, config, o.resume);
-    ProgressLine progress;
-    RunResult run = score_dataset(dataset, sam_segmenter(predictor), pipeline, journal, std::ref(progress));
+    RunResult run;
+    {
+        ScoreProgress progress(stderr, ::isatty(STDERR_FILENO) != 0, std::chrono::seconds(o.progress_seconds));
+        run = score_dataset(dataset, sam_segmenter(predictor), pipeline, journal, std::ref(progress));
+    }
     std::size_t outside_calibration = 0;
     if (calibration) outside_calibration = apply_calibration(*calibration, o.calibration, run.images);
 
@@ -274,20 +276,22 @@ void run_score(const ScoreCommandOptions& o) {
     report.objects = run.objects;
     write_report_folder(o.out, report);
 
-    size_t scored = 0, with_problems = 0;
-    for (const ImageResult& image : run.images) {
-        scored += image.score.has_value();
-        with_problems += !image.error.empty();
-    }
+    const ImageCounts counts = count_images(run.images);
     std::cout << "sqasam score: " << dataset.items.size() << " images";
-    if (dataset.models.size() > 1) std::cout << " x " << dataset.models.size() << " models";
-    std::cout << " (" << run.resumed << " images from the journal), " << scored << " predictions scored, "
-              << with_problems << " with problems listed in images.csv\n";
+    if (dataset.models.size() > 1)
+        std::cout << " x " << dataset.models.size() << " models: " << counts.scored << " of " << counts.images
+                  << " predictions scored, ";
+    else
+        std::cout << ", " << counts.scored << " scored, ";
+    std::cout << counts.flagged << " flagged (flags and problems in images.csv)";
+    if (run.resumed > 0) std::cout << "; " << run.resumed << " images taken from the journal of the earlier run";
+    std::cout << "\n";
     if (outside_calibration > 0)
         std::cout << "warning: " << outside_calibration << " scored predictions have features outside the range the "
                   << "calibration was fitted on (flag outside_calibration): their Dice estimates extrapolate\n";
-    std::cout
-              << "report: " << (fs::path(o.out) / "report.html").string() << "\n";
+    std::cout << "report: " << (fs::path(o.out) / "report.html").string() << "\n";
+    if (counts.scored == 0)
+        throw Error(o.out, "no prediction could be scored (every one is flagged: see images.csv or report.html)");
 }
 
 }  // namespace
@@ -312,7 +316,15 @@ void add_score_command(CLI::App& app) {
     cmd->add_option("--manifest", o->manifest,
                     "CSV with columns image,pred[,prob][,gt] instead of the folders (paths relative to the CSV)");
     cmd->add_option("--out", o->out, "output folder (created if needed)")->required();
-    cmd->add_flag("--resume", o->resume, "continue an interrupted run in --out, skipping images already done");
+    CLI::Option* resume =
+        cmd->add_flag("--resume", o->resume, "continue an interrupted run in --out, skipping images already done");
+    cmd->add_flag("--overwrite", o->overwrite,
+                  "replace the results of another run in --out (without it, such a run is refused)")
+        ->excludes(resume);
+    cmd->add_option("--progress-seconds", o->progress_seconds,
+                    "when stderr is not a terminal, a progress line at least this often (0: after every image)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
     cmd->add_option("--reducer", o->reducer,
                     "object score from point and box Dice: max, mean, min, point, box, or auto (the SAM model's "
                     "default: box for MedSAM and LiteMedSAM, which were trained on boxes; max for SAM and MobileSAM)")

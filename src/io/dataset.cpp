@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <limits>
 #include <map>
 
 #include "sqasam/error.hpp"
@@ -42,6 +43,22 @@ std::string pick(const FolderIndex& index, const std::string& name, std::string&
     return "";
 }
 
+// Levenshtein distance: the fewest single-character insertions, deletions and substitutions from a to b.
+size_t edit_distance(const std::string& a, const std::string& b) {
+    std::vector<size_t> row(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+        size_t diagonal = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= b.size(); ++j) {
+            const size_t above = row[j];
+            row[j] = std::min({above + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+            diagonal = above;
+        }
+    }
+    return row[b.size()];
+}
+
 std::string trimmed(const std::string& text) {
     auto first = text.find_first_not_of(" \t");
     if (first == std::string::npos) return "";
@@ -77,18 +94,19 @@ Dataset match_folders(const DatasetFolders& folders) {
             if (model.name == name)
                 throw Error(folder.pred, "two prediction folders are both named '" + name +
                                              "'; name them with --pred NAME=DIR");
-        dataset.models.push_back({name, !folder.prob.empty()});
+        SegmentationModel model{name, !folder.prob.empty(), {}};
         preds.push_back(index_folder(folder.pred, "predictions of " + name));
+        for (const auto& [base, paths] : preds.back())
+            if (!images.count(base))
+                for (const fs::path& path : paths) model.unmatched_predictions.push_back(path.string());
+        dataset.models.push_back(std::move(model));
         probs.push_back(folder.prob.empty() ? std::nullopt
                                             : std::optional(index_folder(folder.prob, "probability maps of " + name)));
     }
 
-    std::map<std::string, DatasetItem> by_name;
-    for (const auto& entry : images) by_name[entry.first].name = entry.first;
-    for (const FolderIndex& index : preds)
-        for (const auto& entry : index) by_name[entry.first].name = entry.first;
-
-    for (auto& [name, item] : by_name) {
+    for (const auto& [name, paths] : images) {
+        DatasetItem item;
+        item.name = name;
         item.image = pick(images, name, item.problem);
         if (gts) item.gt = pick(*gts, name, item.problem);
         for (size_t m = 0; m < preds.size(); ++m) {
@@ -100,6 +118,28 @@ Dataset match_folders(const DatasetFolders& folders) {
         dataset.items.push_back(std::move(item));
     }
     return dataset;
+}
+
+std::vector<std::string> unmatched_name_hints(const Dataset& dataset, std::size_t model, std::size_t limit) {
+    std::vector<std::string> hints;
+    for (const DatasetItem& item : dataset.items) {
+        if (hints.size() == limit) break;
+        if (!item.predictions.at(model).pred.empty() || !item.problem.empty() || item.image.empty()) continue;
+        std::string hint = "image " + fs::path(item.image).filename().string() + ": no prediction named " + item.name +
+                           ".*";
+        const std::string* closest = nullptr;
+        size_t fewest = std::numeric_limits<size_t>::max();
+        for (const std::string& path : dataset.models.at(model).unmatched_predictions) {
+            const size_t edits = edit_distance(item.name, fs::path(path).stem().string());
+            if (edits < fewest) {
+                fewest = edits;
+                closest = &path;
+            }
+        }
+        if (closest) hint += ", closest " + fs::path(*closest).filename().string();
+        hints.push_back(std::move(hint));
+    }
+    return hints;
 }
 
 Dataset read_manifest(const std::string& csv_path) {
@@ -135,7 +175,7 @@ Dataset read_manifest(const std::string& csv_path) {
     Dataset dataset;
     dataset.has_gt = column.count("gt") > 0;
     for (const std::string& model : model_names)
-        dataset.models.push_back({model, column.count(column_name("prob", model)) > 0});
+        dataset.models.push_back({model, column.count(column_name("prob", model)) > 0, {}});
     std::map<std::string, int> line_of_name;
     for (std::size_t r = 1; r < rows.size(); ++r) {
         const std::vector<std::string>& fields = rows[r].fields;

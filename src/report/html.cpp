@@ -425,11 +425,9 @@ void write_report_html(const std::string& path, const ReportInput& input) {
     const Evaluation& e = input.evaluation;
     const bool with_ground_truth = e.n_with_ground_truth > 0;
     std::vector<double> scores;
-    std::size_t n_flagged = 0;
-    for (const auto& image : input.images) {
+    for (const auto& image : input.images)
         if (image.score) scores.push_back(*image.score);
-        if (!image.flags.empty() || !image.error.empty()) ++n_flagged;
-    }
+    const ImageCounts counts = count_images(input.images);
     std::optional<double> median;
     if (!scores.empty()) median = percentile(scores, 50);
 
@@ -442,7 +440,7 @@ void write_report_html(const std::string& path, const ReportInput& input) {
          << card(std::to_string(e.n_images), input.unit + "s") << card(std::to_string(scores.size()), "scored")
          << card(std::to_string(input.objects.size()), "objects") << card(number(median), "median score")
          << card(std::to_string(e.n_with_ground_truth), "with ground truth")
-         << card(std::to_string(n_flagged), "flagged") << "</div>";
+         << card(std::to_string(counts.flagged), "flagged") << "</div>";
 
     html << "<section><h2>How well the score tracks the true Dice</h2>";
     if (!input.prompting_reason.empty())

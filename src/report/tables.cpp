@@ -237,6 +237,16 @@ void write_report_folder(const std::string& folder, const ReportInput& input) {
     write_report_html((dir / "report.html").string(), input);
 }
 
+ImageCounts count_images(const std::vector<ImageResult>& images) {
+    ImageCounts counts;
+    counts.images = images.size();
+    for (const ImageResult& image : images) {
+        counts.scored += image.score.has_value();
+        counts.flagged += !image.flags.empty() || !image.error.empty();
+    }
+    return counts;
+}
+
 void keep_lowest_scored(std::vector<ImageOverlay>& kept, ImageOverlay overlay, std::size_t limit) {
     const auto position = std::upper_bound(kept.begin(), kept.end(), overlay.score,
                                            [](double score, const ImageOverlay& o) { return score < o.score; });

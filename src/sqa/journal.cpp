@@ -3,6 +3,7 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <sstream>
 
 #include <opencv2/imgcodecs.hpp>
@@ -149,16 +150,18 @@ std::string read_text(const fs::path& path) {
     return text.str();
 }
 
-// Top-level keys whose values differ between two configurations.
-std::string differing_keys(const json& a, const json& b) {
-    std::string keys;
+// The top-level settings that differ between an earlier and this run's configuration, with both values.
+std::string differences(const json& earlier, const json& now) {
+    std::string text;
+    std::set<std::string> seen;
     auto consider = [&](const std::string& key) {
-        if (a.value(key, json()) != b.value(key, json()) && keys.find(key) == std::string::npos)
-            keys += (keys.empty() ? "" : ", ") + key;
+        const json before = earlier.value(key, json()), after = now.value(key, json());
+        if (before == after || !seen.insert(key).second) return;
+        text += (text.empty() ? "" : "; ") + key + " was " + before.dump() + ", now " + after.dump();
     };
-    for (const auto& [key, value] : a.items()) consider(key);
-    for (const auto& [key, value] : b.items()) consider(key);
-    return keys;
+    for (const auto& [key, value] : earlier.items()) consider(key);
+    for (const auto& [key, value] : now.items()) consider(key);
+    return text;
 }
 
 }  // namespace
@@ -174,8 +177,7 @@ Journal::Journal(const fs::path& out_dir, const json& config, bool resume) : dir
         json stored = json::parse(read_text(config_path), nullptr, false);
         if (stored.is_discarded()) throw Error(config_path.string(), "unreadable; rerun without --resume");
         if (stored != config)
-            throw Error(config_path.string(), "the unfinished run used other settings (" +
-                                                  differing_keys(stored, config) +
+            throw Error(config_path.string(), "the unfinished run used other settings (" + differences(stored, config) +
                                                   "); rerun with the same settings, or without --resume to start over");
     } else {
         fs::remove_all(dir_, ec);
@@ -225,6 +227,24 @@ std::pair<cv::Mat, cv::Mat> Journal::masks(const std::string& image, std::size_t
     if (both.empty()) return {};
     cv::Mat point = both & 1, box = (both & 2) / 2;
     return {point, box};
+}
+
+void check_output_folder(const fs::path& out_dir, const json& config) {
+    const fs::path config_path = out_dir / ".partial" / "config.json";
+    std::error_code ec;
+    if (fs::exists(config_path, ec)) {
+        const json earlier = json::parse(read_text(config_path), nullptr, false);
+        if (earlier == config) return;
+        throw Error(out_dir.string(),
+                    "holds the results of another run (" +
+                        (earlier.is_discarded() ? config_path.string() + " is unreadable" : differences(earlier, config)) +
+                        "); give --overwrite to replace them, or choose another --out");
+    }
+    for (const char* output : {"images.csv", "objects.csv", "summary.json", "report.html"})
+        if (fs::exists(out_dir / output, ec))
+            throw Error(out_dir.string(), std::string("holds sqasam results (") + output +
+                                              ") of a run whose settings are unknown (no .partial/config.json); "
+                                              "give --overwrite to replace them, or choose another --out");
 }
 
 }  // namespace sqasam

@@ -81,7 +81,7 @@ std::optional<cv::Mat> read_probability(const PredictionFiles& files, const Segm
 }  // namespace
 
 std::vector<ImageOutcome> score_item(const DatasetItem& item, const Dataset& dataset, const Segmenter& segmenter,
-                                     const PipelineOptions& options) {
+                                     const PipelineOptions& options, const ItemProgress& progress) {
     const size_t n_models = dataset.models.size();
     if (item.predictions.size() != n_models)
         throw Error("", "item " + item.name + " has " + std::to_string(item.predictions.size()) +
@@ -173,7 +173,10 @@ std::vector<ImageOutcome> score_item(const DatasetItem& item, const Dataset& dat
             sam = segmenter(rgb);  // one embedding serves every model's objects
             embedded = true;
         }
-        ScoredObjects scored = score_objects(item.name, result.model, objects, rgb.size(), sam, options.score);
+        ObjectProgress model_progress;
+        if (progress) model_progress = [&progress, m](size_t done, size_t total) { progress(m, done, total); };
+        ScoredObjects scored =
+            score_objects(item.name, result.model, objects, rgb.size(), sam, options.score, model_progress);
         std::vector<const ObjectResult*> scored_objects;
         for (const ObjectResult& object : scored.objects) scored_objects.push_back(&object);
         result.score = image_score(scored_objects, options.score.reducer, options.score.mask_choice,
@@ -207,7 +210,18 @@ RunResult score_dataset(const Dataset& dataset, const Segmenter& segmenter, cons
             for (const ImageOutcome& outcome : *found->second) take(outcome);
             ++run.resumed;
         } else {
-            const std::vector<ImageOutcome> outcomes = score_item(item, dataset, segmenter, options);
+            state.image = item.name;
+            ItemProgress within_image;
+            if (progress)
+                within_image = [&](size_t model, size_t done, size_t total) {
+                    if (dataset.models.size() > 1) state.model = dataset.models[model].name;
+                    state.objects_done = done;
+                    state.objects_total = total;
+                    progress(state);
+                };
+            const std::vector<ImageOutcome> outcomes = score_item(item, dataset, segmenter, options, within_image);
+            state.model.clear();
+            state.objects_done = state.objects_total = 0;
             journal.append(outcomes);
             for (const ImageOutcome& outcome : outcomes) take(outcome);
             ++state.computed;

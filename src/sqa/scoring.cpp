@@ -92,7 +92,7 @@ PromptingDefaults default_prompting(ModelType type) {
 
 ScoredObjects score_objects(const std::string& image_name, const std::string& model,
                             const std::vector<PredictedObject>& objects, cv::Size image_size, const MaskSource& sam,
-                            const ScoreOptions& options) {
+                            const ScoreOptions& options, const ObjectProgress& progress) {
     ScoredObjects scored;
     scored.sam_point_mask = cv::Mat::zeros(image_size, CV_8U);
     scored.sam_box_mask = cv::Mat::zeros(image_size, CV_8U);
@@ -139,6 +139,7 @@ ScoredObjects score_objects(const std::string& image_name, const std::string& mo
             result.score = result.score_with(options.reducer, options.mask_choice);
             scored.objects.push_back(std::move(result));
         }
+        if (progress) progress(end, objects.size());
     }
     return scored;
 }
