@@ -280,6 +280,75 @@ TEST(ReportFolder, WithoutGroundTruthThePageSaysSo) {
     EXPECT_NE(html.find("Score distribution"), std::string::npos);
 }
 
+std::size_t occurrences(const std::string& text, const std::string& part) {
+    std::size_t n = 0;
+    for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
+    return n;
+}
+
+// What a clinician reading the page needs: the limit near the top with this run's sharpest example, counts that
+// agree, the default configuration marked, each setting once, and an empty point-prompt mask said as such.
+TEST(ReportPage, SaysTheLimitMarksTheDefaultAndShowsTheConfigurationOnce) {
+    ReportInput input = sample_run(40, true);
+    input.model = {{"type", "lite_medsam"}, {"checkpoint", "/models/lite_medsam.pth"}, {"description", "lite_medsam: TinyViT"}};
+    input.config = {{"checkpoint", "/models/lite_medsam.pth"}, {"model_type", "auto"}, {"prob", ""},
+                    {"reducer", "max"}, {"calibration", "cal.json"}, {"journal_format", 2},
+                    {"models", {"unet", "resunet"}},
+                    {"predictions", {{{"pred", "/p/unet"}, {"prob", ""}}, {{"pred", "/p/res"}, {"prob", "/q/res"}}}}};
+    input.prompting_reason = "Prompted with boxes.";
+    input.overlays.front().sam_point_mask = cv::Mat::zeros(240, 320, CV_8UC1);
+    const fs::path dir = test::temp_dir("report_page");
+    write_report_html((dir / "report.html").string(), input);
+    const std::string html = read_text(dir / "report.html");
+
+    const auto limit = html.find("A high score does not clear it");
+    ASSERT_NE(limit, std::string::npos);
+    EXPECT_LT(limit, html.find("<table class=\"paper\">")) << "the limit comes before the tables";
+    const ImageResult* fooled = nullptr;
+    for (const ImageResult& image : input.images)
+        if (image.score && image.true_dice && *image.true_dice < input.eval_options.failure_threshold &&
+            (!fooled || *image.score - *image.true_dice > *fooled->score - *fooled->true_dice))
+            fooled = &image;
+    ASSERT_NE(fooled, nullptr) << "the sample run has failures";
+    EXPECT_NE(html.find("In this run, " + fooled->image + " scored "), std::string::npos);
+
+    const ImageCounts counts = count_images(input.images);
+    EXPECT_EQ(counts.flagged, 2u);
+    EXPECT_NE(html.find("<div class=\"value\">2</div><div class=\"label\">flagged</div>"), std::string::npos);
+    EXPECT_NE(html.find("2 of 40 images are flagged, 2 of them without a score"), std::string::npos);
+    EXPECT_EQ(summary_json(input)["n_flagged"], 2);
+
+    // The short ablation table and the full one behind the disclosure each mark the default and this run once.
+    EXPECT_EQ(occurrences(html, "<span class=\"badge default\">default</span>"), 2u);
+    EXPECT_EQ(occurrences(html, "<span class=\"badge\">this run</span>"), 2u);
+    EXPECT_NE(html.find("<summary>All 30 configurations</summary>"), std::string::npos);
+
+    EXPECT_EQ(occurrences(html, "<dt>checkpoint</dt>"), 1u);
+    EXPECT_EQ(html.find("<dt>model checkpoint</dt>"), std::string::npos);
+    EXPECT_EQ(html.find("<dt>model_type</dt>"), std::string::npos);
+    EXPECT_EQ(html.find("<dt>probability maps</dt>"), std::string::npos) << "a setting not given is left out";
+    EXPECT_NE(html.find("<dd>lite_medsam: TinyViT (type read from the checkpoint)</dd>"), std::string::npos);
+    EXPECT_NE(html.find("<dt>calibration</dt><dd>cal.json</dd>"), std::string::npos) << "unknown settings still show";
+    EXPECT_NE(html.find("<dt>predictions of unet</dt><dd>/p/unet</dd>"), std::string::npos);
+    EXPECT_NE(html.find("<dt>predictions of resunet</dt><dd>/p/res (probability maps: /q/res)</dd>"), std::string::npos);
+    EXPECT_EQ(html.find("<dt>journal_format</dt>"), std::string::npos);
+    EXPECT_EQ(occurrences(html, "Prompted with boxes."), 1u) << "said once, where the scores are evaluated";
+
+    EXPECT_EQ(occurrences(html, "SAM, point prompt: empty mask"), 2u) << "caption and alt text of one panel";
+    EXPECT_NE(html.find("lite_medsam was trained on box prompts only, so its point-prompt masks say little (empty "
+                        "for every point of 1 of the 4 images below)"),
+              std::string::npos);
+    EXPECT_EQ(occurrences(html, "prediction, score of each object"), 2 * input.overlays.size());
+
+    // A run scored on box prompts alone says that its point-prompt panels are not part of the score.
+    input.reducer = Reducer::BoxOnly;
+    write_report_html((dir / "box_only.html").string(), input);
+    const std::string box_only = read_text(dir / "box_only.html");
+    EXPECT_NE(box_only.find("This run's score uses the box prompt only"), std::string::npos);
+    EXPECT_EQ(occurrences(box_only, "(not used for the score)"), 2 * input.overlays.size());
+    EXPECT_EQ(occurrences(html, "(not used for the score)"), 0u);
+}
+
 TEST(ReportFolder, UnwritablePlaceIsAnErrorNamingTheFile) {
     const fs::path dir = test::temp_dir("report_unwritable");
     const std::string target = (dir / "missing-folder" / "images.csv").string();

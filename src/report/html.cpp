@@ -2,11 +2,15 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <functional>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "report/report_internal.hpp"
+#include "sqasam/error.hpp"
 #include "sqasam/io.hpp"
+#include "sqasam/sqa.hpp"
 
 namespace sqasam {
 namespace {
@@ -34,7 +38,7 @@ section{background:#fff;border:1px solid var(--line);border-radius:10px;padding:
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums;margin-top:12px}
 th,td{padding:6px 10px;text-align:right;vertical-align:top}
 th:first-child,td:first-child,.left{text-align:left}
-thead th{font-weight:600;border-bottom:1.5px solid var(--ink)}
+thead th{font-weight:600;border-bottom:1.5px solid var(--ink);white-space:nowrap}
 tbody tr{border-bottom:1px solid var(--soft)}
 table.paper{border-top:2px solid var(--ink);border-bottom:2px solid var(--ink)}
 table.paper td{padding:9px 12px}
@@ -42,8 +46,16 @@ table.paper td{padding:9px 12px}
 .best{font-weight:700}
 tr.current{background:#eaf2fc}
 .badge{display:inline-block;margin-left:6px;padding:0 7px;border-radius:9px;background:var(--accent);color:#fff;font-size:11px;font-weight:600}
+.badge.default{background:#5c6b7a}
+details summary{cursor:pointer;color:var(--accent);margin-top:12px;font-size:14px}
+.notice strong{color:var(--ink)}
+table.wide{font-size:14px}
+table.wide thead th{white-space:normal}
 table.wide td{white-space:nowrap}
-.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:18px;margin-top:14px}
+table.wide th,table.wide td{padding:6px 7px}
+.scroll{overflow-x:auto}
+.plots{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:18px;margin-top:14px}
+@media (max-width:820px){.plots{grid-template-columns:1fr}}
 .plots h3{font-size:14px;margin:0 0 4px;font-weight:600}
 svg.plot{width:100%;height:auto}
 svg text.tick{font-size:11px;fill:#667382}
@@ -57,13 +69,13 @@ svg text.halo{paint-order:stroke;stroke:#fbfcfd;stroke-width:3px}
 .overlay-head{display:flex;gap:18px;align-items:baseline;flex-wrap:wrap}
 .overlay-head strong{font-size:15px}
 .panels{display:flex;gap:12px;flex-wrap:wrap;margin-top:8px}
-figure{margin:0}
+figure{margin:0;max-width:300px}
 figure img{display:block;max-width:300px;border-radius:6px;border:1px solid var(--line)}
 figcaption{font-size:12px;color:var(--muted);text-align:center;margin-top:3px}
 .legend{display:flex;gap:18px;flex-wrap:wrap;font-size:13px;color:var(--muted);margin-top:8px}
 .swatch{display:inline-block;width:12px;height:12px;border-radius:3px;margin-right:6px;vertical-align:-1px}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 18px;margin:10px 0 0;font-size:14px}
-dt{color:var(--muted)}dd{margin:0;word-break:break-all}
+dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}
 footer{color:var(--muted);font-size:13px;margin-top:26px;text-align:center}
 )css";
 
@@ -190,37 +202,88 @@ std::string plots_section(const ReportInput& input, bool with_ground_truth) {
     return html.str();
 }
 
+bool is_this_run(const AblationRow& row, const ReportInput& input) {
+    return row.reducer == input.reducer && row.mask_choice == input.mask_choice && row.aggregation == input.aggregation;
+}
+
+// Whether a configuration is the default for the run's SAM model family (default_prompting).
+bool is_default_scoring(const ReportInput& input, Reducer reducer, MaskChoice mask_choice,
+                        ImageAggregation aggregation) {
+    ModelType type = ModelType::Auto;
+    try {
+        type = model_type_from_string(input.model.value("type", "auto"));
+    } catch (const Error&) {
+        // a model this build does not name (a test model): the SAM defaults
+    }
+    const PromptingDefaults defaults = default_prompting(type);
+    return reducer == defaults.reducer && mask_choice == defaults.mask_choice && aggregation == defaults.aggregation;
+}
+
+bool is_default(const AblationRow& row, const ReportInput& input) {
+    return is_default_scoring(input, row.reducer, row.mask_choice, row.aggregation);
+}
+
+// Rows of the ablation table, in the given order; rank is each row's place by Spearman.
+std::string ablation_table(const std::vector<std::pair<std::size_t, const AblationRow*>>& rows,
+                           const std::vector<const Metrics*>& all, const ReportInput& input, bool with_n) {
+    std::ostringstream html;
+    html << "<div class=\"scroll\"><table class=\"wide\"><thead><tr><th>#</th><th class=\"left\">Reducer</th><th class=\"left\">Mask "
+            "choice</th><th class=\"left\">Aggregation</th>"
+         << (with_n ? "<th>n</th>" : "");
+    for (const auto& column : kColumns) html << "<th>" << column.title << "</th>";
+    html << "</tr></thead><tbody>";
+    for (const auto& [rank, row] : rows) {
+        const bool current = is_this_run(*row, input);
+        html << "<tr" << (current ? " class=\"current\"" : "") << "><td>" << rank << "</td><td class=\"left\">"
+             << to_string(row->reducer) << (current ? "<span class=\"badge\">this run</span>" : "")
+             << (is_default(*row, input) ? "<span class=\"badge default\">default</span>" : "") << "</td><td class=\"left\">"
+             << to_string(row->mask_choice) << "</td><td class=\"left\">" << to_string(row->aggregation) << "</td>";
+        if (with_n) html << "<td>" << row->metrics.n << "</td>";
+        for (const auto& column : kColumns)
+            html << metric_cell(row->metrics.*column.value, std::nullopt, is_best(column, row->metrics, all));
+        html << "</tr>";
+    }
+    html << "</tbody></table></div>";
+    return html.str();
+}
+
+// Every reducer x mask choice x aggregation, ranked by Spearman: the first few, the default and this run's in a
+// short table, all of them behind a disclosure.
 std::string ablation_section(const ReportInput& input) {
+    constexpr std::size_t kTopShown = 5;
     const auto& rows = input.evaluation.ablation;
     std::vector<const AblationRow*> ranked;
     std::vector<const Metrics*> all;
+    bool same_n = true;
     for (const auto& row : rows) {
         ranked.push_back(&row);
         all.push_back(&row.metrics);
+        same_n = same_n && row.metrics.n == rows.front().metrics.n;
     }
     // Best Spearman first; undefined ones last, in their original order.
     std::stable_sort(ranked.begin(), ranked.end(), [](const AblationRow* a, const AblationRow* b) {
         return a->metrics.spearman.value_or(-2) > b->metrics.spearman.value_or(-2);
     });
-    std::ostringstream html;
-    html << "<section><h2>Which scoring configuration tracks Dice best</h2><p class=\"muted\">Scores recomputed "
-            "from the same SAM masks for every object reducer &times; mask choice &times; aggregation, sorted "
-            "by Spearman correlation. The configuration of this run is highlighted; the best value of each column is "
-            "bold.</p><table class=\"wide\"><thead><tr><th>Reducer</th><th class=\"left\">Mask choice</th><th class=\"left\">"
-            "Aggregation</th><th>n</th>";
-    for (const auto& column : kColumns) html << "<th>" << column.title << "</th>";
-    html << "</tr></thead><tbody>";
-    for (const AblationRow* row : ranked) {
-        const bool current = row->reducer == input.reducer && row->mask_choice == input.mask_choice &&
-                             row->aggregation == input.aggregation;
-        html << "<tr" << (current ? " class=\"current\"" : "") << "><td>" << to_string(row->reducer)
-             << (current ? "<span class=\"badge\">this run</span>" : "") << "</td><td class=\"left\">" << to_string(row->mask_choice)
-             << "</td><td class=\"left\">" << to_string(row->aggregation) << "</td><td>" << row->metrics.n << "</td>";
-        for (const auto& column : kColumns)
-            html << metric_cell(row->metrics.*column.value, std::nullopt, is_best(column, row->metrics, all));
-        html << "</tr>";
+    std::vector<std::pair<std::size_t, const AblationRow*>> shown, every;
+    for (std::size_t i = 0; i < ranked.size(); ++i) {
+        every.emplace_back(i + 1, ranked[i]);
+        if (i < kTopShown || is_this_run(*ranked[i], input) || is_default(*ranked[i], input)) shown.emplace_back(i + 1, ranked[i]);
     }
-    html << "</tbody></table></section>";
+    std::ostringstream html;
+    html << "<section><h2>Which scoring configuration tracks Dice best</h2><p class=\"muted\">The image scores "
+            "recomputed from the same SAM masks for each way of combining them, ranked by Spearman correlation with "
+            "the true Dice"
+         << (same_n && !rows.empty() ? " (" + std::to_string(rows.front().metrics.n) + " images each)" : "")
+         << ". <b>Reducer</b>: how an object's point-prompt and box-prompt Dice become its score (max, mean, min, "
+            "point or box alone). <b>Mask choice</b>: which of SAM's masks is compared (best_iou: the one SAM rates "
+            "best; best_dice: the one closest to the prediction, an optimistic bound; single: SAM's single-mask "
+            "output). <b>Aggregation</b>: mean over objects, or weighted by area. Bold: the best of each column. "
+            "Choose a configuration on labelled data like yours before trusting it.</p>"
+         << ablation_table(shown, all, input, !same_n);
+    if (shown.size() < every.size())
+        html << "<details><summary>All " << every.size() << " configurations</summary>"
+             << ablation_table(every, all, input, !same_n) << "</details>";
+    html << "</section>";
     return html.str();
 }
 
@@ -312,28 +375,39 @@ std::vector<const ImageResult*> lowest_scored(const std::vector<ImageResult>& im
     return scored;
 }
 
+// A column of the per-image table: shown when the run has the measure.
+struct ImageColumn {
+    const char* title;
+    std::function<std::string(const ImageResult&)> cell;
+    bool shown;
+};
+
 std::string lowest_section(const ReportInput& input) {
     const auto scored = lowest_scored(input.images);
-    const bool with_truth = input.evaluation.n_with_ground_truth > 0;
-    const bool with_confidence = input.evaluation.model_confidence.has_value();
-    const bool with_estimate = input.evaluation.estimate.has_value();
     std::ostringstream html;
     html << "<section><h2>Predictions to check first</h2>";
     if (scored.empty()) return html.str() + "<p class=\"notice\">No " + input.unit + " received a score.</p></section>";
+    const std::vector<ImageColumn> columns{
+        {"Score", [](const ImageResult& i) { return number(i.score); }, true},
+        {"Estimated Dice [interval]", [](const ImageResult& i) { return estimate_text(i); },
+         input.evaluation.estimate.has_value()},
+        {"Objects", [](const ImageResult& i) { return std::to_string(i.n_objects); }, true},
+        {"True Dice", [](const ImageResult& i) { return number(i.true_dice); },
+         input.evaluation.n_with_ground_truth > 0},
+        {"Model confidence", [](const ImageResult& i) { return number(i.model_confidence); },
+         input.evaluation.model_confidence.has_value()},
+    };
     html << "<p class=\"muted\">The " << std::min(kLowestListed, scored.size())
-         << " lowest SQA-SAM scores: the predictions least likely to be right.</p><table><thead><tr><th>" << capitalised(input.unit) << "</th>"
-            "<th>Score</th>"
-         << (with_estimate ? "<th>Estimated Dice [interval]</th>" : "") << "<th>Objects</th>"
-         << (with_truth ? "<th>True Dice</th>" : "") << (with_confidence ? "<th>Model confidence</th>" : "") << "<th class=\"left\">Flags</th></tr></thead><tbody>";
+         << " lowest SQA-SAM scores: the predictions least likely to be right.</p><table><thead><tr><th>" << capitalised(input.unit) << "</th>";
+    for (const auto& column : columns)
+        if (column.shown) html << "<th>" << column.title << "</th>";
+    html << "<th class=\"left\">Flags</th></tr></thead><tbody>";
     const RowNamer name(input.images);
     for (std::size_t i = 0; i < std::min(kLowestListed, scored.size()); ++i) {
-        const ImageResult& image = *scored[i];
-        html << "<tr><td>" << name(image.image, image.model) << "</td><td>" << number(image.score) << "</td>";
-        if (with_estimate) html << "<td>" << estimate_text(image) << "</td>";
-        html << "<td>" << image.n_objects << "</td>";
-        if (with_truth) html << "<td>" << number(image.true_dice) << "</td>";
-        if (with_confidence) html << "<td>" << number(image.model_confidence) << "</td>";
-        html << "<td class=\"left\">" << tags(image) << "</td></tr>";
+        html << "<tr><td>" << name(scored[i]->image, scored[i]->model) << "</td>";
+        for (const auto& column : columns)
+            if (column.shown) html << "<td>" << column.cell(*scored[i]) << "</td>";
+        html << "<td class=\"left\">" << tags(*scored[i]) << "</td></tr>";
     }
     html << "</tbody></table></section>";
     return html.str();
@@ -352,12 +426,32 @@ std::string overlays_section(const ReportInput& input) {
     std::stable_sort(overlays.begin(), overlays.end(),
                      [](const ImageOverlay* a, const ImageOverlay* b) { return a->score < b->score; });
 
+    std::size_t without_point_masks = 0;
+    for (const ImageOverlay* overlay : overlays) without_point_masks += !report_detail::has_foreground(overlay->sam_point_mask);
+    const std::string model_type = input.model.value("type", "");
+
     std::ostringstream html;
-    html << "<section><h2>Lowest-scored " << input.unit << "s, up close</h2><div class=\"legend\">"
+    html << "<section><h2>Lowest-scored " << input.unit << "s, up close</h2>";
+    // Which prompts the score rests on, and what to make of point-prompt masks a model was not trained for.
+    std::string notice;
+    if (input.reducer == Reducer::BoxOnly)
+        notice += "This run's score uses the box prompt only (reducer box); the point-prompt panels are for "
+                  "comparison. ";
+    if (model_type == "lite_medsam" || model_type == "medsam")
+        notice += html_escape(model_type) + " was trained on box prompts only, so its point-prompt masks say little" +
+                  (without_point_masks > 0 ? " (empty for every point of " + std::to_string(without_point_masks) +
+                                                 " of the " + std::to_string(overlays.size()) + " " + input.unit + "s below). "
+                                           : ". ");
+    else if (without_point_masks > 0)
+        notice += "SAM gave an empty mask for every point prompt of " + std::to_string(without_point_masks) +
+                  " of the " + std::to_string(overlays.size()) + " " + input.unit + "s below. ";
+    if (!notice.empty()) html << "<p class=\"notice\">" << notice << "</p>";
+    html << "<div class=\"legend\">"
             "<span><span class=\"swatch\" style=\"background:#ffd700\"></span>predicted contour</span>"
             "<span><span class=\"swatch\" style=\"background:#14a0eb\"></span>SAM mask from the centre point</span>"
             "<span><span class=\"swatch\" style=\"background:#c83cc8\"></span>SAM mask from the bounding box</span>"
-            "<span><span class=\"swatch\" style=\"background:#e62828\"></span>prompts</span></div>";
+            "<span><span class=\"swatch\" style=\"background:#e62828\"></span>prompts; the lowest object score "
+            "of an image</span></div>";
     for (const ImageOverlay* overlay : overlays) {
         const auto found = image_named.find({overlay->image, overlay->model});
         const ImageResult* image = found == image_named.end() ? nullptr : found->second;
@@ -372,7 +466,7 @@ std::string overlays_section(const ReportInput& input) {
         if (const auto objects = objects_of.find({overlay->image, overlay->model});
             prompts.empty() && objects != objects_of.end())
             prompts = objects->second;
-        html << "</div><div class=\"panels\">" << report_detail::overlay_panels_html(*overlay, prompts)
+        html << "</div><div class=\"panels\">" << report_detail::overlay_panels_html(*overlay, input.reducer, prompts)
              << "</div></div>";
     }
     html << "</section>";
@@ -380,23 +474,46 @@ std::string overlays_section(const ReportInput& input) {
 }
 
 std::string flagged_section(const std::vector<ImageResult>& images, const std::string& unit) {
+    const ImageCounts counts = count_images(images);
     std::ostringstream html;
     html << "<section><h2>Flagged " << unit << "s</h2>";
-    std::size_t n_flagged = 0;
+    if (counts.flagged == 0) return html.str() + "<p class=\"muted\">No " + unit + " was flagged.</p></section>";
+    std::size_t unscored = 0;
     std::ostringstream rows;
     const RowNamer name(images);
     for (const auto& image : images) {
         if (image.flags.empty() && image.error.empty()) continue;
-        ++n_flagged;
-        rows << "<tr><td>" << name(image.image, image.model) << "</td><td class=\"left\">" << tags(image)
-             << "</td><td class=\"left error\">" << html_escape(image.error) << "</td></tr>";
+        unscored += !image.score;
+        rows << "<tr><td>" << name(image.image, image.model) << "</td><td>" << number(image.score)
+             << "</td><td class=\"left\">" << tags(image) << "</td><td class=\"left error\">"
+             << html_escape(image.error) << "</td></tr>";
     }
-    if (n_flagged == 0) return html.str() + "<p class=\"muted\">No " + unit + " was flagged.</p></section>";
-    html << "<p class=\"muted\">" << n_flagged << " " << unit << (n_flagged == 1 ? "" : "s")
-         << " could not be scored normally.</p><table><thead><tr><th>" << capitalised(unit) << "</th><th class=\"left\">Flags</th>"
-            "<th class=\"left\">Problem</th></tr></thead><tbody>"
+    html << "<p class=\"muted\">" << counts.flagged << " of " << counts.images << " " << unit << "s "
+         << (counts.flagged == 1 ? "is" : "are") << " flagged, " << unscored
+         << " of them without a score. The flags and problems say why.</p><table><thead><tr>"
+                        "<th>" << capitalised(unit) << "</th><th>Score</th><th class=\"left\">Flags</th><th class=\"left\">Problem</th>"
+                        "</tr></thead><tbody>"
          << rows.str() << "</tbody></table></section>";
     return html.str();
+}
+
+// The method's limit in words a reader acts on, near the top; with ground truth, this run's sharpest example.
+std::string limit_notice(const ReportInput& input) {
+    const ImageResult* fooled = nullptr;  // the failure whose score most overstates its true Dice
+    for (const auto& image : input.images)
+        if (image.score && image.true_dice && *image.true_dice < input.eval_options.failure_threshold &&
+            (!fooled || *image.score - *image.true_dice > *fooled->score - *fooled->true_dice))
+            fooled = &image;
+    std::string html =
+        "<p class=\"notice\"><strong>A low score says: look at this prediction. A high score does not clear it."
+        "</strong> The score measures whether SAM, prompted with each predicted object, finds the same shape. SAM "
+        "can agree with a wrong shape, and it never sees objects the model missed or a wrong class label. ";
+    if (fooled)
+        html += "In this run, " + html_escape(fooled->image) + " scored " + fixed(*fooled->score, 3) +
+                " although its true Dice is " + fixed(*fooled->true_dice, 3) + ".";
+    else
+        html += "On the Kvasir polyp test set, for example, a prediction scored 0.903 with a true Dice of 0.135.";
+    return html + "</p>";
 }
 
 std::string card(const std::string& value, const std::string& label) {
@@ -407,14 +524,85 @@ std::string json_text(const nlohmann::json& value) {
     return value.is_string() ? value.get<std::string>() : value.dump();
 }
 
-std::string configuration_section(const ReportInput& input) {
+// The run's settings as a reader needs them: each once, in words, leaving out what was not given. Settings this page
+// does not know (a caller's own) follow under their own names, so that nothing recorded goes unshown.
+std::vector<std::pair<std::string, std::string>> configuration_rows(const ReportInput& input) {
     const nlohmann::json summary = summary_json(input);
+    const nlohmann::json& config = summary["config"];
+    const nlohmann::json& model = summary["model"];
+    std::set<std::string> taken;
+    const auto take = [&](const nlohmann::json& from, const std::string& key) -> std::string {
+        taken.insert((&from == &model ? "model." : "") + key);
+        const auto found = from.find(key);
+        return found == from.end() || found->is_null() ? "" : json_text(*found);
+    };
+    std::vector<std::pair<std::string, std::string>> rows;
+    const auto add = [&](const std::string& label, const std::string& value) {
+        if (!value.empty()) rows.emplace_back(label, value);
+    };
+
+    std::string model_text = take(model, "description");
+    if (model_text.empty()) model_text = take(model, "type");
+    else take(model, "type");
+    if (take(config, "model_type") == "auto" && !model_text.empty()) model_text += " (type read from the checkpoint)";
+    add("model", model_text);
+    std::string checkpoint = take(config, "checkpoint");
+    const std::string model_checkpoint = take(model, "checkpoint");
+    if (checkpoint.empty()) checkpoint = model_checkpoint;
+    const std::string bytes = take(config, "checkpoint_bytes");
+    if (!checkpoint.empty() && !bytes.empty() && bytes != "0") checkpoint += " (" + bytes + " bytes)";
+    add("checkpoint", checkpoint);
+    add("precision", take(config, "precision"));
+    add("images", take(config, "images"));
+    add("predictions", take(config, "pred"));
+    add("probability maps", take(config, "prob"));
+    // The score command's prediction folders, one {pred, prob} per model, paired by position with "models".
+    const nlohmann::json folders = config.value("predictions", nlohmann::json());
+    const nlohmann::json models = config.value("models", nlohmann::json::array());
+    if (folders.is_array() && models.is_array() &&
+        std::all_of(folders.begin(), folders.end(), [](const nlohmann::json& f) { return f.is_object(); })) {
+        take(config, "models");
+        take(config, "predictions");
+        for (std::size_t m = 0; m < folders.size(); ++m) {
+            const std::string name = m < models.size() ? json_text(models[m]) : "";
+            const std::string prob = folders[m].value("prob", "");
+            add(folders.size() > 1 ? "predictions of " + name : "predictions",
+                folders[m].value("pred", "") + (prob.empty() ? "" : " (probability maps: " + prob + ")"));
+        }
+    }
+    add("ground truth", take(config, "gt"));
+    add("manifest", take(config, "manifest"));
+    add("soft prediction threshold", take(config, "pred_threshold"));
+
+    const std::string connectivity = take(config, "connectivity"), min_area = take(config, "min_area");
+    if (!connectivity.empty())
+        add("objects", connectivity + "-connected components of each class" +
+                           (min_area.empty() || min_area == "0" ? "" : ", at least " + min_area + " pixels"));
+    add("scoring", "reducer " + take(config, "reducer") + ", mask choice " + take(config, "mask_choice") +
+                       ", aggregation " + take(config, "aggregation") +
+                       (is_default_scoring(input, input.reducer, input.mask_choice, input.aggregation) ? " (the defaults)" : ""));
+    std::string evaluation = "failure: true Dice below " + fixed(input.eval_options.failure_threshold, 2) + "; " +
+                             fixed(100 * input.eval_options.confidence, 0) + "% percentile bootstrap intervals, " +
+                             std::to_string(input.eval_options.bootstrap_resamples) + " resamples, seed " +
+                             std::to_string(input.eval_options.seed);
+    take(config, "failure_threshold");
+    take(config, "bootstrap");
+    take(config, "journal_format");    // the journal's own version, nothing a reader chooses
+    take(config, "prompting_reason");  // said where the scores are evaluated
+    if (input.evaluation.n_with_ground_truth > 0) add("evaluation", evaluation);
+
+    for (const auto& [key, value] : config.items())
+        if (!taken.count(key)) add(key, json_text(value));
+    for (const auto& [key, value] : model.items())
+        if (!taken.count("model." + key)) add("model " + key, json_text(value));
+    return rows;
+}
+
+std::string configuration_section(const ReportInput& input) {
     std::ostringstream html;
     html << "<section><h2>Run configuration</h2><dl>";
-    for (const auto& [key, value] : summary["model"].items())
-        html << "<dt>model " << html_escape(key) << "</dt><dd>" << html_escape(json_text(value)) << "</dd>";
-    for (const auto& [key, value] : summary["config"].items())
-        html << "<dt>" << html_escape(key) << "</dt><dd>" << html_escape(json_text(value)) << "</dd>";
+    for (const auto& [label, value] : configuration_rows(input))
+        html << "<dt>" << html_escape(label) << "</dt><dd>" << html_escape(value) << "</dd>";
     html << "</dl></section>";
     return html.str();
 }
@@ -439,8 +627,8 @@ void write_report_html(const std::string& path, const ReportInput& input) {
             "predicted object's centre point and bounding box (Zhang et al. 2023).</p></header><div class=\"cards\">"
          << card(std::to_string(e.n_images), input.unit + "s") << card(std::to_string(scores.size()), "scored")
          << card(std::to_string(input.objects.size()), "objects") << card(number(median), "median score")
-         << card(std::to_string(e.n_with_ground_truth), "with ground truth")
-         << card(std::to_string(counts.flagged), "flagged") << "</div>";
+         << (with_ground_truth ? card(std::to_string(e.n_with_ground_truth), "with ground truth") : "")
+         << card(std::to_string(counts.flagged), "flagged") << "</div>" << limit_notice(input);
 
     html << "<section><h2>How well the score tracks the true Dice</h2>";
     if (!input.prompting_reason.empty())

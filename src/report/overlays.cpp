@@ -17,6 +17,7 @@ const cv::Scalar kPointMaskColour(235, 160, 20);  // BGR: blue
 const cv::Scalar kBoxMaskColour(200, 60, 200);    // BGR: magenta
 const cv::Scalar kPromptColour(40, 40, 230);      // BGR: red
 const cv::Scalar kWhite(255, 255, 255);
+const cv::Scalar kLabelColour(70, 55, 40);        // BGR: dark slate, for score labels
 
 cv::Mat as_bgr(const cv::Mat& picture) {
     cv::Mat bgr;
@@ -50,6 +51,33 @@ void tint(cv::Mat& panel, const cv::Mat& mask, const cv::Scalar& colour) {
     draw_contour(panel, mask, colour, 2);
 }
 
+// Text on a filled box, its baseline-left corner at `at`, kept inside the panel.
+void draw_label(cv::Mat& panel, const std::string& text, cv::Point at, const cv::Scalar& background) {
+    constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
+    constexpr double kScale = 0.42;
+    int baseline = 0;
+    const cv::Size size = cv::getTextSize(text, kFont, kScale, 1, &baseline);
+    at.x = std::clamp(at.x, 2, std::max(2, panel.cols - size.width - 2));
+    at.y = std::clamp(at.y, size.height + 2, std::max(size.height + 2, panel.rows - baseline - 2));
+    cv::rectangle(panel, cv::Rect(at.x - 2, at.y - size.height - 2, size.width + 4, size.height + baseline + 4),
+                  background, cv::FILLED);
+    cv::putText(panel, text, at, kFont, kScale, kWhite, 1, cv::LINE_AA);
+}
+
+// Each object's score just above its box; of several objects the lowest is red and drawn last, so that one sees
+// which object pulled the image score down.
+void label_scores(cv::Mat& panel, const std::vector<const ObjectResult*>& objects, double sx, double sy) {
+    std::vector<const ObjectResult*> ordered = objects;
+    std::stable_sort(ordered.begin(), ordered.end(),
+                     [](const ObjectResult* a, const ObjectResult* b) { return a->score > b->score; });
+    for (const ObjectResult* o : ordered) {
+        const bool lowest = ordered.size() > 1 && o == ordered.back();
+        draw_label(panel, fixed(o->score, 2),
+                   {static_cast<int>(std::lround(o->box[0] * sx)), static_cast<int>(std::lround(o->box[1] * sy)) - 5},
+                   lowest ? kPromptColour : kLabelColour);
+    }
+}
+
 std::string png_figure(const cv::Mat& panel, const std::string& caption) {
     std::vector<unsigned char> png;
     cv::imencode(".png", panel, png);
@@ -59,7 +87,10 @@ std::string png_figure(const cv::Mat& panel, const std::string& caption) {
 
 }  // namespace
 
-std::string overlay_panels_html(const ImageOverlay& overlay, const std::vector<const ObjectResult*>& objects) {
+bool has_foreground(const cv::Mat& mask) { return !mask.empty() && cv::countNonZero(mask) > 0; }
+
+std::string overlay_panels_html(const ImageOverlay& overlay, Reducer reducer,
+                                const std::vector<const ObjectResult*>& objects) {
     if (overlay.bgr.empty()) return "<p class=\"muted\">No picture was kept for this image.</p>";
     const cv::Mat image = as_bgr(overlay.bgr);
     const double scale = std::min(1.0, static_cast<double>(kPanelSide) / std::max(image.cols, image.rows));
@@ -73,8 +104,10 @@ std::string overlay_panels_html(const ImageOverlay& overlay, const std::vector<c
 
     cv::Mat predicted = base.clone();
     draw_contour(predicted, prediction, kPredictionColour, 2);
+    label_scores(predicted, objects, sx, sy);
 
     cv::Mat point_panel = base.clone();
+    const bool no_point_mask = !has_foreground(overlay.sam_point_mask);
     tint(point_panel, binary_at(overlay.sam_point_mask, size), kPointMaskColour);
     draw_contour(point_panel, prediction, kPredictionColour, 1);
     for (const ObjectResult* o : objects) {
@@ -83,6 +116,8 @@ std::string overlay_panels_html(const ImageOverlay& overlay, const std::vector<c
         cv::circle(point_panel, centre, 6, kWhite, cv::FILLED, cv::LINE_AA);
         cv::circle(point_panel, centre, 4, kPromptColour, cv::FILLED, cv::LINE_AA);
     }
+
+    if (no_point_mask) draw_label(point_panel, "SAM gave no mask for the points", {8, size.height - 8}, kLabelColour);
 
     cv::Mat box_panel = base.clone();
     tint(box_panel, binary_at(overlay.sam_box_mask, size), kBoxMaskColour);
@@ -95,8 +130,11 @@ std::string overlay_panels_html(const ImageOverlay& overlay, const std::vector<c
         cv::rectangle(box_panel, corner0, corner1, kPromptColour, 1, cv::LINE_AA);
     }
 
-    return png_figure(predicted, "prediction") + png_figure(point_panel, "SAM, point prompt") +
-           png_figure(box_panel, "SAM, box prompt");
+    const std::string unused = " (not used for the score)";
+    return png_figure(predicted, "prediction, score of each object") +
+           png_figure(point_panel, std::string(no_point_mask ? "SAM, point prompt: empty mask" : "SAM, point prompt") +
+                                       (reducer == Reducer::BoxOnly ? unused : "")) +
+           png_figure(box_panel, "SAM, box prompt" + (reducer == Reducer::PointOnly ? unused : ""));
 }
 
 }  // namespace sqasam::report_detail

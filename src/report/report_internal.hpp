@@ -29,8 +29,12 @@ std::string scatter_svg(const std::vector<ScatterPoint>& points, const std::stri
 // Counts of values in [0, 1] in ten bins; inline SVG.
 std::string histogram_svg(const std::vector<double>& values, const std::string& x_label);
 
-// Three panels for one image (prediction, SAM point-prompt mask, SAM box-prompt mask) as <img> tags with
-// PNG data: URIs; objects give the prompts drawn on top.
-std::string overlay_panels_html(const ImageOverlay& overlay, const std::vector<const ObjectResult*>& objects);
+bool has_foreground(const cv::Mat& mask);  // any nonzero pixel (false for an empty Mat)
+
+// Three panels for one image (prediction with each object's score, SAM point-prompt mask, SAM box-prompt mask) as
+// <img> tags with PNG data: URIs; objects give the prompts and scores drawn on top. An empty point-prompt mask is
+// said on its panel, and a panel whose prompt the run's score does not use (reducer box or point) is captioned so.
+std::string overlay_panels_html(const ImageOverlay& overlay, Reducer reducer,
+                                const std::vector<const ObjectResult*>& objects);
 
 }  // namespace sqasam::report_detail

@@ -202,13 +202,12 @@ nlohmann::json summary_json(const ReportInput& input) {
         ablation.push_back(entry);
     }
     std::map<std::string, int> flag_counts;
-    int n_scored = 0;
-    for (const auto& image : input.images) {
+    for (const auto& image : input.images)
         for (const auto& flag : image.flags) ++flag_counts[flag];
-        if (image.score) ++n_scored;
-    }
+    const ImageCounts counts = count_images(input.images);
     return {{"n_images", e.n_images},
-            {"n_scored", n_scored},
+            {"n_scored", counts.scored},
+            {"n_flagged", counts.flagged},
             {"n_with_ground_truth", e.n_with_ground_truth},
             {"n_objects", input.objects.size()},
             {"sqa", metrics_json(e.sqa)},
