@@ -28,21 +28,21 @@ std::string shell_arg(const fs::path& path) { return "'" + path.string() + "'"; 
 
 fs::path small_model() { return fs::path(test::ref_dir()) / "predictor" / "models" / "small.pth"; }
 
-// The image and prompt of one reference case (a real polyp image from the shared data).
+// The image and prompt of one reference case (a polyp image from examples/, see tests/reference/examples.py).
 struct SegmentCase {
     std::string image;
     std::vector<int> point, box;
 };
 
-SegmentCase kvasir_case() {
+SegmentCase reference_case() {
     std::ifstream in(fs::path(test::ref_dir()) / "predictor" / "cases" / "index.json");
     for (const nlohmann::json& spec : nlohmann::json::parse(in))
-        if (spec["name"] == "small_kvasir")
+        if (spec["name"] == "small_upscaled")
             for (const nlohmann::json& prompt : spec["prompts"])
                 if (prompt["name"] == "point_box")
                     return {spec["image_file"], prompt["points"][0].get<std::vector<int>>(),
                             prompt["box"].get<std::vector<int>>()};
-    throw std::runtime_error("reference case small_kvasir/point_box missing");
+    throw std::runtime_error("reference case small_upscaled/point_box missing");
 }
 
 std::string join(const std::vector<int>& values) {
@@ -54,7 +54,7 @@ std::string join(const std::vector<int>& values) {
 bool empty_or_missing(const fs::path& dir) { return !fs::exists(dir) || fs::is_empty(dir); }
 
 TEST(CliSegment, WritesWhatTheLibraryComputes) {
-    const SegmentCase c = kvasir_case();
+    const SegmentCase c = reference_case();
     const fs::path out = test::temp_dir("cli_segment_outputs");
     const CliResult run = run_cli("segment --checkpoint " + shell_arg(small_model()) +
                                   " --image " + shell_arg(c.image) +
@@ -90,7 +90,7 @@ TEST(CliSegment, WritesWhatTheLibraryComputes) {
 }
 
 TEST(CliSegment, SingleMaskGivesOne) {
-    const SegmentCase c = kvasir_case();
+    const SegmentCase c = reference_case();
     const fs::path out = test::temp_dir("cli_segment_single");
     const CliResult run = run_cli("segment --checkpoint " + shell_arg(small_model()) +
                                   " --image " + shell_arg(c.image) +
@@ -109,7 +109,7 @@ void expect_refused(const std::string& arguments, const fs::path& out, const std
 }
 
 TEST(CliSegment, RefusesBadInput) {
-    const SegmentCase c = kvasir_case();
+    const SegmentCase c = reference_case();
     const fs::path dir = test::temp_dir("cli_segment_bad");
     const fs::path out = dir / "out";
     const std::string model = " --checkpoint " + shell_arg(small_model());
@@ -143,7 +143,7 @@ TEST(CliSegment, RefusesBadInput) {
 
 // make-test-model writes a loadable model that runs through the whole pipeline.
 TEST(CliMakeTestModel, RunsThroughSegment) {
-    const SegmentCase c = kvasir_case();
+    const SegmentCase c = reference_case();
     const fs::path dir = test::temp_dir("cli_test_model");
     const fs::path model = dir / "test_model.safetensors";
     const CliResult made = run_cli("make-test-model --out " + shell_arg(model) + " --seed 3");

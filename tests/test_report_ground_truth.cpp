@@ -17,7 +17,8 @@ namespace {
 TEST(ReportGroundTruth, TrueDiceAndModelConfidenceMatchNumpyOnKvasirPraNet) {
     const std::filesystem::path reference_path = test::ref_dir() + "/eval/true_dice_kvasir_pranet.json";
     if (!std::filesystem::exists(reference_path))
-        GTEST_SKIP() << "no shared Kvasir data, so gen_eval.py wrote no true-Dice reference";
+        GTEST_SKIP() << "no " << test::shared_data_dir() << "/polyp_kvasir_pranet_split/pred (real data beside the "
+                     << "project), so gen_eval.py wrote no true-Dice reference";
     std::ifstream in(reference_path);
     const auto reference = nlohmann::json::parse(in);
     const std::filesystem::path folder = reference["folder"].get<std::string>();

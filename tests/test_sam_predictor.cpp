@@ -354,7 +354,7 @@ INSTANTIATE_TEST_SUITE_P(Logits, Postprocess, ::testing::Values(false, true),
 // The cases feed both implementations the pixels Pillow decoded; the CLI reads files with OpenCV. Equal pixels make
 // the differential results hold from the image file on.
 TEST(ImageDecoding, OpenCvReadsTheCaseImagesAsPillowDoes) {
-    for (const char* name : {"small_polypgen", "small_kvasir", "small_drive"}) {
+    for (const char* name : {"small_downscaled", "small_upscaled", "small_gray"}) {
         const ReferenceCase c = require_case(name);
         cv::Mat ours = read_rgb_image(c.spec["image_file"].get<std::string>());
         if (c.image.channels() == 1) cv::extractChannel(ours, ours, 0);
@@ -365,18 +365,18 @@ TEST(ImageDecoding, OpenCvReadsTheCaseImagesAsPillowDoes) {
 
 // ---- SAM, official SamPredictor ----
 
-TEST(SamPredictorVsOfficial, SmallModelDownscaledRgb) { check_sam_case(require_case("small_polypgen")); }
-TEST(SamPredictorVsOfficial, SmallModelUpscaledRgb) { check_sam_case(require_case("small_kvasir")); }
-TEST(SamPredictorVsOfficial, SmallModelGray) { check_sam_case(require_case("small_drive")); }
-TEST(SamPredictorVsOfficial, VitB) { check_sam_case(require_case("vit_b_polypgen")); }
+TEST(SamPredictorVsOfficial, SmallModelDownscaledRgb) { check_sam_case(require_case("small_downscaled")); }
+TEST(SamPredictorVsOfficial, SmallModelUpscaledRgb) { check_sam_case(require_case("small_upscaled")); }
+TEST(SamPredictorVsOfficial, SmallModelGray) { check_sam_case(require_case("small_gray")); }
+TEST(SamPredictorVsOfficial, VitB) { check_sam_case(require_case("vit_b_downscaled")); }
 
 void check_opt_in_case(const std::string& name) {
     auto found = find_case(name);
     if (!found) GTEST_SKIP() << name << " is generated only with SQASAM_FULL_MODELS=1 (gen_predictor.py)";
     check_sam_case(*found);
 }
-TEST(SamPredictorVsOfficial, VitLOptIn) { check_opt_in_case("vit_l_kvasir"); }
-TEST(SamPredictorVsOfficial, VitHOptIn) { check_opt_in_case("vit_h_kvasir"); }
+TEST(SamPredictorVsOfficial, VitLOptIn) { check_opt_in_case("vit_l_upscaled"); }
+TEST(SamPredictorVsOfficial, VitHOptIn) { check_opt_in_case("vit_h_upscaled"); }
 
 // ---- MedSAM, official MedSAM_Inference.py ----
 
@@ -404,12 +404,12 @@ void check_medsam_after_resize(const std::string& name) {
                            .front(),
                        c, prompt);
 }
-TEST(MedSamVsOfficial, SmallModelAfterResizeRgb) { check_medsam_after_resize("medsam_small_kvasir"); }
-TEST(MedSamVsOfficial, SmallModelAfterResizeGray) { check_medsam_after_resize("medsam_small_drive"); }
+TEST(MedSamVsOfficial, SmallModelAfterResizeRgb) { check_medsam_after_resize("medsam_small_upscaled"); }
+TEST(MedSamVsOfficial, SmallModelAfterResizeGray) { check_medsam_after_resize("medsam_small_gray"); }
 
 // The whole MedSAM pipeline through the public API (ModelType::MedSam on the vit_b weights), resize included.
 TEST(MedSamVsOfficial, VitBFullPipeline) {
-    const ReferenceCase c = require_case("medsam_kvasir");
+    const ReferenceCase c = require_case("medsam_upscaled");
     const Sam sam = Sam::load(reference(c.spec["model"].get<std::string>()).string(), ModelType::MedSam);
     EXPECT_EQ(sam.info().type, ModelType::MedSam);
     const sam::ModelInput input = sam::medsam_model_input(c.image, sam.model().hyper_params().image_size);
@@ -429,7 +429,7 @@ protected:
     static void SetUpTestSuite() {
         sam_ = new Sam(Sam::load(reference("models/small.pth").string()));
         predictor_ = new SamPredictor(*sam_);
-        image_ = require_case("small_kvasir").image;
+        image_ = require_case("small_upscaled").image;
         predictor_->set_image(image_);
     }
     static void TearDownTestSuite() {

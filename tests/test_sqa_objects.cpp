@@ -136,15 +136,19 @@ TEST(SqaObjects, EachClassIsSplitIntoItsOwnComponents) {
 TEST(SqaObjects, CountsMatchOpenCvLabellingOnRealMasks) {
     fs::path data = test::shared_data_dir();
     std::vector<fs::path> masks;
+    std::string missing;
     for (const char* folder : {"polyp_polypgen_test/gt", "retina_drive_test_retinaunet/gt"}) {
-        if (!fs::is_directory(data / folder)) continue;
+        if (!fs::is_directory(data / folder)) {
+            missing += (missing.empty() ? "" : " nor ") + (data / folder).string();
+            continue;
+        }
         std::vector<fs::path> found;
         for (const auto& entry : fs::directory_iterator(data / folder)) found.push_back(entry.path());
         std::sort(found.begin(), found.end());
         found.resize(std::min<size_t>(found.size(), 12));
         masks.insert(masks.end(), found.begin(), found.end());
     }
-    if (masks.empty()) GTEST_SKIP() << "no shared data at " << data;
+    if (masks.empty()) GTEST_SKIP() << "neither " << missing << " exists (real data beside the project)";
     long multi_object_masks = 0;
     for (const fs::path& path : masks) {
         LabelMap gt = read_label_map(path.string());

@@ -222,7 +222,8 @@ TEST_F(SqaPipeline, JournalResumesExactlyAndDropsATornLine) {
 // The soft-map threshold and the true Dice against the dataset's own per-image Dice (PraNet maps at 128).
 TEST_F(SqaPipeline, TrueDiceMatchesThePublishedPerImageDiceOfSoftMaps) {
     fs::path folder = fs::path(test::shared_data_dir()) / "polyp_kvasir_pranet_split";
-    if (!fs::exists(folder / "per_image_dice.csv")) GTEST_SKIP() << "no shared data at " << folder;
+    if (!fs::exists(folder / "per_image_dice.csv"))
+        GTEST_SKIP() << "no " << folder / "per_image_dice.csv" << " (real data beside the project)";
     Dataset pranet = match_folders({(folder / "images").string(), {{"", (folder / "pred").string(), ""}},
                                     (folder / "gt").string()});
     std::map<std::string, double> published;

