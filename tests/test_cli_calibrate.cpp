@@ -97,7 +97,7 @@ TEST_F(CliCalibrate, ScoresSeveralModelsCalibratesAndEstimates) {
     const test::CliResult applied =
         run_cli(score_args(scored, "--gt " + (data / "gt").string() + " --resume --calibration " + calibration.string()));
     ASSERT_EQ(applied.exit_code, 0) << applied.output;
-    EXPECT_NE(applied.output.find("8 images from the journal"), std::string::npos) << applied.output;
+    EXPECT_NE(applied.output.find("8 images taken from the journal"), std::string::npos) << applied.output;
     const auto estimated = table(scored / "images.csv");
     const std::size_t estimate = column(estimated, "estimated_dice"), low = column(estimated, "dice_low"),
                       high = column(estimated, "dice_high"), score = column(estimated, "score");
