@@ -347,6 +347,22 @@ TEST(ReportPage, SaysTheLimitMarksTheDefaultAndShowsTheConfigurationOnce) {
     EXPECT_NE(box_only.find("This run's score uses the box prompt only"), std::string::npos);
     EXPECT_EQ(occurrences(box_only, "(not used for the score)"), 2 * input.overlays.size());
     EXPECT_EQ(occurrences(html, "(not used for the score)"), 0u);
+    EXPECT_NE(html.find("<div class=\"value\">40</div><div class=\"label\">images</div>"), std::string::npos);
+
+    // With two models' predictions of the same images, rows are predictions, counted as the console counts them,
+    // and the limit's example names the model too.
+    ReportInput two_models = input;
+    for (ImageResult& image : two_models.images) image.model = "first";
+    std::vector<ImageResult> second = two_models.images;
+    for (ImageResult& image : second) image.model = "second";
+    two_models.images.insert(two_models.images.end(), second.begin(), second.end());
+    write_report_html((dir / "two_models.html").string(), two_models);
+    const std::string both = read_text(dir / "two_models.html");
+    EXPECT_NE(both.find("<div class=\"value\">80</div><div class=\"label\">predictions: 40 images &times; 2 "
+                        "models</div>"),
+              std::string::npos);
+    EXPECT_NE(both.find("In this run, " + fooled->image + " <span class=\"muted\">&middot; first</span> scored "),
+              std::string::npos);
 }
 
 TEST(ReportFolder, UnwritablePlaceIsAnErrorNamingTheFile) {

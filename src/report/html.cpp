@@ -509,7 +509,7 @@ std::string limit_notice(const ReportInput& input) {
         "</strong> The score measures whether SAM, prompted with each predicted object, finds the same shape. SAM "
         "can agree with a wrong shape, and it never sees objects the model missed or a wrong class label. ";
     if (fooled)
-        html += "In this run, " + html_escape(fooled->image) + " scored " + fixed(*fooled->score, 3) +
+        html += "In this run, " + RowNamer(input.images)(fooled->image, fooled->model) + " scored " + fixed(*fooled->score, 3) +
                 " although its true Dice is " + fixed(*fooled->true_dice, 3) + ".";
     else
         html += "On the Kvasir polyp test set, for example, a prediction scored 0.903 with a true Dice of 0.135.";
@@ -607,6 +607,19 @@ std::string configuration_section(const ReportInput& input) {
     return html.str();
 }
 
+}
+
+// Rows are predictions: with several models, "300 predictions: 100 images x 3 models", as the console says.
+std::string size_card(const ReportInput& input) {
+    std::set<std::string> names, models;
+    for (const auto& image : input.images) {
+        names.insert(image.image);
+        models.insert(image.model);
+    }
+    if (models.size() <= 1) return card(std::to_string(input.images.size()), input.unit + "s");
+    return card(std::to_string(input.images.size()),
+                "predictions: " + std::to_string(names.size()) + " " + input.unit + "s &times; " +
+                    std::to_string(models.size()) + " models");
 }  // namespace
 
 void write_report_html(const std::string& path, const ReportInput& input) {
@@ -625,7 +638,7 @@ void write_report_html(const std::string& path, const ReportInput& input) {
          << kStyle << "</style></head><body><main><header><h1>SQA-SAM quality report</h1><p class=\"subtitle\">"
          << "Segmentation quality estimated without ground truth by prompting the Segment Anything Model with each "
             "predicted object's centre point and bounding box (Zhang et al. 2023).</p></header><div class=\"cards\">"
-         << card(std::to_string(e.n_images), input.unit + "s") << card(std::to_string(scores.size()), "scored")
+         << size_card(input) << card(std::to_string(scores.size()), "scored")
          << card(std::to_string(input.objects.size()), "objects") << card(number(median), "median score")
          << (with_ground_truth ? card(std::to_string(e.n_with_ground_truth), "with ground truth") : "")
          << card(std::to_string(counts.flagged), "flagged") << "</div>" << limit_notice(input);
