@@ -55,6 +55,13 @@ BENCHMARK(BM_Linear)
     ->ArgsProduct({{kTokens}, {kDim}, {kDim}, {int(Epilogue::accumulate)}, {0, 1}})       // attention proj + residual
     ->ArgsProduct({{kTokens}, {kDim}, {4 * kDim}, {int(Epilogue::gelu)}, {0, 1}})         // mlp.lin1 + GELU
     ->ArgsProduct({{kTokens}, {4 * kDim}, {kDim}, {int(Epilogue::accumulate)}, {0, 1}})   // mlp.lin2 + residual
+    // the mask decoder's products over its 64 x 64 image rows: image-to-token logits and weighted sums (n = 8
+    // tokens x 8 heads folded), the output upscaling's two transposed convolutions on a band of 2 grid rows
+    ->ArgsProduct({{kTokens / 16}, {256}, {64}, {int(Epilogue::store)}, {1}})
+    ->ArgsProduct({{kTokens}, {256}, {64}, {int(Epilogue::store)}, {1}})
+    ->ArgsProduct({{kTokens}, {64}, {256}, {int(Epilogue::accumulate)}, {1}})
+    ->ArgsProduct({{128}, {256}, {256}, {int(Epilogue::store)}, {1}})
+    ->ArgsProduct({{512}, {64}, {128}, {int(Epilogue::gelu), int(Epilogue::store)}, {1}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

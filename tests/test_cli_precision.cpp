@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <tuple>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -19,9 +20,10 @@ namespace fs = std::filesystem;
 using sqasam::test::CliResult;
 using sqasam::test::run_cli;
 
-std::string bench_arguments(const std::string& precision) {
+std::string bench_arguments(const std::string& precision, int repeat = 1) {
     const fs::path model = fs::path(sqasam::test::ref_dir()) / "predictor" / "models" / "small.pth";
-    return "bench --checkpoint '" + model.string() + "' --prompts 1 --repeat 1 --threads 2 --precision " + precision;
+    return "bench --checkpoint '" + model.string() + "' --prompts 1 --repeat " + std::to_string(repeat) +
+           " --threads 2 --precision " + precision;
 }
 
 // The JSON line `sqasam bench` prints last.
@@ -48,6 +50,29 @@ TEST(CliPrecision, Bf16FallsBackToFp32WithOneWarningWithoutTheInstructions) {
     const size_t first = result.output.find(kWarning);
     ASSERT_NE(first, std::string::npos) << result.output;
     EXPECT_EQ(result.output.find(kWarning, first + 1), std::string::npos) << "warned more than once:\n" << result.output;
+}
+
+// --profile reports the encoder and the decoder (predict of one prompt, postprocessing included) by op class: their
+// products with a rate, the postprocessing under its own class, one call per encoder pass or prompt and pass.
+TEST(CliBench, ProfileCoversTheEncoderAndTheDecoder) {
+    const CliResult result = run_cli(bench_arguments("fp32", 2) + " --profile");
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    const nlohmann::json json = bench_json(result);
+    for (const auto& [key, calls, resampled] : {std::tuple{"profile", 2, false}, {"decoder_profile", 2, true}}) {
+        SCOPED_TRACE(key);
+        ASSERT_TRUE(json.contains(key)) << result.output;
+        const nlohmann::json& profile = json[key];
+        EXPECT_EQ(profile["calls"], calls);
+        EXPECT_GT(profile["ms_per_call"].get<double>(), 0.0);
+        EXPECT_GT(profile["product_gflop_per_call"].get<double>(), 0.0);
+        bool products = false, resampling = false;
+        for (const nlohmann::json& row : profile["classes"]) {
+            products |= row["class"] == "matrix products" && row["gflops"].get<double>() > 0;
+            resampling |= row["class"] == "mask resampling, thresholds (postprocessing)";
+        }
+        EXPECT_TRUE(products) << profile.dump();
+        EXPECT_EQ(resampling, resampled) << profile.dump();
+    }
 }
 
 TEST(CliPrecision, UnknownPrecisionIsRefused) {

@@ -96,67 +96,68 @@ double reference_product_gflops(Precision precision) {
     return 2.0 * kRows * kIn * kOut * calls / (elapsed_ms(start) * 1e6);
 }
 
-// `passes` encoder calls on the preprocessed image under the op profile: per op class, the time (thread-seconds
-// over the thread count: the wall time the class would take alone), its share of the encoder, and for the
-// product classes the rate achieved. What no op accounts for (the model's own loops, threads waiting at
-// barriers) is the difference to the measured wall time.
-nlohmann::ordered_json encoder_profile(const sam::SamModel& model, const cv::Mat& image, sam::Processing processing,
-                                       int passes) {
-    const int size = model.hyper_params().image_size, embed = model.hyper_params().embedding_size();
-    const std::vector<float> input = sam::model_input(image, size, processing).tensor;
-    std::vector<float> embedding(int64_t(model.hyper_params().prompt_embed_dim) * embed * embed);
-    model.encode_image(input.data(), embedding.data());  // warm-up
-    ops::start_profile();
-    const auto start = Clock::now();
-    for (int pass = 0; pass < passes; ++pass) model.encode_image(input.data(), embedding.data());
-    const double wall_ms = elapsed_ms(start) / passes;
-    const ops::OpProfile profile = ops::stop_profile();
-
+// One op profile's report, printed and as JSON: per op class, the time per unit (an encoder pass or a prompt) in
+// thread-seconds over the thread count (the wall time the class would take alone), its share of the unit's wall
+// time, and for the product classes the rate achieved, against `reference` (a lone Linear's rate here). What no op
+// accounts for (the model's own loops, threads waiting at barriers) is the difference to the measured wall time.
+nlohmann::ordered_json profile_report(const std::string& what, const ops::OpProfile& profile, int units,
+                                     double wall_ms, double reference, Precision precision) {
     const double threads = ops::num_threads();
-    const double reference = reference_product_gflops(model.encoder_precision());
     double accounted_ms = 0, product_ms = 0, product_flops = 0;
     nlohmann::ordered_json classes = nlohmann::ordered_json::array();
-    std::cout << "encoder profile (" << passes << " passes, " << to_string(model.encoder_precision()) << ", "
-              << threads << " threads): " << rounded(wall_ms, 1) << " ms per pass\n";
+    std::cout << what << " profile (" << units << " calls, " << to_string(precision) << ", " << threads
+              << " threads): " << rounded(wall_ms, 2) << " ms per call\n";
     for (int i = 0; i < ops::kOpClassCount; ++i) {
         if (profile.calls[i] == 0) continue;
         const auto op = ops::OpClass(i);
-        const double ms = profile.thread_seconds[i] * 1e3 / threads / passes;
+        const double ms = profile.thread_seconds[i] * 1e3 / threads / units;
         accounted_ms += ms;
-        nlohmann::ordered_json row = {{"class", ops::to_string(op)}, {"ms", rounded(ms, 2)},
+        nlohmann::ordered_json row = {{"class", ops::to_string(op)}, {"ms", rounded(ms, 3)},
                                       {"share", rounded(ms / wall_ms, 4)},
-                                      {"calls_per_pass", profile.calls[i] / passes}};
-        std::cout << "  " << ops::to_string(op) << ": " << rounded(ms, 1) << " ms (" << rounded(100 * ms / wall_ms, 1)
+                                      {"calls_per_unit", rounded(double(profile.calls[i]) / units, 1)}};
+        std::cout << "  " << ops::to_string(op) << ": " << rounded(ms, 2) << " ms (" << rounded(100 * ms / wall_ms, 1)
                   << " %)";
         if (ops::is_product(op)) {
             product_ms += ms;
-            product_flops += profile.flops[i] / passes;
-            const double gflops = profile.flops[i] / passes / (ms * 1e6);
-            row["gflop_per_pass"] = rounded(profile.flops[i] / passes / 1e9, 2);
+            product_flops += profile.flops[i] / units;
+            const double gflops = profile.flops[i] / units / (ms * 1e6);
+            row["gflop_per_unit"] = rounded(profile.flops[i] / units / 1e9, 3);
             row["gflops"] = rounded(gflops, 1);
             std::cout << ", " << rounded(gflops, 1) << " GFLOP/s";
         }
-        std::cout << "\n";
+        std::cout << ", " << rounded(double(profile.calls[i]) / units, 1) << " calls\n";
         classes.push_back(row);
     }
     const double other_ms = wall_ms - accounted_ms;
     const double product_rate = product_flops / (product_ms * 1e6);
-    std::cout << "  not in any op (model loops, waits at barriers): " << rounded(other_ms, 1) << " ms ("
+    std::cout << "  not in any op (model loops, waits at barriers): " << rounded(other_ms, 2) << " ms ("
               << rounded(100 * other_ms / wall_ms, 1) << " %)\n"
-              << "  products " << rounded(product_ms, 1) << " ms (" << rounded(100 * product_ms / wall_ms, 1)
+              << "  products " << rounded(product_ms, 2) << " ms (" << rounded(100 * product_ms / wall_ms, 1)
               << " %) at " << rounded(product_rate, 1) << " GFLOP/s = " << rounded(100 * product_rate / reference, 1)
               << " % of a lone Linear here (" << rounded(reference, 1) << " GFLOP/s); everything else "
-              << rounded(wall_ms - product_ms, 1) << " ms (" << rounded(100 * (1 - product_ms / wall_ms), 1) << " %)\n";
-    return {{"passes", passes},
-            {"encoder_ms", rounded(wall_ms, 2)},
-            {"product_ms", rounded(product_ms, 2)},
+              << rounded(wall_ms - product_ms, 2) << " ms (" << rounded(100 * (1 - product_ms / wall_ms), 1) << " %)\n";
+    return {{"calls", units},
+            {"ms_per_call", rounded(wall_ms, 3)},
+            {"product_ms", rounded(product_ms, 3)},
             {"non_product_share", rounded(1 - product_ms / wall_ms, 4)},
-            {"product_gflop_per_pass", rounded(product_flops / 1e9, 2)},
+            {"product_gflop_per_call", rounded(product_flops / 1e9, 3)},
             {"product_gflops", rounded(product_rate, 1)},
             {"reference_linear_gflops", rounded(reference, 1)},
             {"product_share_of_reference", rounded(product_rate / reference, 4)},
-            {"unattributed_ms", rounded(other_ms, 2)},
+            {"unattributed_ms", rounded(other_ms, 3)},
             {"classes", classes}};
+}
+
+// Runs call() `units` times under the op profile (after one unprofiled call: warm-up) and reports it.
+template <class Call>
+nlohmann::ordered_json profile_calls(const std::string& what, int units, double reference, Precision precision,
+                                     const Call& call) {
+    call(0);
+    ops::start_profile();
+    const auto start = Clock::now();
+    for (int unit = 0; unit < units; ++unit) call(unit);
+    const double wall_ms = elapsed_ms(start) / units;
+    return profile_report(what, ops::stop_profile(), units, wall_ms, reference, precision);
 }
 
 void run_bench(const BenchOptions& options) {
@@ -228,7 +229,18 @@ void run_bench(const BenchOptions& options) {
               << result["precision"].get<std::string>() << " encoder\n"
               << (options.profile ? "" : result.dump() + "\n");
     if (!options.profile) return;
-    result["profile"] = encoder_profile(model, image, processing, options.repeat);
+    // --repeat encoder passes on the preprocessed image, then --repeat predict() calls of each prompt (as timed
+    // above: decoder, postprocessing to the image's size), each under the op profile.
+    const Precision precision = model.encoder_precision();
+    const double reference = reference_product_gflops(precision);
+    const int size = model.hyper_params().image_size, embed = model.hyper_params().embedding_size();
+    const std::vector<float> input = sam::model_input(image, size, processing).tensor;
+    std::vector<float> embedding(int64_t(model.hyper_params().prompt_embed_dim) * embed * embed);
+    result["profile"] = profile_calls("encoder", options.repeat, reference, precision,
+                                      [&](int) { model.encode_image(input.data(), embedding.data()); });
+    result["decoder_profile"] =
+        profile_calls("decoder (predict, one prompt)", options.repeat * options.prompts, reference, precision,
+                      [&](int unit) { predictor.predict(prompts[unit % prompts.size()]); });
     std::cout << result.dump() << "\n";
 }
 
@@ -249,8 +261,9 @@ void add_bench_command(CLI::App& app) {
         ->check(CLI::Range(1, 1000))
         ->capture_default_str();
     cmd->add_flag("--profile", options->profile,
-                  "then time --repeat more encoder passes per op class (matrix products and everything else), with "
-                  "the products' rate against a lone Linear's on this machine; adds \"profile\" to the JSON");
+                  "then time --repeat more encoder passes and --repeat predict() calls of each prompt per op class "
+                  "(matrix products and everything else), with the products' rate against a lone Linear's on this "
+                  "machine; adds \"profile\" (encoder) and \"decoder_profile\" to the JSON");
     cmd->callback([options] { run_bench(*options); });
 }
 

@@ -169,8 +169,9 @@ enum class OpClass {
     packing,            // repacking right-hand matrices into oneDNN's blocked layout
     layout,             // window partitions, transposes, im2col
     elementwise,        // adds
+    resampling,         // the masks' bilinear resampling to the image's size and thresholding (postprocessing)
 };
-constexpr int kOpClassCount = int(OpClass::elementwise) + 1;
+constexpr int kOpClassCount = int(OpClass::resampling) + 1;
 const char* to_string(OpClass op);
 bool is_product(OpClass op);
 

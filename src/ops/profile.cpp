@@ -59,6 +59,7 @@ const char* to_string(OpClass op) {
         case OpClass::packing: return "operand packing";
         case OpClass::layout: return "layout copies (partition, transpose, im2col)";
         case OpClass::elementwise: return "element-wise adds";
+        case OpClass::resampling: return "mask resampling, thresholds (postprocessing)";
     }
     return "?";
 }

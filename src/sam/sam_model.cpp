@@ -589,6 +589,7 @@ private:
     // n x internal rows to n * heads rows that keep one head's columns each (zeros elsewhere), ordered (j, h)
     // with token_major, else (h, j).
     void spread_heads(const float* rows, int64_t n, bool token_major, float* out) const {
+        ops::ProfileScope scope(ops::OpClass::layout);
         const int64_t head_dim = internal / heads;
         std::fill_n(out, n * heads * internal, 0.0f);
         for (int64_t j = 0; j < n; ++j)
@@ -629,6 +630,7 @@ struct Mlp {
 // x + pe into sum, in one pass; on all threads for the image's rows (a lone prompt), on the caller's alone inside
 // prompts decoded side by side.
 void add_positions(float* sum, const float* x, const float* pe, int64_t count) {
+    ops::ProfileScope scope(ops::OpClass::elementwise);
 #pragma omp parallel for simd schedule(static) if (count >= kParallelElements)
     for (int64_t i = 0; i < count; ++i) sum[i] = x[i] + pe[i];
 }
@@ -813,6 +815,7 @@ public:
     // blocked rows 16x + 8 dy1 + 2 dy2 + 4 dx1 + dx2.
     void unblock(const float* blocked, float* images, int64_t channels, int64_t first_row,
                  bool channels_last_source) const {
+        ops::ProfileScope scope(ops::OpClass::layout);
         const int64_t side = 4 * grid_, pixels = side * side, band_pixels = 16 * kUpscaleRows * grid_;
         const int64_t row_stride = channels_last_source ? channels : 1;
         const int64_t channel_stride = channels_last_source ? 1 : band_pixels;

@@ -9,6 +9,7 @@
 
 #include <opencv2/imgproc.hpp>
 
+#include "ops/ops.hpp"
 #include "sam/image_resize.hpp"
 #include "sam/workspace.hpp"
 #include "sqasam/error.hpp"
@@ -198,6 +199,7 @@ MaskRange mask_range(MaskOutput output, int decoder_masks) {
 
 MaskPrediction postprocess(const DecoderOutput& decoded, MaskRange range, int low_res, const ImageFrame& frame,
                            Processing processing, bool return_logits) {
+    ops::ProfileScope scope(ops::OpClass::resampling);
     MaskPrediction out;
     out.num_masks = range.count;
     out.height = frame.original_size.height;
