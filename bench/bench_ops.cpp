@@ -125,16 +125,29 @@ BENCHMARK(BM_DecoderCrossAttention)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 
+// Arguments: rows, dim, 1 = as the mask decoder's norm4 (also y + positions, both rounded to bf16 as well).
 void BM_LayerNorm(benchmark::State& state) {
-    const std::vector<float> x = random_values(kTokens * kDim), gamma = random_values(kDim), beta = random_values(kDim);
+    const int64_t rows = state.range(0), dim = state.range(1);
+    const bool norm4 = state.range(2) != 0;
+    const std::vector<float> x = random_values(rows * dim), gamma = random_values(dim), beta = random_values(dim),
+                             positions = random_values(rows * dim);
     std::vector<float> y(x.size());
+    std::vector<uint16_t> y_bf16(x.size()), y_plus_bf16(x.size());
     for (auto _ : state) {
-        sqasam::ops::layer_norm(x.data(), gamma.data(), beta.data(), y.data(), kTokens, kDim, 1e-6f);
+        sqasam::ops::layer_norm(x.data(), gamma.data(), beta.data(), y.data(), rows, dim, 1e-6f,
+                                norm4 ? positions.data() : nullptr, nullptr, norm4 ? y_bf16.data() : nullptr,
+                                norm4 ? y_plus_bf16.data() : nullptr);
         benchmark::DoNotOptimize(y.data());
     }
     state.SetBytesProcessed(state.iterations() * int64_t(2 * x.size() * sizeof(float)));
 }
-BENCHMARK(BM_LayerNorm)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_LayerNorm)
+    ->ArgNames({"rows", "dim", "norm4"})
+    ->Args({kTokens, kDim, 0})       // the image encoder's
+    ->Args({kTokens, 256, 1})        // the mask decoder's norm4
+    ->Args({4 * 2 * 64, 64, 0})      // the mask decoder's upscaling, one band
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 }  // namespace
 

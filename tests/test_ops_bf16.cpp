@@ -257,6 +257,14 @@ TEST(LayerNormBf16, WritesTheRoundedOutputsInTheSamePass) {
     layer_norm(x.data(), g.data(), b.data(), y.data(), rows, dim, 1e-5f, addend.data(), nullptr, nullptr,
                plus_bf16.data());
     EXPECT_EQ(plus_bf16, bf16_bits(expected_plus));
+    // GELU(LayerNorm(x)) rounded alone, as the mask decoder's upscaling writes it
+    std::vector<float> expected_gelu(x.size());
+    layer_norm(x.data(), g.data(), b.data(), expected_gelu.data(), rows, dim, 1e-5f, nullptr, nullptr, nullptr,
+               nullptr, true);
+    std::fill(y_bf16.begin(), y_bf16.end(), 0);
+    layer_norm(x.data(), g.data(), b.data(), nullptr, rows, dim, 1e-5f, nullptr, nullptr, y_bf16.data(), nullptr,
+               true);
+    EXPECT_EQ(y_bf16, bf16_bits(expected_gelu));
 }
 
 // The dense 3x3 convolution of TinyViT's neck, an odd strided one and a depthwise one: on rounded inputs the bf16

@@ -94,7 +94,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MatmulTest,
                                            MatmulCase{4, 1000, 32, 0, true, 1, 0}));
 
 TEST(Elementwise, LayerNormMatchesReference) {
-    for (auto [rows, dim] : {std::pair<int64_t, int64_t>{1, 1}, {3, 7}, {100, 256}, {17, 769}}) {
+    for (auto [rows, dim] : {std::pair<int64_t, int64_t>{1, 1}, {3, 7}, {100, 256}, {17, 769}, {300, 64}, {5, 48}}) {
         auto x = random_values(rows * dim, 8, -3, 5), g = random_values(dim, 9), b = random_values(dim, 10);
         std::vector<float> fast(x.size()), reference(x.size());
         layer_norm(x.data(), g.data(), b.data(), fast.data(), rows, dim, 1e-6f);
@@ -107,6 +107,13 @@ TEST(Elementwise, LayerNormMatchesReference) {
         layer_norm(x.data(), g.data(), b.data(), fast.data(), rows, dim, 1e-6f, addend.data(), plus.data());
         expect_close(fast, reference, 1e-5);
         expect_close(plus, expected_plus, 1e-5);
+        // followed by GELU, in place
+        auto with_gelu = x;
+        ref::gelu(reference.data(), rows * dim);
+        layer_norm(with_gelu.data(), g.data(), b.data(), with_gelu.data(), rows, dim, 1e-6f, nullptr, nullptr,
+                   nullptr, nullptr, true);
+        expect_close(with_gelu, reference, 1e-5);
+        ref::layer_norm(x.data(), g.data(), b.data(), reference.data(), rows, dim, 1e-6f);
         layer_norm(x.data(), g.data(), b.data(), x.data(), rows, dim, 1e-6f);  // in place
         expect_close(x, reference, 1e-5);
     }

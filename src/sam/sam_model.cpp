@@ -106,6 +106,11 @@ struct LayerNorm {
         ops::layer_norm(x, gamma.data(), beta.data(), nullptr, rows, int64_t(gamma.size()), eps, nullptr, nullptr,
                         y_bf16);
     }
+    // GELU(LayerNorm(x)) into y, or only rounded to bf16 into y_bf16 where given.
+    void with_gelu(const float* x, float* y, uint16_t* y_bf16, int64_t rows) const {
+        ops::layer_norm(x, gamma.data(), beta.data(), y_bf16 ? nullptr : y, rows, int64_t(gamma.size()), eps, nullptr,
+                        nullptr, y_bf16, nullptr, true);
+    }
 };
 
 // A 2x2, stride-2 ConvTranspose2d never overlaps: each input pixel yields a 2x2 block of output pixels, i.e. one
@@ -427,6 +432,7 @@ struct DecoderWorkspace {
     // Per thread: one band of the output upscaling (MaskDecoder::upscale) and its masks.
     struct Band {
         std::vector<float> upscaled1, upscaled2, masks;
+        std::vector<uint16_t> upscaled1_bf16;  // GELU(LayerNorm(upscaled1)) rounded, with bf16 image products
     };
     std::vector<Band> bands;
 };
@@ -805,9 +811,14 @@ public:
         const int64_t pixels = kUpscaleRows * grid_, offset = first_row * grid_ * dim_;
         if (keys_bf16) upscale1_.forward(keys_bf16 + offset, band.upscaled1.data(), pixels);
         else upscale1_.forward(keys + offset, band.upscaled1.data(), pixels);
-        upscale_norm_(band.upscaled1.data(), band.upscaled1.data(), 4 * pixels);
-        ops::gelu(band.upscaled1.data(), 4 * pixels * (dim_ / 4));
-        upscale2_.forward(band.upscaled1.data(), band.upscaled2.data(), 4 * pixels, ops::Epilogue::gelu);
+        // LayerNorm2d and GELU in one pass, writing the rows the second product reads (in bf16 where it is bf16)
+        if (upscale2_.precision() == Precision::bf16) {
+            upscale_norm_.with_gelu(band.upscaled1.data(), nullptr, band.upscaled1_bf16.data(), 4 * pixels);
+            upscale2_.forward(band.upscaled1_bf16.data(), band.upscaled2.data(), 4 * pixels, ops::Epilogue::gelu);
+        } else {
+            upscale_norm_.with_gelu(band.upscaled1.data(), band.upscaled1.data(), nullptr, 4 * pixels);
+            upscale2_.forward(band.upscaled1.data(), band.upscaled2.data(), 4 * pixels, ops::Epilogue::gelu);
+        }
     }
 
     // Copies `channels` planes of one band from the blocked pixel order of upscale() to row-major 4E x 4E images,
@@ -867,6 +878,7 @@ public:
         if (int64_t(ws.bands.size()) < ops::num_threads()) ws.bands.resize(ops::num_threads());
         for (DecoderWorkspace::Band& b : ws.bands) {
             ensure_size(b.upscaled1, 4 * band * (dim_ / 4));
+            if (image_precision_ == Precision::bf16) ensure_size(b.upscaled1_bf16, 4 * band * (dim_ / 4));
             ensure_size(b.upscaled2, 16 * band * (dim_ / 8));
             ensure_size(b.masks, mask_tokens_count_ * 16 * band);
         }
