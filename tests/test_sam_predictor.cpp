@@ -225,9 +225,10 @@ std::vector<float> interpolate_per_pixel(const std::vector<float>& in, cv::Size 
             taps(in_size.width, out_size.width, x, x0, x1, lx);
             const float* row0 = in.data() + y0 * in_size.width;
             const float* row1 = in.data() + y1 * in_size.width;
-            const float t0 = row0[x0] * (1.0f - lx) + row0[x1] * lx;
-            const float t1 = row1[x0] * (1.0f - lx) + row1[x1] * lx;
-            out[y * out_size.width + x] = t0 * (1.0f - ly) + t1 * ly;
+            // a (1 - l) + b l, each with its multiply-add fused as sam::blend writes it out
+            const float t0 = std::fma(row0[x1], lx, row0[x0] * (1.0f - lx));
+            const float t1 = std::fma(row1[x1], lx, row1[x0] * (1.0f - lx));
+            out[y * out_size.width + x] = std::fma(t1, ly, t0 * (1.0f - ly));
         }
     return out;
 }

@@ -459,7 +459,7 @@ void BilinearResampler::interpolate_x(const float* in_row, float* out_row) const
             const __m512 b = _mm512_permutex2var_ps(low, _mm512_maskz_loadu_epi32(out, second_offset_.data() + x), high);
             const __m512 w0 = _mm512_maskz_loadu_ps(out, x_.first_weight.data() + x);
             const __m512 w1 = _mm512_maskz_loadu_ps(out, x_.second_weight.data() + x);
-            _mm512_mask_storeu_ps(out_row + x, out, _mm512_add_ps(_mm512_mul_ps(a, w0), _mm512_mul_ps(b, w1)));
+            _mm512_mask_storeu_ps(out_row + x, out, _mm512_fmadd_ps(b, w1, _mm512_mul_ps(a, w0)));  // blend()
         }
         return;
     }
@@ -469,14 +469,14 @@ void BilinearResampler::interpolate_x(const float* in_row, float* out_row) const
     const float* w0 = x_.first_weight.data();
     const float* w1 = x_.second_weight.data();
 #pragma omp simd
-    for (int x = 0; x < width; ++x) out_row[x] = in_row[first[x]] * w0[x] + in_row[second[x]] * w1[x];
+    for (int x = 0; x < width; ++x) out_row[x] = blend(in_row[first[x]], in_row[second[x]], w0[x], w1[x]);
 }
 
 void BilinearResampler::interpolate_y(const float* first_row, const float* second_row, int y, float* out_row) const {
     const int width = out_size().width;
-    const float w0 = y_.first_weight[y], w1 = y_.second_weight[y];
+    const auto [w0, w1] = y_weights(y);
 #pragma omp simd
-    for (int x = 0; x < width; ++x) out_row[x] = first_row[x] * w0 + second_row[x] * w1;
+    for (int x = 0; x < width; ++x) out_row[x] = blend(first_row[x], second_row[x], w0, w1);
 }
 
 void BilinearResampler::operator()(const float* in, float* out, std::vector<float>& scratch) const {

@@ -4,6 +4,8 @@
 // - SAM's ResizeLongestSide (torchvision resize of a PIL image) = Pillow's bilinear Image.resize;
 // - MedSAM's skimage.transform.resize(order=3, anti_aliasing=True, preserve_range=True).astype(uint8);
 // - torch's F.interpolate(mode="bilinear", align_corners=False) for the mask logits.
+#include <cmath>
+#include <utility>
 #include <vector>
 
 #include <opencv2/core.hpp>
@@ -39,8 +41,10 @@ public:
     int second_source_row(int y) const { return y_.second[y]; }
 
     void interpolate_x(const float* in_row, float* out_row) const;  // one source row, out width wide
-    // Output row y from the x passes of its two source rows.
+    // Output row y from the x passes of its two source rows: out[x] = blend(first[x], second[x], w0, w1) for
+    // {w0, w1} = y_weights(y).
     void interpolate_y(const float* first_row, const float* second_row, int y, float* out_row) const;
+    std::pair<float, float> y_weights(int y) const { return {y_.first_weight[y], y_.second_weight[y]}; }
     void operator()(const float* in, float* out, std::vector<float>& scratch) const;  // both passes, all rows
 
 private:
@@ -59,6 +63,11 @@ private:
     std::vector<int> block_first_, first_offset_, second_offset_;
 };
 
+// One bilinear tap pair: a w0 + b w1, with the fused multiply-add written out. Left to the compiler, the same
+// expression contracts differently in different loops (or not at all), and the streamed rows, the whole-image
+// passes and the per-pixel formula would differ in the last bit.
+inline float blend(float a, float b, float w0, float w1) { return std::fma(b, w1, a * w0); }
+
 // A resampler's output rows one at a time, in increasing order, keeping only the x passes of the last two source
 // rows it read (output rows read adjacent source rows, advancing with y). Chained, two resamplers stream an image
 // through a few rows of cache instead of writing and rereading whole intermediate images.
@@ -69,9 +78,15 @@ public:
     // increasing y computes each x pass once.
     template <class SourceRow>
     void row(int y, SourceRow&& source_row, float* out_row) {
-        const float* first = x_pass(resampler_.first_source_row(y), source_row);
-        const float* second = x_pass(resampler_.second_source_row(y), source_row);
+        const auto [first, second] = source_rows(y, source_row);
         resampler_.interpolate_y(first, second, y, out_row);
+    }
+    // The x passes of the two source rows output row y blends (with the resampler's y_weights(y)), for a caller
+    // that uses the row's values without storing them.
+    template <class SourceRow>
+    std::pair<const float*, const float*> source_rows(int y, SourceRow&& source_row) {
+        const float* first = x_pass(resampler_.first_source_row(y), source_row);
+        return {first, x_pass(resampler_.second_source_row(y), source_row)};
     }
 
 private:

@@ -246,7 +246,8 @@ MaskPrediction postprocess(const DecoderOutput& decoded, MaskRange range, int lo
     {
         const int threads = omp_get_num_threads(), thread = omp_get_thread_num();
         const int first_y = out.height * thread / threads, end_y = out.height * (thread + 1) / threads;
-        std::vector<float> frame_row(frame.input_size.width), row_buffer(return_logits ? 0 : width);
+        // row_buffer: MedSAM's probabilities of a row when no logits are kept
+        std::vector<float> frame_row(frame.input_size.width), row_buffer(medsam && !return_logits ? width : 0);
         for (int k = 0; k < range.count; ++k) {
             const float* low = decoded.low_res_logits.data() + (range.first + k) * low_plane;
             BilinearRowStream frame_rows(to_frame), original_rows(to_original);
@@ -269,6 +270,18 @@ MaskPrediction postprocess(const DecoderOutput& decoded, MaskRange range, int lo
                     minus += band == LogitBand::BelowMinusOne ? 0 : width;
                     continue;
                 }
+                int row_plus = 0, row_minus = 0;
+                // SAM: each logit of the row made, thresholded and counted for the stability score in one pass
+                // (logit_at stores it where logits are kept).
+                auto threshold = [&](auto logit_at) {
+#pragma omp simd reduction(+ : row_plus, row_minus)
+                    for (int x = 0; x < width; ++x) {
+                        const float logit = logit_at(x);
+                        masks[x] = logit > 0.0f;
+                        row_plus += logit > 1.0f;
+                        row_minus += logit > -1.0f;
+                    }
+                };
                 if (medsam) {
                     original_rows.row(y, probability_row, logits);
                     for (int x = 0; x < width; ++x) {
@@ -277,16 +290,18 @@ MaskPrediction postprocess(const DecoderOutput& decoded, MaskRange range, int lo
                         const double log_odds = std::log(p) - std::log1p(-p);
                         logits[x] = static_cast<float>(std::clamp(log_odds, double(-kMaxLogOdds), double(kMaxLogOdds)));
                     }
-                } else {
-                    original_rows.row(y, frame_row_at, logits);
-#pragma omp simd
-                    for (int x = 0; x < width; ++x) masks[x] = logits[x] > 0.0f;
-                }
-                int row_plus = 0, row_minus = 0;
 #pragma omp simd reduction(+ : row_plus, row_minus)
-                for (int x = 0; x < width; ++x) {
-                    row_plus += logits[x] > 1.0f;
-                    row_minus += logits[x] > -1.0f;
+                    for (int x = 0; x < width; ++x) {
+                        row_plus += logits[x] > 1.0f;
+                        row_minus += logits[x] > -1.0f;
+                    }
+                } else {
+                    const auto [first, second] = original_rows.source_rows(y, frame_row_at);
+                    const auto [w0, w1] = to_original.y_weights(y);
+                    if (return_logits)
+                        threshold([&](int x) { return logits[x] = blend(first[x], second[x], w0, w1); });
+                    else
+                        threshold([&](int x) { return blend(first[x], second[x], w0, w1); });
                 }
                 plus += row_plus;
                 minus += row_minus;
