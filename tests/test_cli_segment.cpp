@@ -66,7 +66,7 @@ TEST(CliSegment, WritesWhatTheLibraryComputes) {
     predictor.set_image(read_rgb_image(c.image));
     Prompt prompt{{{float(c.point[0]), float(c.point[1]), 1}},
                   BoxPrompt{float(c.box[0]), float(c.box[1]), float(c.box[2]), float(c.box[3])}};
-    const MaskPrediction expected = predictor.predict(prompt, {.return_logits = true});
+    const MaskPrediction expected = predictor.predict(prompt, {.return_logits = true, .return_low_res_logits = true});
     const int64_t k = expected.num_masks, h = expected.height, w = expected.width;
 
     const test::NpyArray masks = test::read_npy((out / "masks.npy").string());

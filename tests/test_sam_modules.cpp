@@ -2,6 +2,7 @@
 // model tests/reference/gen_modules.py writes (a 3-block encoder on the full 1024 input, the official decoder).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -221,6 +222,30 @@ TEST_F(SamModules, BatchedDecodeMatchesTheReference) {
         for (bool multimask : {true, false})
             expect_decoder_matches(select_masks(all[i], multimask),
                                    "decoder_" + name + (multimask ? "_multi" : "_single"));
+    }
+}
+
+// Asked for the top rows of the low-res planes, decode() upscales only the bands that reach them: the same values
+// as the top of the full planes, bit for bit (the upscaling is local), and the same IoU predictions.
+TEST_F(SamModules, TopRowsAreTheTopOfTheFullPlanes) {
+    auto embedding = npy("encoder_out");
+    const DecoderImage image = model().prepare_decoder(embedding.data());
+    const std::vector<FramePrompt> prompts = {prompt_from_reference("box")};
+    const DecoderOutput full = model().decode(image, prompts).front();
+    const size_t masks = full.iou_predictions.size(), side = 256, full_plane = side * side;
+    ASSERT_EQ(full.low_res_logits.size(), masks * full_plane);
+    for (int rows_needed : {1, 145, 249, 256}) {
+        SCOPED_TRACE(rows_needed);
+        const DecoderOutput top = model().decode(image, prompts, rows_needed).front();
+        EXPECT_EQ(top.iou_predictions, full.iou_predictions);
+        const size_t plane = top.low_res_logits.size() / masks, rows = plane / side;
+        ASSERT_EQ(plane, rows * side);
+        EXPECT_GE(rows, size_t(rows_needed));
+        EXPECT_LE(rows, side);
+        for (size_t k = 0; k < masks; ++k) {
+            const auto ours = top.low_res_logits.begin() + k * plane;
+            EXPECT_TRUE(std::equal(ours, ours + plane, full.low_res_logits.begin() + k * full_plane)) << k;
+        }
     }
 }
 

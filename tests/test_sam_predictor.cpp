@@ -1,10 +1,12 @@
 // Our predictor against the official implementation (tests/reference/gen_predictor.py): the resamplers against
 // Pillow and skimage, then whole cases (image -> input tensor -> embedding -> masks) for SAM and MedSAM.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <stdexcept>
 #include <tuple>
 
 #include <gtest/gtest.h>
@@ -78,7 +80,9 @@ Prompt prompt_from(const json& spec) {
 
 // The official predict(multimask_output=...), with the full-size logits the checks compare.
 PredictOptions official(bool multimask_output) {
-    return {.output = multimask_output ? MaskOutput::Multimask : MaskOutput::Single, .return_logits = true};
+    return {.output = multimask_output ? MaskOutput::Multimask : MaskOutput::Single,
+            .return_logits = true,
+            .return_low_res_logits = true};
 }
 
 struct ReferenceCase {
@@ -306,15 +310,37 @@ class Postprocess : public ::testing::TestWithParam<bool> {};
 TEST_P(Postprocess, StreamedRowsEqualTheWholeImagePasses) {
     const size_t low_plane = kLowPlane;
     const sam::DecoderOutput decoded = GetParam() ? smooth_logits() : random_logits();
-    const sam::MaskRange range{1, 3};
+    const sam::MaskRange range{1, 3};  // MaskOutput::Multimask's
     for (const auto& [processing, original, input] :
          {std::tuple{sam::Processing::Sam, cv::Size(1920, 1080), cv::Size(1024, 576)},
           std::tuple{sam::Processing::Sam, cv::Size(333, 517), cv::Size(660, 1024)},
           std::tuple{sam::Processing::MedSam, cv::Size(301, 205), cv::Size(1024, 1024)}}) {
         const sam::ImageFrame frame{original, input, 1024};
         const bool medsam = processing == sam::Processing::MedSam;
-        const MaskPrediction with_logits = sam::postprocess(decoded, range, kLowRes, frame, processing, true);
-        const MaskPrediction masks_only = sam::postprocess(decoded, range, kLowRes, frame, processing, false);
+        const MaskPrediction with_logits = sam::postprocess(decoded, kLowRes, frame, processing,
+                                                            {.return_logits = true, .return_low_res_logits = true});
+        const MaskPrediction masks_only = sam::postprocess(decoded, kLowRes, frame, processing, {});
+        // The top rows postprocessing reads, as the decoder leaves them without low-res logits: the same masks.
+        // (SAM: the frame's last row of the image, input.height - 1, reads low-res rows up to
+        // floor((input.height - 0.5) / 4 - 0.5) + 1.)
+        const int rows_read = sam::low_res_rows_read(frame, kLowRes, processing);
+        const int last_row_read = int(std::floor((input.height - 0.5) * kLowRes / 1024 - 0.5)) + 1;
+        EXPECT_EQ(rows_read, medsam ? kLowRes : std::min(last_row_read + 1, kLowRes)) << original;
+        auto top_rows = [&](int rows) {
+            sam::DecoderOutput top{.low_res_logits = {}, .iou_predictions = decoded.iou_predictions};
+            for (int k = 0; k < 4; ++k) {
+                const auto plane = decoded.low_res_logits.begin() + k * low_plane;
+                top.low_res_logits.insert(top.low_res_logits.end(), plane, plane + rows * kLowRes);
+            }
+            return top;
+        };
+        const MaskPrediction from_top_rows = sam::postprocess(top_rows(rows_read), kLowRes, frame, processing, {});
+        EXPECT_EQ(from_top_rows.masks, masks_only.masks) << original;
+        EXPECT_EQ(from_top_rows.stability_scores, masks_only.stability_scores) << original;
+        EXPECT_TRUE(from_top_rows.low_res_logits.empty() && masks_only.low_res_logits.empty());
+        EXPECT_EQ(with_logits.low_res_logits,
+                  std::vector<float>(decoded.low_res_logits.begin() + low_plane, decoded.low_res_logits.end()));
+        EXPECT_THROW(sam::postprocess(top_rows(rows_read - 1), kLowRes, frame, processing, {}), std::logic_error);
         const sam::BilinearResampler to_frame({kLowRes, kLowRes}, {1024, 1024}, input);
         const sam::BilinearResampler to_original(medsam ? cv::Size(kLowRes, kLowRes) : input, original, original);
         const size_t plane = size_t(original.area());
@@ -494,7 +520,7 @@ TEST_F(SmallSam, BatchEqualsOneByOne) {
         if (!prompt.points.empty()) prompt.points[0].x += 10.0f * i;
         prompts.push_back(prompt);
     }
-    const PredictOptions options{.output = MaskOutput::All, .return_logits = true};
+    const PredictOptions options{.output = MaskOutput::All, .return_logits = true, .return_low_res_logits = true};
     const std::vector<MaskPrediction> batch = predictor_->predict(prompts, options);
     ASSERT_EQ(batch.size(), prompts.size());
     for (size_t i = 0; i < prompts.size(); ++i) {
@@ -512,7 +538,8 @@ TEST_F(SmallSam, BatchEqualsOneByOne) {
 // One decoder pass gives all 4 outputs: the single-mask output and the 3 multimask ones, as the official flag picks.
 TEST_F(SmallSam, AllMasksAreTheSingleThenTheMultimaskOutputs) {
     const Prompt prompt{{{300, 200, 1}}, BoxPrompt{100, 120, 400, 380}};
-    const MaskPrediction all = predictor_->predict(prompt, {.output = MaskOutput::All, .return_logits = true});
+    const MaskPrediction all =
+        predictor_->predict(prompt, {.output = MaskOutput::All, .return_logits = true, .return_low_res_logits = true});
     const MaskPrediction single = predictor_->predict(prompt, official(false));
     const MaskPrediction multimask = predictor_->predict(prompt, official(true));
     ASSERT_EQ(all.num_masks, 4);
@@ -530,16 +557,20 @@ TEST_F(SmallSam, AllMasksAreTheSingleThenTheMultimaskOutputs) {
     EXPECT_EQ(all.stability_scores, concatenated(single.stability_scores, multimask.stability_scores));
 }
 
-// Full-size logits are opt-in; masks and stability scores do not depend on them being kept.
+// Full-size and low-res logits are opt-in; masks and scores do not depend on them being kept (without low-res
+// logits the decoder leaves out the rows under the frame's padding: this image is wider than high).
 TEST_F(SmallSam, LogitsOnlyWhenAskedFor) {
+    ASSERT_GT(image_.cols, image_.rows);
     const Prompt prompt{{{300, 200, 1}}, std::nullopt};
     const MaskPrediction lean = predictor_->predict(prompt);
     const MaskPrediction full = predictor_->predict(prompt, official(true));
     EXPECT_TRUE(lean.logits.empty());
+    EXPECT_TRUE(lean.low_res_logits.empty());
     EXPECT_EQ(full.logits.size(), full.masks.size());
+    EXPECT_EQ(full.low_res_logits.size(), size_t(full.num_masks) * 256 * 256);
     EXPECT_EQ(lean.masks, full.masks);
     EXPECT_EQ(lean.stability_scores, full.stability_scores);
-    EXPECT_EQ(lean.low_res_logits, full.low_res_logits);
+    EXPECT_EQ(lean.iou_predictions, full.iou_predictions);
 }
 
 TEST_F(SmallSam, MaskIsACopyOfOnePlane) {

@@ -51,6 +51,9 @@ struct PredictOptions {
     // Also fill MaskPrediction::logits (K x H x W floats), as the official predict(return_logits=True) returns
     // logits instead of masks. Off, no full-size floats are kept.
     bool return_logits = false;
+    // Also fill MaskPrediction::low_res_logits (K x 256 x 256, the decoder's output, as the official predict
+    // returns). Off, the decoder skips the low-res rows under the frame's padding, which no mask reads.
+    bool return_low_res_logits = false;
 };
 
 // One prompt's result: K masks (3, 1 or 4 by MaskOutput). Arrays are row-major K x H x W.
@@ -60,7 +63,7 @@ struct MaskPrediction {
     int num_masks = 0, height = 0, width = 0;
     std::vector<float> logits;          // K x H x W at the image's size, with PredictOptions::return_logits only
     std::vector<uint8_t> masks;         // K x H x W, 1 where the logit at the image's size is > 0
-    std::vector<float> low_res_logits;  // K x 256 x 256, the decoder's output
+    std::vector<float> low_res_logits;  // K x 256 x 256, the decoder's output, with return_low_res_logits only
     std::vector<float> iou_predictions; // K
     // K: |logits > 1| / |logits > -1| at the image's size, the IoU of the mask thresholded one logit unit above
     // and below 0 (SAM's calculate_stability_score); 0 when no pixel exceeds -1.

@@ -29,6 +29,7 @@ struct BenchOptions {
     std::string image;
     int prompts = 8, repeat = 3;
     bool profile = false;
+    bool low_res_logits = false;  // predict() also returns the low-res logits
 };
 
 // Prompt i of count: a foreground point spread along the image's diagonal band, with a box a quarter of the image
@@ -168,8 +169,10 @@ void run_bench(const BenchOptions& options) {
     const Sam sam = load_model(options.model);
     const double load_ms = elapsed_ms(start);
     SamPredictor predictor(sam);
-    // The network alone (prompt encoder + mask decoder, no postprocessing to the image's size), as the peer times
-    // the official prompt_encoder and mask_decoder calls: prompts already in the network's input frame.
+    const PredictOptions predict_options{.return_low_res_logits = options.low_res_logits};
+    // The network alone (prompt encoder + mask decoder, all 256 x 256 low-res rows, no postprocessing to the image's
+    // size), as the peer times the official prompt_encoder and mask_decoder calls: prompts already in the network's
+    // input frame.
     const sam::SamModel& model = sam.model();
     const sam::Processing processing = sam::processing_for(sam.info().type);
     const sam::ImageFrame frame = sam::model_input(image, model.hyper_params().image_size, processing).frame;
@@ -185,11 +188,11 @@ void run_bench(const BenchOptions& options) {
         if (!warm_up) encoder_ms.push_back(elapsed_ms(start));
         for (const Prompt& prompt : prompts) {
             start = Clock::now();
-            predictor.predict(prompt);
+            predictor.predict(prompt, predict_options);
             if (!warm_up) decoder_ms.push_back(elapsed_ms(start));
         }
         start = Clock::now();
-        predictor.predict(prompts);
+        predictor.predict(prompts, predict_options);
         if (!warm_up) batched_ms_per_prompt.push_back(elapsed_ms(start) / double(prompts.size()));
         // Last, and its own copy of the decoder's image data gone before the next pass: peak RSS stays the
         // predictor's.
@@ -210,6 +213,7 @@ void run_bench(const BenchOptions& options) {
         {"image_size", {image.cols, image.rows}},
         {"prompts", options.prompts},
         {"repeat", options.repeat},
+        {"low_res_logits", options.low_res_logits},
         {"load_ms", rounded(load_ms, 1)},
         {"encoder_ms", rounded(median(encoder_ms), 2)},
         {"decoder_ms_per_prompt", rounded(median(decoder_ms), 3)},
@@ -240,7 +244,7 @@ void run_bench(const BenchOptions& options) {
                                       [&](int) { model.encode_image(input.data(), embedding.data()); });
     result["decoder_profile"] =
         profile_calls("decoder (predict, one prompt)", options.repeat * options.prompts, reference, precision,
-                      [&](int unit) { predictor.predict(prompts[unit % prompts.size()]); });
+                      [&](int unit) { predictor.predict(prompts[unit % prompts.size()], predict_options); });
     std::cout << result.dump() << "\n";
 }
 
@@ -260,6 +264,9 @@ void add_bench_command(CLI::App& app) {
     cmd->add_option("--repeat", options->repeat, "timed passes after one warm-up pass")
         ->check(CLI::Range(1, 1000))
         ->capture_default_str();
+    cmd->add_flag("--low-res-logits", options->low_res_logits,
+                  "predict() also returns the 256 x 256 low-res logits, as the official predict does (without it, as "
+                  "the scorer calls it, the decoder skips the low-res rows under the frame's padding)");
     cmd->add_flag("--profile", options->profile,
                   "then time --repeat more encoder passes and --repeat predict() calls of each prompt per op class "
                   "(matrix products and everything else), with the products' rate against a lone Linear's on this "

@@ -73,7 +73,9 @@ void run_segment(const SegmentOptions& options) {
     SamPredictor predictor(sam);
     predictor.set_image(image);
     const MaskPrediction result = predictor.predict(
-        prompt, {.output = options.single_mask ? MaskOutput::Single : MaskOutput::Multimask, .return_logits = true});
+        prompt, {.output = options.single_mask ? MaskOutput::Single : MaskOutput::Multimask,
+                 .return_logits = true,
+                 .return_low_res_logits = true});
 
     const int64_t k = result.num_masks, h = result.height, w = result.width;
     const int64_t low_res = sam.model().hyper_params().low_res_size();

@@ -821,13 +821,14 @@ public:
         }
     }
 
-    // Copies `channels` planes of one band from the blocked pixel order of upscale() to row-major 4E x 4E images,
+    // Copies `channels` planes of one band from the blocked pixel order of upscale() to row-major image_rows x 4E
+    // images (4E x 4E, or their top rows),
     // one output row at a time: grid pixel x's row-major pixels 4x + 2 dx1 + dx2 of output row 2 dy1 + dy2 are its
     // blocked rows 16x + 8 dy1 + 2 dy2 + 4 dx1 + dx2.
-    void unblock(const float* blocked, float* images, int64_t channels, int64_t first_row,
+    void unblock(const float* blocked, float* images, int64_t image_rows, int64_t channels, int64_t first_row,
                  bool channels_last_source) const {
         ops::ProfileScope scope(ops::OpClass::layout);
-        const int64_t side = 4 * grid_, pixels = side * side, band_pixels = 16 * kUpscaleRows * grid_;
+        const int64_t side = 4 * grid_, pixels = image_rows * side, band_pixels = 16 * kUpscaleRows * grid_;
         const int64_t row_stride = channels_last_source ? channels : 1;
         const int64_t channel_stride = channels_last_source ? 1 : band_pixels;
         for (int64_t c = 0; c < channels; ++c)
@@ -846,12 +847,17 @@ public:
 
     // Every mask token's output for each prompt, given their sparse rows. Several prompts run side by side, each
     // on one OpenMP thread (no synchronisation within a prompt); a lone prompt runs on all of them.
+    // rows_needed: the top rows of each low-res plane the caller reads (0: all); the upscaling works in bands of
+    // grid rows, so the planes hold the rows of every band that reaches them.
     std::vector<DecoderOutput> run(const DecoderImage::Data& image, const std::vector<std::vector<float>>& sparse,
-                                   const PromptEncoder& prompts) const {
+                                   const PromptEncoder& prompts, int64_t rows_needed = 0) const {
+        const int64_t side = low_res_size(), band_rows = 4 * kUpscaleRows;
+        if (rows_needed <= 0 || rows_needed > side) rows_needed = side;
+        const int64_t grid_rows = (rows_needed + band_rows - 1) / band_rows * kUpscaleRows;
         std::vector<DecoderOutput> out(sparse.size());
         for_each_side_by_side(sparse.size(), [&](size_t i) {
             auto ws = workspaces_.take();
-            out[i] = decode(image, sparse[i], prompts, *ws);
+            out[i] = decode(image, sparse[i], prompts, grid_rows, *ws);
         });
         return out;
     }
@@ -885,8 +891,9 @@ public:
     }
 
 private:
+    // The low-res planes of the first grid_rows grid rows (4 grid_rows rows each).
     DecoderOutput decode(const DecoderImage::Data& image, const std::vector<float>& sparse,
-                         const PromptEncoder& prompts, DecoderWorkspace& ws) const {
+                         const PromptEncoder& prompts, int64_t grid_rows, DecoderWorkspace& ws) const {
         const std::vector<float> token_rows = tokens(sparse);
         prepare(ws, int64_t(token_rows.size()) / dim_);
         transformer(image, token_rows, 1 + mask_tokens_count_, prompts.dense_pe().data(), ws);
@@ -899,16 +906,16 @@ private:
             std::copy(row.begin(), row.end(), hyper.begin() + m * c8);
         }
         DecoderOutput out;
-        out.low_res_logits.resize(k * 16 * grid_ * grid_);
+        out.low_res_logits.resize(k * 16 * grid_rows * grid_);
         // The bands are shared between threads (for a lone prompt; inside decoding prompts side by side this
         // region is a nested one and runs on the prompt's thread), each band's ops on its thread alone.
 #pragma omp parallel for schedule(static)
-        for (int64_t row = 0; row < grid_; row += kUpscaleRows) {
+        for (int64_t row = 0; row < grid_rows; row += kUpscaleRows) {
             DecoderWorkspace::Band& band = ws.bands[omp_get_thread_num()];
             upscale(ws.keys.data(), image_precision_ == Precision::bf16 ? ws.keys_bf16.data() : nullptr, row, band);
             ops::matmul(hyper.data(), band.upscaled2.data(), band.masks.data(), k, band_pixels, c8, c8, c8,
                         band_pixels, true);
-            unblock(band.masks.data(), out.low_res_logits.data(), k, row, false);
+            unblock(band.masks.data(), out.low_res_logits.data(), 4 * grid_rows, k, row, false);
         }
         out.iou_predictions = iou_head_(std::vector<float>(ws.queries.begin(), ws.queries.begin() + dim_));
         return out;
@@ -1010,12 +1017,13 @@ DecoderImage SamModel::prepare_decoder(const float* embedding) const {
     return image;
 }
 
-std::vector<DecoderOutput> SamModel::decode(const DecoderImage& image, const std::vector<FramePrompt>& prompts) const {
+std::vector<DecoderOutput> SamModel::decode(const DecoderImage& image, const std::vector<FramePrompt>& prompts,
+                                            int rows_needed) const {
     if (image.empty() || image.data_->decoder != impl_->decoder.get())
         throw Error("", "decode() needs an image prepared by this model's prepare_decoder()");
     std::vector<std::vector<float>> sparse;
     for (const FramePrompt& prompt : prompts) sparse.push_back(impl_->prompt_encoder->sparse(prompt));
-    return impl_->decoder->run(*image.data_, sparse, *impl_->prompt_encoder);
+    return impl_->decoder->run(*image.data_, sparse, *impl_->prompt_encoder, rows_needed);
 }
 
 DecoderOutput SamModel::decode(const float* embedding, const FramePrompt& prompt, bool multimask_output) const {
@@ -1102,7 +1110,7 @@ std::vector<float> SamModelProbe::upscale(const SamModel& model, const std::vect
     std::vector<float> out(dim / 8 * side * side);
     for (int64_t row = 0; row < side / 4; row += kUpscaleRows) {
         decoder.upscale(ws.keys.data(), nullptr, row, ws.bands.front());
-        decoder.unblock(ws.bands.front().upscaled2.data(), out.data(), dim / 8, row, true);
+        decoder.unblock(ws.bands.front().upscaled2.data(), out.data(), side, dim / 8, row, true);
     }
     return out;
 }

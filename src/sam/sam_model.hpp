@@ -50,7 +50,9 @@ struct FramePrompt {
 // The mask decoder's outputs for one prompt: K = num_multimask_outputs + 1 masks in mask-token order (token 0 is
 // the official multimask_output=False output, tokens 1.. the multimask ones), or the ones a selection kept.
 struct DecoderOutput {
-    std::vector<float> low_res_logits;  // K x 256 x 256
+    // K x R x 256: all R = 256 rows of each low-res plane, or the top rows decode() was asked for (and the rest of
+    // the bands that computed them)
+    std::vector<float> low_res_logits;
     std::vector<float> iou_predictions; // K
 };
 // The official multimask_output selection from all outputs: tokens 1.. (true) or token 0 (false).
@@ -91,8 +93,11 @@ public:
     DecoderImage prepare_decoder(const float* embedding) const;
     // All K outputs for each prompt. Prompts are decoded together (those with the same number of sparse rows in
     // one pass); each result equals the one of decoding that prompt alone. The image must come from this model's
-    // prepare_decoder(). Safe to call from several threads at once.
-    std::vector<DecoderOutput> decode(const DecoderImage& image, const std::vector<FramePrompt>& prompts) const;
+    // prepare_decoder(). Safe to call from several threads at once. rows_needed > 0: only the top rows_needed rows
+    // of the low-res planes are needed (the output upscaling is local, each row depends on its grid row alone), so
+    // the rows below, e.g. those of the frame's padding, may be left out (see DecoderOutput).
+    std::vector<DecoderOutput> decode(const DecoderImage& image, const std::vector<FramePrompt>& prompts,
+                                      int rows_needed = 0) const;
     // One prompt with the official selection, preparing the image for this call alone.
     DecoderOutput decode(const float* embedding, const FramePrompt& prompt, bool multimask_output) const;
 

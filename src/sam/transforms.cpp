@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 #include <opencv2/imgproc.hpp>
@@ -55,10 +56,10 @@ LogitBand band_of(float v) {
     return LogitBand::Mixed;  // NaN too: every comparison above is false
 }
 
-// Per row of a low x low logit image, the band all its values share, or Mixed.
-std::vector<LogitBand> row_bands(const float* logits, int low) {
-    std::vector<LogitBand> bands(low);
-    for (int r = 0; r < low; ++r) {
+// Per row of a rows x low logit image, the band all its values share, or Mixed.
+std::vector<LogitBand> row_bands(const float* logits, int rows, int low) {
+    std::vector<LogitBand> bands(rows);
+    for (int r = 0; r < rows; ++r) {
         const float* row = logits + size_t(r) * low;
         const LogitBand band = band_of(row[0]);
         bool uniform = band != LogitBand::Mixed;
@@ -197,15 +198,27 @@ MaskRange mask_range(MaskOutput output, int decoder_masks) {
     return {1, decoder_masks - 1};
 }
 
-MaskPrediction postprocess(const DecoderOutput& decoded, MaskRange range, int low_res, const ImageFrame& frame,
-                           Processing processing, bool return_logits) {
+int low_res_rows_read(const ImageFrame& frame, int low_res, Processing processing) {
+    if (processing == Processing::MedSam) return low_res;
+    return BilinearResampler({low_res, low_res}, {frame.frame_size, frame.frame_size}, frame.input_size).source_rows();
+}
+
+MaskPrediction postprocess(const DecoderOutput& decoded, int low_res, const ImageFrame& frame, Processing processing,
+                           const PredictOptions& options) {
     ops::ProfileScope scope(ops::OpClass::resampling);
+    const int decoder_masks = static_cast<int>(decoded.iou_predictions.size());
+    const MaskRange range = mask_range(options.output, decoder_masks);
+    const bool return_logits = options.return_logits;
     MaskPrediction out;
     out.num_masks = range.count;
     out.height = frame.original_size.height;
     out.width = frame.original_size.width;
     const int width = out.width;
-    const size_t low_plane = static_cast<size_t>(low_res) * low_res;
+    // The decoder's planes hold their top low_rows rows (all low_res, or those this needs).
+    const size_t low_plane = decoded.low_res_logits.size() / decoder_masks;
+    const int low_rows = static_cast<int>(low_plane / low_res);
+    if (low_rows < (options.return_low_res_logits ? low_res : low_res_rows_read(frame, low_res, processing)))
+        throw std::logic_error("postprocess: the decoder's output lacks low-res rows it reads");
     const size_t plane = static_cast<size_t>(out.height) * width;
     if (return_logits) out.logits.resize(range.count * plane);
     out.masks.resize(range.count * plane);
@@ -228,7 +241,7 @@ MaskPrediction postprocess(const DecoderOutput& decoded, MaskRange range, int lo
     const bool fill_uniform_rows = !medsam && !return_logits;
     std::vector<std::vector<LogitBand>> bands(fill_uniform_rows ? range.count : 0);
     for (size_t k = 0; k < bands.size(); ++k)
-        bands[k] = row_bands(decoded.low_res_logits.data() + (range.first + k) * low_plane, low_res);
+        bands[k] = row_bands(decoded.low_res_logits.data() + (range.first + k) * low_plane, low_rows, low_res);
     // The band of output row y, from its low-res rows first(first(y)) .. second(second(y)) (both resamplers' source
     // rows are non-decreasing in y); Mixed if they differ.
     auto output_row_band = [&](int k, int y) {
@@ -316,8 +329,10 @@ MaskPrediction postprocess(const DecoderOutput& decoded, MaskRange range, int lo
         out.stability_scores.push_back(above_minus_one[k] == 0
                                            ? 0.0f
                                            : static_cast<float>(double(above_plus_one[k]) / double(above_minus_one[k])));
-    const auto low_first = decoded.low_res_logits.begin() + range.first * low_plane;
-    out.low_res_logits.assign(low_first, low_first + range.count * low_plane);
+    if (options.return_low_res_logits) {
+        const auto low_first = decoded.low_res_logits.begin() + range.first * low_plane;
+        out.low_res_logits.assign(low_first, low_first + range.count * low_plane);
+    }
     const auto iou_first = decoded.iou_predictions.begin() + range.first;
     out.iou_predictions.assign(iou_first, iou_first + range.count);
     return out;
@@ -328,13 +343,13 @@ std::vector<MaskPrediction> predict_masks(const SamModel& model, Processing proc
                                           const PredictOptions& options) {
     std::vector<FramePrompt> frame_prompts;
     for (const Prompt& prompt : prompts) frame_prompts.push_back(to_frame_prompt(prompt, frame, processing));
-    const std::vector<DecoderOutput> decoded = model.decode(image, frame_prompts);
-    const MaskRange range = mask_range(options.output, static_cast<int>(model.decoder_mask_count()));
+    const int low_res = model.hyper_params().low_res_size();
+    // Without the low-res logits, the decoder leaves out the rows postprocessing does not read.
+    const int rows_needed = options.return_low_res_logits ? low_res : low_res_rows_read(frame, low_res, processing);
+    const std::vector<DecoderOutput> decoded = model.decode(image, frame_prompts, rows_needed);
     std::vector<MaskPrediction> out(decoded.size());
-    for_each_side_by_side(decoded.size(), [&](size_t i) {
-        out[i] = postprocess(decoded[i], range, model.hyper_params().low_res_size(), frame, processing,
-                             options.return_logits);
-    });
+    for_each_side_by_side(decoded.size(),
+                          [&](size_t i) { out[i] = postprocess(decoded[i], low_res, frame, processing, options); });
     return out;
 }
 

@@ -51,16 +51,21 @@ struct MaskRange {
 };
 MaskRange mask_range(MaskOutput output, int decoder_masks);
 
-// The decoder's masks in `range` (low_res x low_res logits each) at the original size: masks (logit > 0),
-// stability scores and, with return_logits, the logits.
+// The top rows of the low_res x low_res logits that postprocess() reads: SAM and LiteMedSAM crop the frame to the
+// resized image, so the rows under the frame's padding are not needed; MedSAM resamples the whole square.
+int low_res_rows_read(const ImageFrame& frame, int low_res, Processing processing);
+
+// The decoder's masks that options.output keeps (low_res wide logits, the top low_res_rows_read() rows at least)
+// at the original size: masks (logit > 0), stability scores and, as options ask, the logits and the low-res
+// logits (which needs all low_res rows).
 // SAM: logits = bilinear low_res -> frame, crop to input_size, bilinear -> original size (postprocess_masks).
 // MedSAM: p = bilinear(sigmoid(low-res logits)) -> original size, masks = p > 0.5 as MedSAM thresholds, and
 // logits = log(p / (1 - p)) (limited to +-kMaxLogOdds where p rounds to 0 or 1), so masks = logits > 0 holds too.
 // Stability scores follow SAM's calculate_stability_score (threshold 0, offset 1): the number of pixels with
 // logit > 1 over the number with logit > -1, 0 when none exceeds -1.
 inline constexpr float kMaxLogOdds = 20.0f;
-MaskPrediction postprocess(const DecoderOutput& decoded, MaskRange range, int low_res, const ImageFrame& frame,
-                           Processing processing, bool return_logits);
+MaskPrediction postprocess(const DecoderOutput& decoded, int low_res, const ImageFrame& frame, Processing processing,
+                           const PredictOptions& options);
 
 // decode + postprocess of prompts on an image whose embedding the decoder has prepared.
 std::vector<MaskPrediction> predict_masks(const SamModel& model, Processing processing, const ImageFrame& frame,
