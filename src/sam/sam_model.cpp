@@ -561,8 +561,8 @@ public:
     // x_bf16, the same rounded).
     void image_to_token_folded(const float* x, const uint16_t* x_bf16, int64_t image, const float* k, const float* v,
                                int64_t n, float* out, DecoderWorkspace& ws) const {
-        const int64_t head_dim = internal / heads, dim = q_weight.cols(), rows = n * heads;
-        const float scale = 1.0f / std::sqrt(float(head_dim));
+        const int64_t dim = q_weight.cols(), rows = n * heads;
+        const float scale = 1.0f / std::sqrt(float(internal / heads));
         // Row (h, j): token j's key in head h's columns. Times Wq: the key folded into the image's width, and
         // its product with q_proj's bias as a per-column bias of the logits.
         spread_heads(k, n, false, ws.head_rows.data());
@@ -579,6 +579,37 @@ public:
         } else {
             ws.folded_packed.multiply(x, ws.weights.data(), image, 1.0f, ws.folded_bias.data());
         }
+        attend_to_tokens(image, v, n, out, ws);
+    }
+
+    // The same where the image's queries are already projected (q_proj of the image rows, E*E x internal; with
+    // bf16 products q_bf16, the same rounded), as in the first layer, whose image rows do not depend on the prompt:
+    // the logits are then products over the internal width (half the image's) with the token keys per head.
+    void image_to_token_projected(const float* q, const uint16_t* q_bf16, int64_t image, const float* k,
+                                  const float* v, int64_t n, float* out, DecoderWorkspace& ws) const {
+        const int64_t rows = n * heads;
+        spread_heads(k, n, false, ws.head_rows.data());
+        ws.folded_packed.pack(ws.head_rows.data(), internal, rows, internal, true, image_precision);
+        const float scale = 1.0f / std::sqrt(float(internal / heads));
+        if (image_precision == Precision::bf16) {
+            ws.folded_packed.multiply(q_bf16, ws.weights.data(), image, scale);
+        } else {
+            ws.folded_packed.multiply(q, ws.weights.data(), image, scale);
+        }
+        attend_to_tokens(image, v, n, out, ws);
+    }
+
+    // q_proj of the image rows x (E*E x dim) for image_to_token_projected.
+    void project_image_queries(const float* x, int64_t image, float* q) const { q_proj.forward(x, q, image); }
+
+private:
+    ops::PackedMatrix q_weight, k_weight, out_weight;
+    std::vector<float> q_bias, out_bias;
+    Precision image_precision = Precision::fp32;
+
+    // The image-to-token attention from its logits in ws.weights (E*E x (h, j)): out += out_proj(softmax . v).
+    void attend_to_tokens(int64_t image, const float* v, int64_t n, float* out, DecoderWorkspace& ws) const {
+        const int64_t dim = q_weight.cols(), rows = n * heads;
         ops::softmax_short_rows(ws.weights.data(), image * heads, n);  // columns are (h, j): n per head
         // Row (h, j): Wo_h v_j, so that out += weights . rows + out_proj's bias.
         spread_heads(v, n, false, ws.head_rows.data());
@@ -586,11 +617,6 @@ public:
         ws.folded_packed.pack(ws.products.data(), rows, dim, dim, false, image_precision);
         ws.folded_packed.multiply(ws.weights.data(), out, image, 1.0f, out_bias.data(), ops::Epilogue::accumulate);
     }
-
-private:
-    ops::PackedMatrix q_weight, k_weight, out_weight;
-    std::vector<float> q_bias, out_bias;
-    Precision image_precision = Precision::fp32;
 
     // n x internal rows to n * heads rows that keep one head's columns each (zeros elsewhere), ordered (j, h)
     // with token_major, else (h, j).
@@ -646,8 +672,9 @@ void add_positions(float* sum, const float* x, const float* pe, int64_t count) {
 struct DecoderImage::Data {
     const void* decoder = nullptr;           // the MaskDecoder that prepared it
     std::vector<float> src;           // E*E x C: embedding + no-mask dense embedding, as token rows
-    std::vector<float> src_pe;        // src + positional encoding
-    std::vector<uint16_t> src_pe_bf16;  // src_pe rounded, with bf16 image products
+    // layer 0 image-to-token queries q_proj(src + pe) (with bf16 image products: rounded, in first_queries_bf16)
+    std::vector<float> first_queries;
+    std::vector<uint16_t> first_queries_bf16;
     // layer 0 token-to-image keys k_proj(src + pe) and values v_proj(src), packed per head
     DecoderAttention::PackedHeads first_heads;
 };
@@ -716,15 +743,18 @@ public:
 #pragma omp parallel for schedule(static)
         for (int64_t t = 0; t < image; ++t)
             for (int64_t c = 0; c < dim_; ++c) src[t * dim_ + c] += dense[c];
-        data.src_pe.resize(count);
-        add_positions(data.src_pe.data(), src, key_pe, count);
+        std::vector<float> src_pe(count);
+        add_positions(src_pe.data(), src, key_pe, count);
+        data.first_queries.resize(projected);
+        layers_[0].image_to_token.project_image_queries(src_pe.data(), image, data.first_queries.data());
         if (image_precision_ == Precision::bf16) {
-            data.src_pe_bf16.resize(count);
-            ops::to_bf16(data.src_pe.data(), data.src_pe_bf16.data(), count);
+            data.first_queries_bf16.resize(projected);
+            ops::to_bf16(data.first_queries.data(), data.first_queries_bf16.data(), projected);
+            data.first_queries = {};
         }
         const DecoderAttention& first = layers_[0].token_to_image;
         std::vector<float> keys(projected), values(projected);
-        first.k_proj.forward(data.src_pe.data(), keys.data(), image);
+        first.k_proj.forward(src_pe.data(), keys.data(), image);
         first.v_proj.forward(src, values.data(), image);
         data.first_heads = first.pack_heads(keys.data(), values.data(), image);
         return data;
@@ -781,13 +811,19 @@ public:
             l.norm3(queries, queries, n);
 
             // The image attends to the tokens; its queries are the image rows with positional encoding, which
-            // are unchanged since the token-to-image step (in the first layer: the image's own).
+            // are unchanged since the token-to-image step (in the first layer: the image's own, projected once
+            // per image).
             add_positions(q, queries, query_pe, n * dim_);
             l.image_to_token.k_proj.forward(q, ws.k.data(), n);
             l.image_to_token.v_proj.forward(queries, ws.v.data(), n);
-            l.image_to_token.image_to_token_folded(first ? image_data.src_pe.data() : keys_pe,
-                                                   first ? image_data.src_pe_bf16.data() : keys_pe_bf16, image,
-                                                   ws.k.data(), ws.v.data(), n, keys, ws);
+            if (first) {
+                l.image_to_token.image_to_token_projected(image_data.first_queries.data(),
+                                                          image_data.first_queries_bf16.data(), image, ws.k.data(),
+                                                          ws.v.data(), n, keys, ws);
+            } else {
+                l.image_to_token.image_to_token_folded(keys_pe, keys_pe_bf16, image, ws.k.data(), ws.v.data(), n,
+                                                       keys, ws);
+            }
             // keys_pe: what the next attentions read (with bf16 products they read its bf16 copy alone); after the
             // last layer, keys: what the upscaling reads
             const bool last = i + 1 == layers_.size();
