@@ -80,13 +80,46 @@ TEST(VolumeObjects, DiagonalNeighboursJoinOnlyWith26Connectivity) {
     EXPECT_EQ(large[0].class_label, 2);
 }
 
-TEST(VolumeObjects, SlicesAreChosenAtBinCentres) {
+TEST(VolumeObjects, SlicesAreMultiplesOfThePowerOfTwoStepThatFitsTheCap) {
+    EXPECT_EQ(choose_slices(100, 124, 10), (std::vector<long>{100, 104, 108, 112, 116, 120, 124}));  // 13 even ones
+    EXPECT_EQ(choose_slices(100, 124, 1), (std::vector<long>{112}));
+    EXPECT_EQ(choose_slices(101, 103, 1), (std::vector<long>{102}));
     std::vector<long> all;
-    for (long s = 100; s < 125; ++s) all.push_back(s);
-    EXPECT_EQ(choose_slices(all, 10), (std::vector<long>{101, 103, 106, 108, 111, 113, 116, 118, 121, 123}));
-    EXPECT_EQ(choose_slices(all, 1), (std::vector<long>{112}));
-    EXPECT_EQ(choose_slices(all, 0), all);
-    EXPECT_EQ(choose_slices(all, 25), all);
+    for (long s = 100; s <= 124; ++s) all.push_back(s);
+    EXPECT_EQ(choose_slices(100, 124, 0), all);
+    EXPECT_EQ(choose_slices(100, 124, 25), all);
+    EXPECT_EQ(choose_slices(0, 0, 10), (std::vector<long>{0}));
+}
+
+TEST(VolumeObjects, EveryObjectGetsEvenlySpacedSlicesOverItsWholeExtent) {
+    for (int cap : {1, 2, 3, 5, 10, 16})
+        for (long first = 0; first < 40; ++first)
+            for (long last = first; last < first + 140; ++last) {
+                SCOPED_TRACE("slices " + std::to_string(first) + ".." + std::to_string(last) + ", cap " +
+                             std::to_string(cap));
+                const std::vector<long> chosen = choose_slices(first, last, cap);
+                const long span = last - first + 1;
+                ASSERT_FALSE(chosen.empty());
+                ASSERT_LE(chosen.size(), static_cast<size_t>(cap));
+                if (span <= cap) {
+                    ASSERT_EQ(chosen.size(), static_cast<size_t>(span));
+                    continue;
+                }
+                ASSERT_GE(chosen.size(), static_cast<size_t>((cap + 1) / 2));
+                // One power-of-two step between them, every multiple of it inside the extent taken.
+                const long step = chosen.size() > 1 ? chosen[1] - chosen[0] : 1;
+                ASSERT_EQ(step & (step - 1), 0) << step;
+                for (size_t s = 0; s < chosen.size(); ++s) {
+                    ASSERT_EQ(chosen[s] % step, 0);
+                    if (s > 0) ASSERT_EQ(chosen[s] - chosen[s - 1], step);
+                }
+                ASSERT_GE(chosen.front(), first);
+                ASSERT_LE(chosen.back(), last);
+                if (chosen.size() > 1) {
+                    ASSERT_LT(chosen.front() - first, step);
+                    ASSERT_LT(last - chosen.back(), step);
+                }
+            }
 }
 
 TEST(VolumeObjects, SliceAxesAndTheDefaultAxis) {

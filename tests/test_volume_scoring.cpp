@@ -141,6 +141,38 @@ TEST(VolumeScoring, EachSliceIsEncodedOnceAndTrueDiceMatchesNumpy) {
     }
 }
 
+TEST(VolumeScoring, NestedClassesShareTheirEncodedSlices) {
+    VolumeFolders folders;
+    folders.images = (volumes_dir() / "nested/imagesTs").string();
+    folders.preds = {{"pred", (volumes_dir() / "nested/pred").string()}};
+    const VolumeDataset dataset = match_volume_folders(folders);
+    ASSERT_EQ(dataset.cases.size(), 1u);
+    VolumeRunOptions options;
+    options.objects.max_slices = 5;
+    BoxSam sam;
+    const CaseOutcome outcome = score_case(dataset.cases.front(), dataset, sam.segmenter(), options);
+    ASSERT_EQ(outcome.objects.size(), 3u);  // classes 1, 2 and 4, over slices 14..25, 4..35 and 10..29
+
+    std::set<long> encoded, own_bin_centres;
+    for (const VolumeObjectResult& object : outcome.objects) {
+        SCOPED_TRACE("class " + std::to_string(object.class_label));
+        // Every object still gets its evenly spaced slices, as many as it would alone.
+        std::vector<long> slices;
+        for (const SliceScore& slice : object.slices) slices.push_back(slice.slice);
+        EXPECT_EQ(slices, choose_slices(object.bounds[2], object.bounds[5], 5));
+        EXPECT_GE(slices.size(), 3u);
+        for (const SliceScore& slice : object.slices) EXPECT_GT(slice.cross_section.area, 0);
+        encoded.insert(slices.begin(), slices.end());
+        // The rule before: each object alone took the centre slice of each of 5 equal parts of its extent.
+        for (int part = 0; part < 5; ++part)
+            own_bin_centres.insert(object.bounds[2] + static_cast<long>((part + 0.5) * object.n_slices / 5));
+    }
+    EXPECT_EQ(sam.slices.size(), encoded.size());
+    EXPECT_EQ(outcome.volumes[0].slices_encoded, static_cast<int>(encoded.size()));
+    EXPECT_EQ(encoded, (std::set<long>{8, 12, 16, 20, 24, 28, 32}));
+    EXPECT_EQ(own_bin_centres.size(), 12u);
+}
+
 TEST(VolumeScoring, ScoresAreAreaWeightedMeansOfTheStandInsDice) {
     const VolumeDataset dataset = layout();
     VolumeRunOptions options;

@@ -135,9 +135,13 @@ struct VolumeObject {
     std::vector<PredictedObject> cross_sections;
 };
 
-// Chooses which of an object's n slices (given ascending) are scored: all when n <= max_slices or max_slices is 0;
-// else the slice at the centre of each of max_slices equal bins, slices[floor((b + 0.5) * n / max_slices)].
-std::vector<long> choose_slices(const std::vector<long>& slices, int max_slices);
+// Which slices of an object spanning slices first..last (indices along the axis) are scored: the multiples of a
+// step s in [first, last], s the smallest power of two that leaves at most max_slices of them (s = 1, every slice,
+// when the object spans at most max_slices or max_slices is 0). Evenly spaced, at least ceil(max_slices / 2) of
+// them (of the max_slices + 1 or more multiples of s / 2, every second is one of s). Positions are shared by the
+// whole case: every step divides the larger ones, so where objects overlap along the axis (nested classes, several
+// models' predictions of one structure) the coarser ones' slices are among the finer ones' and are encoded once.
+std::vector<long> choose_slices(long first, long last, int max_slices);
 
 // The objects of every class (ascending label, then component). axis must be resolved (0..2).
 std::vector<VolumeObject> find_volume_objects(const LabelVolume& labels, const VolumeObjectOptions& options);

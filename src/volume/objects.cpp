@@ -54,12 +54,14 @@ PredictedObject cross_section(const std::vector<int32_t>& components, const std:
 
 }  // namespace
 
-std::vector<long> choose_slices(const std::vector<long>& slices, int max_slices) {
-    const size_t n = slices.size();
-    if (max_slices <= 0 || n <= static_cast<size_t>(max_slices)) return slices;
+std::vector<long> choose_slices(long first, long last, int max_slices) {
+    // The smallest power-of-two step that leaves at most max_slices multiples of it in [first, last]. Such an
+    // interval always holds a multiple of the chosen step: the one below it left two or more.
+    long step = 1;
+    auto count = [&](long s) { return last / s - (first + s - 1) / s + 1; };  // first >= 0
+    while (max_slices > 0 && count(step) > max_slices) step *= 2;
     std::vector<long> chosen;
-    for (int b = 0; b < max_slices; ++b)
-        chosen.push_back(slices[static_cast<size_t>((b + 0.5) * static_cast<double>(n) / max_slices)]);
+    for (long slice = (first + step - 1) / step * step; slice <= last; slice += step) chosen.push_back(slice);
     return chosen;
 }
 
@@ -74,8 +76,6 @@ std::vector<VolumeObject> find_volume_objects(const LabelVolume& labels, const V
         const long count = volume_detail::label_components(labels, class_label, box, options.connectivity, components);
         const std::array<long, 3> extent{box[3] - box[0] + 1, box[4] - box[1] + 1, box[5] - box[2] + 1};
         std::vector<VolumeObject> found(static_cast<size_t>(count));
-        // Voxels per plane along the axis, per component (box coordinates).
-        std::vector<std::vector<long>> per_plane(static_cast<size_t>(count), std::vector<long>(extent[axis], 0));
         for (VolumeObject& object : found) object.bounds = kEmptyBox;
         const int32_t* id = components.data();
         for (long k = 0; k < extent[2]; ++k)
@@ -85,22 +85,18 @@ std::vector<VolumeObject> find_volume_objects(const LabelVolume& labels, const V
                     VolumeObject& object = found[static_cast<size_t>(*id - 1)];
                     ++object.voxels;
                     extend(object.bounds, box[0] + i, box[1] + j, box[2] + k);
-                    const long position[3] = {i, j, k};
-                    ++per_plane[static_cast<size_t>(*id - 1)][position[axis]];
                 }
         for (long c = 0; c < count; ++c) {
             VolumeObject& object = found[static_cast<size_t>(c)];
             if (object.voxels < options.min_voxels) continue;
             object.class_label = class_label;
             object.component = static_cast<int>(c + 1);
-            std::vector<long> planes;
-            for (long p = 0; p < extent[axis]; ++p)
-                if (per_plane[static_cast<size_t>(c)][p] > 0) planes.push_back(p);
-            object.n_slices = static_cast<int>(planes.size());
-            for (long plane : choose_slices(planes, options.max_slices)) {
-                object.slices.push_back(box[axis] + plane);
+            // A connected component's slices along an axis are one run, from its first to its last.
+            object.n_slices = static_cast<int>(object.bounds[axis + 3] - object.bounds[axis] + 1);
+            for (long slice : choose_slices(object.bounds[axis], object.bounds[axis + 3], options.max_slices)) {
+                object.slices.push_back(slice);
                 object.cross_sections.push_back(
-                    cross_section(components, extent, box, axis, plane, class_label, object.component));
+                    cross_section(components, extent, box, axis, slice - box[axis], class_label, object.component));
             }
             objects.push_back(std::move(object));
         }

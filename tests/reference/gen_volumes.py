@@ -15,6 +15,9 @@ Under <out>/volumes/:
     model_a/ and model_b/ predictions (CASE.nii.gz, model_a also CASE.npz probabilities as float16), dataset.json;
     bad cases: case_trunc (truncated image), case_4d (4D image), case_geom (prediction on another grid),
     case_nopred (no prediction)
+  nested/                one case in nnU-Net layout (imagesTs/nested_0000.nii.gz, pred/nested.nii.gz) whose three
+    classes are nested as BraTS labels are (2 oedema around 4 enhancing around 1 necrotic core), over 32, 20 and 12
+    axial slices
   reference.json         per case and model: true Dice per class and mean (numpy), component counts per class
     (scipy.ndimage.label, 26- and 6-connectivity), model confidence (numpy on the npz), agreement of the models;
     windowing references (MedSAM's pre_CT_MR.py rules in numpy) in window_ct.npy / window_mr.npy
@@ -254,6 +257,23 @@ def write_nnunet(out, rng, reference):
     shutil.copy(good, root / "imagesTs" / "case_nopred_0000.nii.gz")
 
 
+def write_nested(out, rng):
+    root = out / "nested"
+    for folder in ["imagesTs", "pred"]:
+        (root / folder).mkdir(parents=True)
+    shape = (32, 32, 40)
+    i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    radius = np.sqrt(((i - 16) / 14.0) ** 2 + ((j - 16) / 14.0) ** 2 + ((k - 19.5) / 16.0) ** 2)
+    labels = np.zeros(shape, np.uint8)
+    labels[radius <= 1.0] = 2  # slices 4..35
+    labels[radius <= 0.625] = 4  # 10..29
+    labels[radius <= 0.375] = 1  # 14..25
+    image = np.where(labels > 0, 400.0 + 200.0 * labels, 300.0) + rng.normal(0, 20, shape)
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    save_nifti(image.astype(np.float32), affine, root / "imagesTs" / "nested_0000.nii.gz", np.float32)
+    save_nifti(labels, affine, root / "pred" / "nested.nii.gz", np.uint8)
+
+
 def main():
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # MetaImage warns about NIfTI fields it drops
     parser = argparse.ArgumentParser()
@@ -268,6 +288,7 @@ def main():
     write_formats(out, rng)
     reference = {}
     write_nnunet(out, rng, reference)
+    write_nested(out, rng)
     (out / "reference.json").write_text(json.dumps(reference, indent=1))
 
 
