@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Speed and memory of `sqasam score-volumes` on synthetic volumes of clinical size (issue 13's figures).
 
-  .venv/bin/python bench/volumes.py [--checkpoint CKPT] [--threads 2] [--work DIR] [--max-slices 10]
+  .venv/bin/python bench/volumes.py [--checkpoint CKPT] [--threads 2] [--precision fp32|bf16] [--max-slices 10]
+                                    [--volumes mri,ct] [--work DIR]
 
 Builds, once, in --work (default build/bench-volumes):
   mri/  a 240x240x155 MRI at 1 mm (brain-like ellipsoid, intensities 0..~1500) with a tumour spanning ~60 axial
@@ -102,6 +103,7 @@ def main():
     parser.add_argument("--threads", default="2")
     parser.add_argument("--max-slices", default="10")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--volumes", default="mri,ct", help="which volumes to run, comma-separated")
     parser.add_argument("--work", default=str(REPO / os.environ.get("SQASAM_BUILD_DIR", "build") / "bench-volumes"))
     args = parser.parse_args()
     checkpoint = args.checkpoint or next(iter(glob.glob(
@@ -116,15 +118,18 @@ def main():
         make_ct(work / "ct")
     common = ["--checkpoint", checkpoint, "--threads", args.threads, "--precision", args.precision,
               "--max-slices-per-object", args.max_slices]
-    for name, extra in [("mri", ["--gt", str(work / "mri/gt"), "--modality", "mr"]), ("ct", ["--modality", "ct"])]:
+    volumes = {"mri": ["--gt", str(work / "mri/gt"), "--modality", "mr"], "ct": ["--modality", "ct"]}
+    for name in args.volumes.split(","):
+        extra = volumes[name]
         out = work / f"out_{name}"
+        load_before = os.getloadavg()[0]
         rss_kb, seconds, cpu, cases = run(cli, ["score-volumes", "--images", str(work / name / "images"), "--pred",
                                            str(work / name / "pred"), "--out", str(out)] + common + extra,
                                      work / f"{name}.log")
         for case, slices, case_seconds in cases:
             print(json.dumps({"volume": case, "seconds_scoring": float(case_seconds), "slices_encoded": int(slices),
                               "seconds_whole_run": round(seconds, 2), "cpu_seconds_whole_run": round(cpu, 2),
-                              "peak_rss_mb": round(rss_kb / 1024), "load_average_1min": os.getloadavg()[0],
+                              "peak_rss_mb": round(rss_kb / 1024), "load_average_1min": [load_before, os.getloadavg()[0]],
                               "threads": int(args.threads), "max_slices_per_object": int(args.max_slices),
                               "precision": args.precision, "checkpoint": Path(checkpoint).name}))
 
