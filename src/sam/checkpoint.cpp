@@ -1,5 +1,6 @@
 #include "sam/checkpoint.hpp"
 
+#include <sys/stat.h>
 #include <zip.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "sam/pickle.hpp"
@@ -143,8 +145,13 @@ private:
 class FileSource : public ByteSource {
 public:
     explicit FileSource(const std::string& path) : ByteSource(path) {
-        std::error_code ec;
-        if (std::filesystem::is_directory(path, ec)) throw Error(path, "is a directory, not a checkpoint file");
+        // Checked before opening: opening a FIFO would wait for a writer forever.
+        struct stat info {};
+        if (::stat(path.c_str(), &info) != 0)
+            throw Error(path, std::string("cannot open checkpoint: ") + std::strerror(errno));
+        if (S_ISDIR(info.st_mode)) throw Error(path, "is a directory, not a checkpoint file");
+        if (!S_ISREG(info.st_mode))
+            throw Error(path, "is not a regular file (a FIFO, socket or device); a checkpoint must be a file");
         stream_.open(path, std::ios::binary);
         if (!stream_) throw Error(path, std::string("cannot open checkpoint: ") + std::strerror(errno));
         stream_.seekg(0, std::ios::end);
@@ -296,9 +303,14 @@ private:
     ZipStore(std::string file, uint64_t bytes, ZipArchive zip, std::shared_ptr<const MemorySource> memory)
         : Store(std::move(file)), memory_(std::move(memory)), zip_(std::move(zip)), bytes_(bytes) {}
 
+    // The first read of an entry streams all of it, so that libzip checks its CRC-32 when the entry ends (a damaged
+    // weight is an error, not a silently different score); later reads of a checked entry take only their range.
     void read_unlocked(uint64_t storage, uint64_t offset, uint64_t count, void* dst) const override {
         const std::string entry = entry_name(storage);
         const zip_stat_t stat = stat_entry(storage);
+        if (offset > stat.size || count > stat.size - offset)
+            throw_unreadable_zip(file(), "entry '" + entry + "' is shorter than the data read from it");
+        const bool check_crc = !crc_checked_.count(storage);
         ZipFile handle(zip_fopen_index(zip_.get(), storage, 0));
         if (!handle) throw_unreadable_zip(file(), "cannot open entry '" + entry + "': " + zip_strerror(zip_.get()));
         auto read_exactly = [&](uint8_t* out, uint64_t count_left) {
@@ -311,23 +323,34 @@ private:
                 count_left -= static_cast<uint64_t>(got);
             }
         };
-        if (offset > 0 && stat.comp_method == ZIP_CM_STORE) {
-            if (zip_fseek(handle.get(), static_cast<zip_int64_t>(offset), SEEK_SET) != 0)
-                throw_unreadable_zip(file(), "seeking in '" + entry + "': " + zip_file_strerror(handle.get()));
-        } else if (offset > 0) {  // a compressed entry cannot seek: inflate and drop the bytes before the range
-            std::vector<uint8_t> skipped(std::min<uint64_t>(offset, uint64_t{1} << 16));
-            for (uint64_t left = offset; left > 0;) {
+        auto skip = [&](uint64_t bytes) {  // read and drop
+            std::vector<uint8_t> skipped(std::min<uint64_t>(bytes, uint64_t{1} << 16));
+            for (uint64_t left = bytes; left > 0;) {
                 const uint64_t chunk = std::min<uint64_t>(left, skipped.size());
                 read_exactly(skipped.data(), chunk);
                 left -= chunk;
             }
+        };
+        if (offset > 0 && stat.comp_method == ZIP_CM_STORE && !check_crc) {
+            if (zip_fseek(handle.get(), static_cast<zip_int64_t>(offset), SEEK_SET) != 0)
+                throw_unreadable_zip(file(), "seeking in '" + entry + "': " + zip_file_strerror(handle.get()));
+        } else {  // a compressed entry cannot seek, and the CRC covers every byte
+            skip(offset);
         }
         read_exactly(static_cast<uint8_t*>(dst), count);
+        if (!check_crc) return;
+        skip(stat.size - offset - count);
+        uint8_t past_end;
+        const zip_int64_t got = zip_fread(handle.get(), &past_end, 1);  // at the end: libzip compares the CRC
+        if (got < 0) throw_unreadable_zip(file(), "reading '" + entry + "': " + zip_file_strerror(handle.get()));
+        if (got > 0) throw_unreadable_zip(file(), "entry '" + entry + "' is longer than its directory record says");
+        crc_checked_.insert(storage);
     }
 
     std::shared_ptr<const MemorySource> memory_;  // the bytes an in-memory archive reads; outlives zip_
     ZipArchive zip_;
     uint64_t bytes_;
+    mutable std::set<uint64_t> crc_checked_;  // entries read whole once (guarded by Store's lock)
 };
 
 // Reads a whole entry, refusing one larger than max_bytes.
@@ -541,7 +564,7 @@ Checkpoint read_torch_archive(const std::shared_ptr<const ZipStore>& store) {
         big_endian = text == "big";
     }
 
-    constexpr uint64_t kMaxPickleBytes = uint64_t{1} << 28;  // a SAM state dict's data.pkl is about 100 kB
+    constexpr uint64_t kMaxPickleBytes = uint64_t{32} << 20;  // a SAM state dict's data.pkl is about 100 kB
     std::vector<uint8_t> pkl = read_entry(archive, locate(archive.zip(), prefix + "data.pkl", file), kMaxPickleBytes);
     pickle::Unpickler unpickler(file);
     pickle::Ref root = unpickler.load(std::string_view(reinterpret_cast<const char*>(pkl.data()), pkl.size()));
@@ -572,22 +595,39 @@ Checkpoint read_torch_archive(const std::shared_ptr<const ZipStore>& store) {
 
 // ---- safetensors -------------------------------------------------------------------------------------------------
 
+constexpr int kMaxHeaderDepth = 16;
+
+// A header value for an error message, cut short.
+std::string preview(const nlohmann::json& value) {
+    constexpr size_t kMaxChars = 60;
+    std::string text = value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    if (text.size() > kMaxChars) text = text.substr(0, kMaxChars) + "...";
+    return text;
+}
+
 Checkpoint read_safetensors(const std::shared_ptr<const ByteSource>& source) {
     const std::string& file = source->name();
     auto invalid = [&](const std::string& why) { return Error(file, "invalid safetensors file: " + why); };
     if (source->size() < 8) throw invalid("shorter than its 8-byte header length");
     uint64_t header_size;
     source->read(0, 8, &header_size);
-    constexpr uint64_t kMaxHeaderBytes = uint64_t{100} << 20;
+    // A SAM's header is ~60 kB; parsed JSON takes up to ~20 times its text in memory.
+    constexpr uint64_t kMaxHeaderBytes = uint64_t{8} << 20;
     if (header_size > source->size() - 8 || header_size > kMaxHeaderBytes)
         throw invalid("header length " + std::to_string(header_size) + " runs past the end of the file");
     std::string text(header_size, '\0');
     source->read(8, header_size, text.data());
     nlohmann::json header;
     try {
-        header = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-        throw invalid(std::string("header is not JSON (") + e.what() + ")");
+        // A tensor's entry nests 3 deep; refusing deeper nesting while parsing keeps everything after (printing
+        // a value in an error message recurses) from running out of stack on a header nested 100,000 deep.
+        header = nlohmann::json::parse(text, [&](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+            if (depth > kMaxHeaderDepth)
+                throw invalid("header nests JSON deeper than " + std::to_string(kMaxHeaderDepth) + " levels");
+            return true;
+        });
+    } catch (const nlohmann::json::exception& e) {  // its message quotes the bad token, which may be long
+        throw invalid("header is not JSON (" + std::string(e.what()).substr(0, 200) + ")");
     }
     if (!header.is_object()) throw invalid("header is not a JSON object");
 
@@ -605,19 +645,19 @@ Checkpoint read_safetensors(const std::shared_ptr<const ByteSource>& source) {
             throw bad("needs dtype, shape and data_offsets");
         const nlohmann::json& dtype_name = info["dtype"];
         const DTypeInfo* dtype = dtype_name.is_string() ? find_dtype(dtype_name.get<std::string>(), true) : nullptr;
-        if (!dtype) throw bad("has an unsupported dtype " + dtype_name.dump());
+        if (!dtype) throw bad("has an unsupported dtype " + preview(dtype_name));
         auto location = std::make_shared<TensorLocation>();
         const nlohmann::json& shape = info["shape"];
         if (!shape.is_array()) throw bad("has a shape that is not a list");
         for (const auto& dim : shape) {
             if (!dim.is_number_unsigned() || dim.get<uint64_t>() > (uint64_t{1} << 40))
-                throw bad("has an invalid dimension " + dim.dump());
+                throw bad("has an invalid dimension " + preview(dim));
             location->shape.push_back(dim.get<int64_t>());
         }
         const nlohmann::json& offsets = info["data_offsets"];
         if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
             !offsets[1].is_number_unsigned())
-            throw bad("has invalid data_offsets " + offsets.dump());
+            throw bad("has invalid data_offsets " + preview(offsets));
         const uint64_t begin = offsets[0].get<uint64_t>(), end = offsets[1].get<uint64_t>();
         const int64_t numel = checked_numel(location->shape);
         int64_t bytes;

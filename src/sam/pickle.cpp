@@ -79,6 +79,13 @@ const std::map<std::string, StorageType>& storage_types() {
     return types;
 }
 
+// What a hostile data.pkl may cost. A SAM state dict's pickle is ~100 kB of ~16 k opcodes with MARKs nested 3 deep
+// (LiteMedSAM's: 80 kB, 15,861 opcodes); these allow ~30 times that and hold a hostile pickle to ~200 MB.
+constexpr size_t kMaxObjects = size_t{1} << 19;  // ~320 bytes each
+constexpr size_t kMaxPushes = size_t{1} << 22;   // values pushed in all: bounds the stack and every container
+constexpr size_t kMaxMemo = size_t{1} << 19;
+constexpr size_t kMaxMarks = 1000;  // nesting: Python's recursion limit keeps its pickler below this
+
 constexpr const char* kOrderedDict = "collections.OrderedDict";
 constexpr const char* kRebuildTensorV2 = "torch._utils._rebuild_tensor_v2";
 constexpr const char* kRebuildTensor = "torch._utils._rebuild_tensor";
@@ -169,6 +176,9 @@ Unpickler::Unpickler(std::string file) : file_(std::move(file)) {}
 void Unpickler::fail(const std::string& problem) const { throw Error(file_, problem); }
 
 Ref Unpickler::make(Object::Kind kind) {
+    if (arena_.size() >= kMaxObjects)
+        fail("data.pkl builds more than " + std::to_string(kMaxObjects) +
+             " objects, far more than a state dict needs; refusing it");
     arena_.emplace_back();
     arena_.back().kind = kind;
     return &arena_.back();
@@ -248,7 +258,14 @@ Ref Unpickler::load(std::string_view bytes) {
     std::vector<Ref> stack;
     std::vector<size_t> marks;
     std::unordered_map<uint64_t, Ref> memo;
+    size_t pushes = 0;
 
+    auto push = [&](Ref value) {
+        if (++pushes > kMaxPushes)
+            fail("data.pkl pushes more than " + std::to_string(kMaxPushes) +
+                 " values, far more than a state dict needs; refusing it");
+        stack.push_back(value);
+    };
     auto pop = [&]() {
         if (stack.empty() || (!marks.empty() && stack.size() <= marks.back()))
             fail("data.pkl is malformed (pickle stack underflow at byte " + std::to_string(in.position()) + ")");
@@ -258,7 +275,7 @@ Ref Unpickler::load(std::string_view bytes) {
     };
     auto top = [&]() {
         Ref value = pop();
-        stack.push_back(value);
+        stack.push_back(value);  // back where it was: not a new value
         return value;
     };
     auto pop_mark = [&]() {
@@ -272,17 +289,17 @@ Ref Unpickler::load(std::string_view bytes) {
     auto push_string = [&](std::string_view text) {
         Ref value = make(Kind::String);
         value->text = std::string(text);
-        stack.push_back(value);
+        push(value);
     };
     auto push_int = [&](int64_t integer) {
         Ref value = make(Kind::Int);
         value->integer = integer;
-        stack.push_back(value);
+        push(value);
     };
     auto push_tuple = [&](std::vector<Ref> items) {
         Ref value = make(Kind::Tuple);
         value->items = std::move(items);
-        stack.push_back(value);
+        push(value);
     };
     auto expect = [&](Ref value, Kind kind, const char* opcode) {
         if (value->kind != kind)
@@ -294,10 +311,15 @@ Ref Unpickler::load(std::string_view bytes) {
         expect(dict, Kind::Dict, "SETITEMS");
         for (size_t i = 0; i < flat.size(); i += 2) dict->entries.emplace_back(flat[i], flat[i + 1]);
     };
+    auto memo_put = [&](uint64_t index) {
+        if (memo.size() >= kMaxMemo && !memo.count(index))
+            fail("data.pkl memoizes more than " + std::to_string(kMaxMemo) + " values; refusing it");
+        memo[index] = top();
+    };
     auto memo_get = [&](uint64_t index) {
         auto found = memo.find(index);
         if (found == memo.end()) fail("data.pkl is malformed (memo entry " + std::to_string(index) + " unset)");
-        stack.push_back(found->second);
+        push(found->second);
     };
 
     for (;;) {
@@ -315,16 +337,20 @@ Ref Unpickler::load(std::string_view bytes) {
                 if (!marks.empty()) fail("data.pkl is malformed (unclosed MARK at STOP)");
                 return result;
             }
-            case MARK: marks.push_back(stack.size()); break;
+            case MARK:
+                if (marks.size() >= kMaxMarks)
+                    fail("data.pkl nests deeper than " + std::to_string(kMaxMarks) + " levels; refusing it");
+                marks.push_back(stack.size());
+                break;
             case POP: pop(); break;
             case POP_MARK: pop_mark(); break;
-            case DUP: stack.push_back(top()); break;
-            case NONE: stack.push_back(make(Kind::None)); break;
+            case DUP: push(top()); break;
+            case NONE: push(make(Kind::None)); break;
             case NEWTRUE:
             case NEWFALSE: {
                 Ref value = make(Kind::Bool);
                 value->boolean = opcode == NEWTRUE;
-                stack.push_back(value);
+                push(value);
                 break;
             }
             case BININT: push_int(static_cast<int32_t>(in.unsigned_le(4))); break;
@@ -337,7 +363,7 @@ Ref Unpickler::load(std::string_view bytes) {
                 for (char c : in.take(8)) bits = (bits << 8) | static_cast<uint8_t>(c);
                 Ref value = make(Kind::Float);
                 std::memcpy(&value->real, &bits, sizeof bits);
-                stack.push_back(value);
+                push(value);
                 break;
             }
             case SHORT_BINUNICODE:
@@ -358,11 +384,11 @@ Ref Unpickler::load(std::string_view bytes) {
                 break;
             }
             case TUPLE: push_tuple(pop_mark()); break;
-            case EMPTY_LIST: stack.push_back(make(Kind::List)); break;
+            case EMPTY_LIST: push(make(Kind::List)); break;
             case LIST: {
                 Ref list = make(Kind::List);
                 list->items = pop_mark();
-                stack.push_back(list);
+                push(list);
                 break;
             }
             case APPEND: {
@@ -376,11 +402,11 @@ Ref Unpickler::load(std::string_view bytes) {
                 list->items.insert(list->items.end(), values.begin(), values.end());
                 break;
             }
-            case EMPTY_DICT: stack.push_back(make(Kind::Dict)); break;
+            case EMPTY_DICT: push(make(Kind::Dict)); break;
             case DICT: {
                 Ref dict = make(Kind::Dict);
                 set_items(dict, pop_mark());
-                stack.push_back(dict);
+                push(dict);
                 break;
             }
             case SETITEM: {
@@ -394,27 +420,27 @@ Ref Unpickler::load(std::string_view bytes) {
                 set_items(top(), flat);
                 break;
             }
-            case BINPUT: memo[in.byte()] = top(); break;
-            case LONG_BINPUT: memo[in.unsigned_le(4)] = top(); break;
-            case MEMOIZE: memo[memo.size()] = top(); break;
+            case BINPUT: memo_put(in.byte()); break;
+            case LONG_BINPUT: memo_put(in.unsigned_le(4)); break;
+            case MEMOIZE: memo_put(memo.size()); break;
             case BINGET: memo_get(in.byte()); break;
             case LONG_BINGET: memo_get(in.unsigned_le(4)); break;
             case GLOBAL: {
                 std::string module = in.line();
                 std::string name = in.line();
-                stack.push_back(resolve_global(module, name));
+                push(resolve_global(module, name));
                 break;
             }
             case STACK_GLOBAL: {
                 Ref name = expect(pop(), Kind::String, "STACK_GLOBAL");
                 Ref module = expect(pop(), Kind::String, "STACK_GLOBAL");
-                stack.push_back(resolve_global(module->text, name->text));
+                push(resolve_global(module->text, name->text));
                 break;
             }
             case REDUCE: {
                 Ref args = pop();
                 Ref callable = pop();
-                stack.push_back(reduce(callable, args));
+                push(reduce(callable, args));
                 break;
             }
             case BUILD: {
@@ -425,7 +451,7 @@ Ref Unpickler::load(std::string_view bytes) {
                     fail("data.pkl sets the state of a " + kind_name(target->kind) + "; not accepted");
                 break;
             }
-            case BINPERSID: stack.push_back(persistent_load(pop())); break;
+            case BINPERSID: push(persistent_load(pop())); break;
             default:
                 fail("data.pkl uses pickle opcode " + byte_hex(opcode) + " at byte " +
                      std::to_string(in.position() - 1) + ", which a torch state dict never needs");

@@ -30,10 +30,17 @@ cv::Mat as_rgb(const cv::Mat& image) {
                         " channels of OpenCV depth " + std::to_string(image.depth()));
 }
 
-// ResizeLongestSide.get_preprocess_shape: the longest side becomes frame_size, int(x * scale + 0.5) for both.
+// ResizeLongestSide.get_preprocess_shape: the longest side becomes frame_size, int(x * scale + 0.5) for both. An
+// image so thin that its short side rounds to 0 (more than 2 x frame_size : 1) cannot be shown to the network; the
+// official code fails on it too.
 cv::Size resized_longest_side(cv::Size size, int frame_size) {
     const double scale = static_cast<double>(frame_size) / std::max(size.width, size.height);
-    return {static_cast<int>(size.width * scale + 0.5), static_cast<int>(size.height * scale + 0.5)};
+    const cv::Size resized(static_cast<int>(size.width * scale + 0.5), static_cast<int>(size.height * scale + 0.5));
+    if (resized.empty())
+        throw Error("", "the image is " + std::to_string(size.width) + "x" + std::to_string(size.height) +
+                            " pixels: too thin for the model's " + std::to_string(frame_size) + "-pixel input, where " +
+                            "its short side would be 0 pixels");
+    return resized;
 }
 
 void require_finite(float value, const char* what) {
