@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config
-          libopencv-dev libdnnl-dev libzip-dev nlohmann-json3-dev libcli11-dev
+          libopencv-dev libjpeg-dev libssl-dev libdnnl-dev libzip-dev nlohmann-json3-dev libcli11-dev
           ocl-icd-opencl-dev  # dnnl-config.cmake looks for OpenCL; libdnnl-dev only recommends it
           libxgboost-dev libinsighttoolkit5-dev
           xgboost  # its CLI: Debian's xgboost CMake config refers to /usr/bin/xgboost and fails without it

@@ -76,7 +76,7 @@ TEST_F(IoImages, SoftMapIsThresholdedAtHalfScaleOrTheGivenFraction) {
     LabelMap half = read_label_map(path);
     EXPECT_EQ(half.kind, MapKind::Soft);
     EXPECT_TRUE(same(half.labels, as_int((soft > 127.5) / 255)));
-    LabelMap low = read_label_map(path, 0.3);
+    LabelMap low = read_label_map(path, {.soft_threshold = 0.3});
     EXPECT_TRUE(same(low.labels, as_int((soft > 0.3 * 255) / 255)));
 }
 

@@ -25,7 +25,7 @@ TEST(ReportGroundTruth, TrueDiceAndModelConfidenceMatchNumpyOnKvasirPraNet) {
     const double threshold = reference["threshold"];
     ASSERT_GE(reference["dice"].size(), 50u);
     for (const auto& [name, expected] : reference["dice"].items()) {
-        const LabelMap pred = read_label_map((folder / "pred" / (name + ".png")).string(), threshold);
+        const LabelMap pred = read_label_map((folder / "pred" / (name + ".png")).string(), {.soft_threshold = threshold});
         const LabelMap gt = read_label_map((folder / "gt" / (name + ".png")).string());
         EXPECT_NEAR(true_dice(pred.labels, gt.labels).dice, expected.get<double>(), 1e-12) << name;
         const cv::Mat probability = read_probability_map((folder / "pred" / (name + ".png")).string());

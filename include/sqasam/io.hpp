@@ -1,6 +1,7 @@
 #pragma once
 // Reading what a user points sqasam at: images, predicted label maps, probability maps, ground truth, and the
 // pairing of files across folders (or a manifest). Every failure is an sqasam::Error naming the file.
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -9,47 +10,93 @@
 
 #include <opencv2/core.hpp>
 
+#include "sqasam/error.hpp"
+
 namespace sqasam {
 
 // PNG, JPEG, TIFF and BMP, by extension (case-insensitive).
 bool is_supported_image_file(const std::filesystem::path& path);
 
-// An image for SAM: CV_8UC3 in RGB order. Gray becomes three equal channels, alpha is dropped, 16-bit is scaled
-// to 8-bit (v / 257) and float is taken as [0,1] (x 255). Pixels are read as stored (EXIF orientation ignored),
-// which is how the masks beside them are read too.
-cv::Mat read_rgb_image(const std::string& path);
+// How every image, prediction, probability map and ground-truth file is read:
+// - Only PNG, JPEG, TIFF (classic) and BMP, recognised by their first bytes whatever the extension; anything else
+//   (including formats OpenCV could decode) is an Error.
+// - The header is read first: an image of more than max_pixels pixels (width x height) is refused before it is
+//   decoded (ImageTooLarge), as is a file larger than 16 bytes per allowed pixel plus 1 MiB.
+// - EXIF orientation (a JPEG's or PNG's Exif block, a TIFF's Orientation tag) is applied, as image viewers and
+//   cv2.imread do, to images and masks alike; a file read with an orientation other than 1 gets the note
+//   exif_orientation, since a mask made from the stored pixels would then no longer line up.
+// - A JPEG is checked with libjpeg first: data cut short (a truncated file, even one ending in an end-of-image
+//   marker) is an Error, any other libjpeg warning the note jpeg_warning.
+inline constexpr int64_t kDefaultMaxPixels = 50'000'000;
+
+// The image was larger than the pixel limit: scoring flags it too_large rather than read_error.
+class ImageTooLarge : public Error {
+public:
+    using Error::Error;
+};
+
+// Something worth a flag that did not stop the file being used.
+struct ReadNote {
+    std::string flag;     // exif_orientation, jpeg_warning, nonfinite_pixels, kind_guessed
+    std::string message;  // names the file
+};
+
+// An image for SAM: CV_8UC3 in RGB order. Gray becomes three equal channels and alpha is dropped. 16-bit pixels
+// are scaled by the bit depth their values use: with b = max(8, bits of the largest value), v -> v x 255 / (2^b - 1),
+// so 10-, 12- or 14-bit data stored in a 16-bit file keeps all its grey levels, and data that uses all 16 bits is
+// v / 257. Float pixels are taken as [0,1] (x 255, saturated); NaN or infinite ones become 0 with the note
+// nonfinite_pixels.
+struct ImageFile {
+    cv::Mat rgb;
+    std::vector<ReadNote> notes;
+};
+ImageFile read_image(const std::string& path, int64_t max_pixels = kDefaultMaxPixels);
+cv::Mat read_rgb_image(const std::string& path, int64_t max_pixels = kDefaultMaxPixels);  // read_image's pixels
 
 // How a mask file's values were interpreted.
 enum class MapKind {
-    Binary,  // {0, full scale}: foreground is label 1
+    Binary,  // foreground (every nonzero value) is label 1
     Labels,  // integer label map: 0 background, every other value is a class label kept as is
-    Soft,    // scores/probabilities, thresholded into foreground label 1
+    Soft,    // scores/probabilities, foreground label 1 where value > threshold x full scale
 };
 std::string to_string(MapKind kind);
+MapKind map_kind_from_string(const std::string& name);  // "binary", "labels", "soft"
+
+// How to read a mask: a forced kind, or none for the automatic rule below.
+struct MaskReading {
+    std::optional<MapKind> kind;           // none: auto
+    std::optional<double> soft_threshold;  // fraction of full scale for soft maps; 0.5 unless given
+    int64_t max_pixels = kDefaultMaxPixels;
+};
 
 struct LabelMap {
     cv::Mat labels;  // CV_32S, 0 background
     MapKind kind = MapKind::Binary;
+    std::vector<ReadNote> notes;  // kind_guessed when the automatic rule had to guess, and the file's read notes
 };
 
-// The rule that tells binary masks, label maps and soft maps apart, for a single-channel 8-bit, 16-bit or float
-// image (full scale: 255, 65535, 1.0):
-// - only the values 0 and full scale: Binary;
-// - integer values otherwise: Labels, unless there are more than kMaxLabels distinct values or (8/16-bit) full
-//   scale occurs beside other values, which make it Soft;
-// - any non-integer value (float): Soft.
-// Soft maps become foreground (label 1) where value > threshold x full scale; threshold 0.5 unless given.
-// So a label map whose classes are coded as spread-out gray levels reaching 255 (0, 85, 170, 255) reads as soft.
-// Negative, NaN or infinite values, and soft float values above 1, make the file a bad mask (Error).
+// The automatic rule, for a single-channel 8-bit, 16-bit or float image (full scale: 255, 65535, 1.0), over its
+// distinct nonzero values V:
+// - any non-integer value (float): Soft;
+// - V empty, {full scale} or {1}: Binary;
+// - one other value v (0/254, 0/128): Binary, noted kind_guessed (it could be class v of a label map);
+// - up to kMaxLabels values without full scale among them: Labels; noted kind_guessed when the soft reading is
+//   possible too (the largest value is above the threshold: {100, 200}), since a soft map with few levels would
+//   look the same;
+// - full scale beside other values ({1, 255}, {85, 170, 255}: often an anti-aliased binary mask), or more than
+//   kMaxLabels values: Soft, noted kind_guessed (a label map looks the same; --pred-kind labels reads it so);
+//   integer float values above 1, which no soft map holds, are Labels.
+// A forced kind reads every file the same way: binary (nonzero = foreground), labels (non-integer values are an
+// Error) or soft (values above full scale are an Error). Negative, NaN or infinite values make a file a bad mask
+// (Error) under every rule.
 inline constexpr int kMaxLabels = 32;
-LabelMap label_map_from_values(const cv::Mat& values, std::optional<double> soft_threshold = {},
-                               const std::string& file = "");
+LabelMap label_map_from_values(const cv::Mat& values, const MaskReading& reading = {}, const std::string& file = "");
 // Reads a prediction or ground-truth mask. Multi-channel files are accepted when their colour channels are
 // equal (a gray image saved as RGB); coloured masks are rejected.
-LabelMap read_label_map(const std::string& path, std::optional<double> soft_threshold = {});
+LabelMap read_label_map(const std::string& path, const MaskReading& reading = {});
 
 // A probability map scaled to [0,1]: 8-bit / 255, 16-bit / 65535, float as is (must lie in [0,1]). CV_32F.
-cv::Mat read_probability_map(const std::string& path);
+cv::Mat read_probability_map(const std::string& path, int64_t max_pixels = kDefaultMaxPixels);
 
 // A CSV file's rows (RFC 4180: quoted fields may hold separators, quotes and line breaks); blank lines are skipped.
 struct CsvRow {
@@ -64,6 +111,39 @@ void write_file_atomically(const std::filesystem::path& path, const std::string&
 // Appends text to path (created if needed) and flushes it to disk before returning: a journal line that survives a
 // crash right after.
 void append_durably(const std::filesystem::path& path, const std::string& text);
+
+// An exclusive lock on an output folder for one run: flock on <folder>/.sqasam.lock, which holds the holder's pid.
+// A second run into the folder is refused with an Error naming that pid. The kernel drops the lock when its process
+// ends, however it ends, so a lock file left by a dead run is no obstacle.
+class FolderLock {
+public:
+    explicit FolderLock(const std::filesystem::path& folder);
+    ~FolderLock();
+    FolderLock(const FolderLock&) = delete;
+    FolderLock& operator=(const FolderLock&) = delete;
+
+private:
+    int fd_ = -1;
+};
+
+// A file's size and modification time: what tells an input changed since it was scored from an unchanged one.
+struct FileStamp {
+    int64_t size = 0;
+    int64_t mtime_ns = 0;
+    bool operator==(const FileStamp&) const = default;
+};
+std::optional<FileStamp> file_stamp(const std::string& path);  // none when the file is missing or unreadable
+
+// The SHA-256 of a file's contents, in hex. Remembered in $XDG_CACHE_HOME/sqasam/sha256.json (~/.cache/... without
+// it) under the file's absolute path with its size, modification and change times and inode, so an unchanged
+// multi-gigabyte checkpoint is hashed once rather than on every run; a cache that cannot be read or written is
+// ignored.
+std::string file_sha256(const std::string& path);
+
+// Text for JSON and CSV, which hold UTF-8 only: valid UTF-8 stays as it is, and each byte that is not part of a
+// valid UTF-8 sequence becomes \xHH (lower-case hex, as Python's backslashreplace writes it). File names that are
+// not UTF-8 (caf\xe9.png) are written this way in every output and in the journal.
+std::string escape_non_utf8(const std::string& text);
 
 // One segmentation model's files for an image; a path is empty where the file is missing.
 struct PredictionFiles {
@@ -81,7 +161,7 @@ struct SegmentationModel {
 
 // One image to score and the files that belong to it; a path is empty where the file is missing.
 struct DatasetItem {
-    std::string name;  // base name (file name without its last extension)
+    std::string name;  // base name (file name without its last extension), escape_non_utf8'd
     std::string image, gt;
     std::vector<PredictionFiles> predictions;  // one per model, in the order of Dataset::models
     std::string problem;  // set when the files cannot be paired (two files share the base name in one folder)

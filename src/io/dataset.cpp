@@ -20,9 +20,12 @@ FolderIndex index_folder(const std::string& dir, const std::string& role) {
     FolderIndex index;
     for (const auto& entry : fs::directory_iterator(dir, ec)) {
         const fs::path& path = entry.path();
-        if (path.filename().string().starts_with(".") || !entry.is_regular_file() || !is_supported_image_file(path))
-            continue;
-        index[path.stem().string()].push_back(path);
+        if (path.filename().string().starts_with(".") || !is_supported_image_file(path)) continue;
+        // A symlink loop (or another entry whose type cannot be read) is kept: reading it flags the item with the
+        // reason, where skipping it would hide the file and throwing would end the whole run.
+        std::error_code type_error;
+        if (!entry.is_regular_file(type_error) && !type_error) continue;
+        index[escape_non_utf8(path.stem().string())].push_back(path);
     }
     if (ec) throw Error(dir, "cannot list folder: " + ec.message());
     if (index.empty()) throw Error(dir, "no PNG, JPEG, TIFF or BMP files in the " + role + " folder");
@@ -196,7 +199,7 @@ Dataset read_manifest(const std::string& csv_path) {
         const std::string& named = item.image.empty() ? item.predictions.front().pred : item.image;
         if (named.empty())
             throw Error(csv_path, "line " + std::to_string(line_number) + " names neither an image nor a prediction");
-        item.name = fs::path(named).stem().string();
+        item.name = escape_non_utf8(fs::path(named).stem().string());
         auto [previous, inserted] = line_of_name.emplace(item.name, line_number);
         if (!inserted)
             throw Error(csv_path, "lines " + std::to_string(previous->second) + " and " + std::to_string(line_number) +

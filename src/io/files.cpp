@@ -2,9 +2,13 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <mutex>
+#include <set>
+#include <string_view>
 
 #include "sqasam/error.hpp"
 #include "sqasam/io.hpp"
@@ -12,21 +16,39 @@
 namespace sqasam {
 namespace {
 
-// A process killed between writing its temporary and renaming it leaves `<name>.tmp.<pid>` behind; the next write of
-// the same file removes those whose process is gone (a live writer's temporary is left alone).
-void remove_stale_temporaries(const std::filesystem::path& path) {
-    const std::string prefix = path.filename().string() + ".tmp.";
-    std::error_code ec;
-    const std::filesystem::path folder = path.has_parent_path() ? path.parent_path() : ".";
-    for (const auto& entry : std::filesystem::directory_iterator(folder, ec)) {
-        const std::string name = entry.path().filename().string();
-        if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
-        pid_t pid = 0;
-        const char* digits = name.data() + prefix.size();
-        const auto [end, error] = std::from_chars(digits, name.data() + name.size(), pid);
-        if (error != std::errc() || end != name.data() + name.size() || pid <= 0) continue;
-        if (::kill(pid, 0) != 0 && errno == ESRCH) std::filesystem::remove(entry.path(), ec);
+// Temporaries are named `.sqasam-<pid>-<n>.tmp` in the target's folder, whatever the target's name, so the name
+// stays short (a 254-byte target name plus a suffix would pass NAME_MAX). A process killed between writing its
+// temporary and renaming it leaves one behind; the first write into a folder removes those whose process is gone
+// (a live writer's temporaries are left alone), once per folder and process.
+constexpr std::string_view kTemporaryPrefix = ".sqasam-";
+constexpr std::string_view kTemporarySuffix = ".tmp";
+
+void remove_stale_temporaries(const std::filesystem::path& folder) {
+    static std::mutex mutex;
+    static std::set<std::filesystem::path> cleaned;
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (!cleaned.insert(folder).second) return;
     }
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (!name.starts_with(kTemporaryPrefix) || !name.ends_with(kTemporarySuffix)) continue;
+        pid_t pid = 0;
+        const char* digits = name.data() + kTemporaryPrefix.size();
+        const auto [end_of_pid, error] = std::from_chars(digits, name.data() + name.size(), pid);
+        if (error != std::errc() || *end_of_pid != '-' || pid <= 0) continue;
+        std::error_code ignored;
+        if (::kill(pid, 0) != 0 && errno == ESRCH) std::filesystem::remove(it->path(), ignored);
+    }
+}
+
+std::filesystem::path temporary_beside(const std::filesystem::path& path) {
+    static std::atomic<unsigned long> counter{0};
+    const std::filesystem::path folder = path.has_parent_path() ? path.parent_path() : ".";
+    remove_stale_temporaries(folder);
+    return folder / (std::string(kTemporaryPrefix) + std::to_string(::getpid()) + "-" + std::to_string(counter++) +
+                     std::string(kTemporarySuffix));
 }
 
 // Writes all of `contents` to fd; 0, or the errno of the failure.
@@ -44,9 +66,7 @@ int write_all(int fd, const std::string& contents) {
 }  // namespace
 
 void write_file_atomically(const std::filesystem::path& path, const std::string& contents) {
-    remove_stale_temporaries(path);
-    std::filesystem::path temporary = path;
-    temporary += ".tmp." + std::to_string(::getpid());
+    const std::filesystem::path temporary = temporary_beside(path);
     int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) throw Error(path.string(), std::string("cannot write: ") + std::strerror(errno));
     if (const int problem = write_all(fd, contents)) {
