@@ -24,6 +24,7 @@ using namespace sqasam;
 
 namespace {
 
+using sqasam::test::read_csv;
 using sqasam::test::read_text;
 
 // Runs the CLI with the given arguments, output to log; returns the exit status (-1 when killed).
@@ -54,32 +55,6 @@ int wait_cli(pid_t pid) {
 }
 
 int run_cli(const std::vector<std::string>& args, const fs::path& log) { return wait_cli(start_cli(args, log)); }
-
-// Rows of a CSV file (RFC 4180 quoting), header first.
-std::vector<std::vector<std::string>> read_csv(const fs::path& path) {
-    std::vector<std::vector<std::string>> rows;
-    std::string text = read_text(path);
-    std::vector<std::string> row(1);
-    bool quoted = false;
-    for (size_t i = 0; i < text.size(); ++i) {
-        char c = text[i];
-        if (quoted) {
-            if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') row.back() += text[++i];
-            else if (c == '"') quoted = false;
-            else row.back() += c;
-        } else if (c == '"') {
-            quoted = true;
-        } else if (c == ',') {
-            row.emplace_back();
-        } else if (c == '\n') {
-            rows.push_back(row);
-            row.assign(1, "");
-        } else if (c != '\r') {
-            row.back() += c;
-        }
-    }
-    return rows;
-}
 
 // A few of the demo images (the CLI runs several times; SAM on CPU is the cost): a good prediction, one with a
 // spurious blob (2 objects) and an empty one.

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <set>
 #include <sstream>
@@ -22,31 +23,7 @@ namespace {
 using sqasam::test::read_text;
 
 namespace fs = std::filesystem;
-
-// RFC 4180 reader, enough to check what the writer quoted.
-std::vector<std::vector<std::string>> read_csv(const fs::path& path) {
-    const std::string text = read_text(path);
-    std::vector<std::vector<std::string>> rows(1, std::vector<std::string>(1));
-    bool quoted = false;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-        const char c = text[i];
-        if (quoted) {
-            if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') rows.back().back() += text[++i];
-            else if (c == '"') quoted = false;
-            else rows.back().back() += c;
-        } else if (c == '"') {
-            quoted = true;
-        } else if (c == ',') {
-            rows.back().emplace_back();
-        } else if (c == '\n') {
-            rows.emplace_back(1);
-        } else {
-            rows.back().back() += c;
-        }
-    }
-    if (rows.back() == std::vector<std::string>(1)) rows.pop_back();  // after the last newline
-    return rows;
-}
+using test::read_csv;
 
 // A synthetic picture: a smooth background with one bright blob, and masks near the blob.
 ImageOverlay synthetic_overlay(const ImageResult& image, const ObjectResult& object) {
@@ -162,6 +139,29 @@ TEST(ReportCsv, ImagesQuoteFieldsAndLeaveMissingValuesEmpty) {
     EXPECT_EQ(rows[3][9], "0.125000");
 }
 
+TEST(ReportCsv, FormulaLikeTextCellsAreNeutralisedNumbersAreNot) {
+    std::vector<ImageResult> images(5);
+    const std::vector<std::string> names{"=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tcmd"};
+    for (std::size_t i = 0; i < images.size(); ++i) images[i].image = names[i];
+    images[0].error = "=cmd|' /C calc'!A0";
+    ObjectResult object;
+    object.image = "@object";
+    object.point_prompt.predicted_iou = {-0.25, -0.25, -0.25};  // SAM's IoU head can go below 0
+    const fs::path dir = test::temp_dir("report_csv_formulas");
+    write_images_csv((dir / "images.csv").string(), images);
+    write_objects_csv((dir / "objects.csv").string(), {object});
+
+    const auto rows = read_csv(dir / "images.csv");
+    ASSERT_EQ(rows.size(), 6u);
+    for (std::size_t i = 0; i < names.size(); ++i) EXPECT_EQ(rows[i + 1][0], "'" + names[i]);
+    EXPECT_EQ(rows[1][4], "'=cmd|' /C calc'!A0");
+    const auto objects = read_csv(dir / "objects.csv");
+    EXPECT_EQ(objects[1][0], "'@object");
+    const auto column = std::find(objects[0].begin(), objects[0].end(), "point_best_iou_predicted_iou");
+    ASSERT_NE(column, objects[0].end());
+    EXPECT_EQ(objects[1][column - objects[0].begin()], "-0.250000");
+}
+
 TEST(ReportCsv, SingleClassHasNoPerClassColumns) {
     ImageResult image;
     image.image = "a";
@@ -268,6 +268,26 @@ TEST(ReportFolder, WritesFourFilesAtomicallyAndASelfContainedPage) {
 
     const nlohmann::json summary = nlohmann::json::parse(read_text(dir / "summary.json"));
     EXPECT_EQ(summary, nlohmann::json::parse(summary_json(input).dump())) << "the file is what summary_json gives";
+}
+
+TEST(ReportFolder, AFailureWhileWritingLeavesTheOldSetWholeWithNoNewFileBesideIt) {
+    const fs::path dir = test::temp_dir("report_folder_swap");
+    write_report_folder(dir.string(), sample_run(12, true));
+    std::map<std::string, std::string> old_set;
+    for (const char* name : {"images.csv", "objects.csv", "summary.json", "report.html"})
+        old_set[name] = read_text(dir / name);
+
+    // Other images, and a configuration value that is not UTF-8 (which the score command escapes): JSON cannot
+    // hold it, so writing stops after the CSVs, before summary.json.
+    ReportInput broken = sample_run(20, true);
+    broken.config["images"] = "caf\xe9";
+    EXPECT_ANY_THROW(write_report_folder(dir.string(), broken));
+    for (const auto& [name, contents] : old_set) EXPECT_EQ(read_text(dir / name), contents) << name;
+
+    const ReportInput fixed = sample_run(20, true);
+    write_report_folder(dir.string(), fixed);
+    EXPECT_EQ(read_text(dir / "summary.json"), summary_json(fixed).dump(2) + "\n");
+    EXPECT_FALSE(fs::exists(dir / ".report-staging"));
 }
 
 TEST(ReportFolder, WithoutGroundTruthThePageSaysSo) {

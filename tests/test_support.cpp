@@ -114,6 +114,30 @@ double relative_l2(const std::vector<float>& a, const std::vector<float>& refere
     return std::sqrt(diff / std::max(norm, 1e-30));
 }
 
+std::vector<std::vector<std::string>> read_csv(const std::string& path) {
+    const std::string text = read_text(path);
+    std::vector<std::vector<std::string>> rows(1, std::vector<std::string>(1));
+    bool quoted = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (quoted) {
+            if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') rows.back().back() += text[++i];
+            else if (c == '"') quoted = false;
+            else rows.back().back() += c;
+        } else if (c == '"') {
+            quoted = true;
+        } else if (c == ',') {
+            rows.back().emplace_back();
+        } else if (c == '\n') {
+            rows.emplace_back(1);
+        } else if (c != '\r') {
+            rows.back().back() += c;
+        }
+    }
+    if (rows.back() == std::vector<std::string>(1)) rows.pop_back();  // after the last newline
+    return rows;
+}
+
 CliResult run_cli(const std::string& arguments, const std::string& environment) {
     const std::string command = environment + " " + cli_path() + " " + arguments + " 2>&1";
     CliResult result;

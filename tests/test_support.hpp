@@ -20,6 +20,8 @@ struct NpyArray {
 };
 NpyArray read_npy(const std::string& path);
 std::string read_text(const std::string& path);  // a whole file, bytes as they are; empty if unreadable
+// The rows of a CSV file, header first, with RFC 4180 quoting undone (enough to check what the writers quote).
+std::vector<std::vector<std::string>> read_csv(const std::string& path);
 
 // Runs the built CLI through the shell with `arguments` (and `environment`, VAR=value ..., before it).
 struct CliResult {

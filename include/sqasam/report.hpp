@@ -70,7 +70,9 @@ nlohmann::json summary_json(const ReportInput& input);
 void write_summary_json(const std::string& path, const ReportInput& input);
 void write_report_html(const std::string& path, const ReportInput& input);
 
-// images.csv, objects.csv, summary.json and report.html into folder (created if missing).
+// images.csv, objects.csv, summary.json and report.html into folder (created if missing), swapped in as one set:
+// written whole into folder/.report-staging, then the old set removed and the new one renamed into place, so a
+// failure or a kill never leaves new files beside an older run's.
 void write_report_folder(const std::string& folder, const ReportInput& input);
 
 }  // namespace sqasam

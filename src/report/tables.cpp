@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <string_view>
 
 #include "report/report_internal.hpp"
 #include "sqasam/io.hpp"
@@ -25,6 +26,14 @@ std::string csv_field(const std::string& text) {
         quoted += c;
     }
     return quoted + '"';
+}
+
+// A text cell that a spreadsheet would run as a formula (it starts with =, +, -, @, a tab or a carriage return)
+// gets a leading apostrophe, which spreadsheets show as text (OWASP's CSV-injection advice). Numbers are written
+// by csv_number / fixed and never pass through here, so a negative number stays a number.
+std::string csv_text(const std::string& text) {
+    if (!text.empty() && std::string_view("=+-@\t\r").find(text.front()) != std::string_view::npos) return "'" + text;
+    return text;
 }
 
 std::string csv_number(const std::optional<double>& value) { return value ? fixed(*value, 6) : std::string(); }
@@ -116,9 +125,10 @@ void write_images_csv(const std::string& path, const std::vector<ImageResult>& i
     header.insert(header.end(), feature_columns.begin(), feature_columns.end());
     csv_row(out, header);
     for (const auto& image : images) {
-        std::vector<std::string> row{image.image,          image.model,         csv_number(image.score),
-                                     std::to_string(image.n_objects), join(image.flags, ";"), image.error,
-                                     csv_number(image.true_dice), csv_number(image.model_confidence)};
+        std::vector<std::string> row{csv_text(image.image),          csv_text(image.model),
+                                     csv_number(image.score),        std::to_string(image.n_objects),
+                                     join(image.flags, ";"),         csv_text(image.error),
+                                     csv_number(image.true_dice),    csv_number(image.model_confidence)};
         if (any_estimate) {
             const auto& e = image.estimate;
             row.push_back(e ? fixed(e->dice, 6) : "");
@@ -158,8 +168,8 @@ void write_objects_csv(const std::string& path, const std::vector<ObjectResult>&
     for (const char* column : {"point_box_dice", "compactness", "score"}) header.push_back(column);
     csv_row(out, header);
     for (const auto& o : objects) {
-        std::vector<std::string> row{o.image,
-                                     o.model,
+        std::vector<std::string> row{csv_text(o.image),
+                                     csv_text(o.model),
                                      std::to_string(o.class_label),
                                      std::to_string(o.component),
                                      std::to_string(o.area),
@@ -229,11 +239,27 @@ void write_report_folder(const std::string& folder, const ReportInput& input) {
     std::error_code error;
     fs::create_directories(folder, error);
     if (error) throw Error(folder, "cannot create the output folder: " + error.message());
-    const fs::path dir(folder);
-    write_images_csv((dir / "images.csv").string(), input.images);
-    write_objects_csv((dir / "objects.csv").string(), input.objects);
-    write_summary_json((dir / "summary.json").string(), input);
-    write_report_html((dir / "report.html").string(), input);
+    // The new set is written whole into a staging folder first; only then is the old set taken away and the new
+    // one renamed into place. A failure or a kill while writing leaves the old set as it was; a kill among the
+    // renames leaves part of the new set; never new files beside old ones.
+    const fs::path dir(folder), staging = dir / ".report-staging";
+    fs::remove_all(staging, error);
+    fs::create_directories(staging, error);
+    if (error) throw Error(staging.string(), "cannot create the staging folder: " + error.message());
+    write_images_csv((staging / "images.csv").string(), input.images);
+    write_objects_csv((staging / "objects.csv").string(), input.objects);
+    write_summary_json((staging / "summary.json").string(), input);
+    write_report_html((staging / "report.html").string(), input);
+    const char* const names[] = {"report.html", "summary.json", "objects.csv", "images.csv"};
+    for (const char* name : names) {
+        fs::remove(dir / name, error);
+        if (error) throw Error((dir / name).string(), "cannot replace: " + error.message());
+    }
+    for (const char* name : names) {
+        fs::rename(staging / name, dir / name, error);
+        if (error) throw Error((dir / name).string(), "cannot move into place: " + error.message());
+    }
+    fs::remove(staging, error);
 }
 
 ImageCounts count_images(const std::vector<ImageResult>& images) {
