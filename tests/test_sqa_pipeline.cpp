@@ -183,34 +183,36 @@ TEST_F(SqaPipeline, JournalResumesExactlyAndDropsATornLine) {
     // A kill in the middle of the next append leaves a torn line.
     std::ofstream(out / ".partial/journal.jsonl", std::ios::app) << R"({"image": {"image": "c", "sco)";
 
-    Journal resumed(out, config, true);
-    ASSERT_EQ(resumed.finished().size(), 2u);
-    EXPECT_TRUE(resumed.contains("a"));
-    EXPECT_FALSE(resumed.contains("c"));
-    RunResult again = score_dataset(two, segmenter, {}, resumed);
-    EXPECT_EQ(sam.images_set, 2) << "nothing is recomputed";
-    EXPECT_EQ(again.resumed, 2u);
-    ASSERT_EQ(again.images.size(), first.images.size());
-    for (size_t i = 0; i < first.images.size(); ++i) {
-        EXPECT_EQ(again.images[i].image, first.images[i].image);
-        EXPECT_EQ(again.images[i].score, first.images[i].score);  // bit-exact through JSON
-        EXPECT_EQ(again.images[i].true_dice, first.images[i].true_dice);
-        EXPECT_EQ(again.images[i].flags, first.images[i].flags);
-        EXPECT_EQ(again.images[i].error, first.images[i].error);
+    {  // the resumed journal holds the folder until it closes
+        Journal resumed(out, config, true);
+        ASSERT_EQ(resumed.finished().size(), 2u);
+        EXPECT_TRUE(resumed.contains("a"));
+        EXPECT_FALSE(resumed.contains("c"));
+        RunResult again = score_dataset(two, segmenter, {}, resumed);
+        EXPECT_EQ(sam.images_set, 2) << "nothing is recomputed";
+        EXPECT_EQ(again.resumed, 2u);
+        ASSERT_EQ(again.images.size(), first.images.size());
+        for (size_t i = 0; i < first.images.size(); ++i) {
+            EXPECT_EQ(again.images[i].image, first.images[i].image);
+            EXPECT_EQ(again.images[i].score, first.images[i].score);  // bit-exact through JSON
+            EXPECT_EQ(again.images[i].true_dice, first.images[i].true_dice);
+            EXPECT_EQ(again.images[i].flags, first.images[i].flags);
+            EXPECT_EQ(again.images[i].error, first.images[i].error);
+        }
+        ASSERT_EQ(again.objects.size(), first.objects.size());
+        for (size_t i = 0; i < first.objects.size(); ++i) {
+            EXPECT_EQ(again.objects[i].image, first.objects[i].image);
+            EXPECT_EQ(again.objects[i].point_prompt.dice, first.objects[i].point_prompt.dice);
+            EXPECT_EQ(again.objects[i].box_prompt.predicted_iou, first.objects[i].box_prompt.predicted_iou);
+            EXPECT_EQ(again.objects[i].point[0], first.objects[i].point[0]);
+            EXPECT_EQ(std::vector<int>(again.objects[i].box, again.objects[i].box + 4),
+                      std::vector<int>(first.objects[i].box, first.objects[i].box + 4));
+        }
+        auto [point, box] = resumed.masks("a", 0);
+        ASSERT_FALSE(point.empty());
+        EXPECT_GT(cv::countNonZero(box), 0);
+        EXPECT_TRUE(resumed.masks("c", 0).first.empty());
     }
-    ASSERT_EQ(again.objects.size(), first.objects.size());
-    for (size_t i = 0; i < first.objects.size(); ++i) {
-        EXPECT_EQ(again.objects[i].image, first.objects[i].image);
-        EXPECT_EQ(again.objects[i].point_prompt.dice, first.objects[i].point_prompt.dice);
-        EXPECT_EQ(again.objects[i].box_prompt.predicted_iou, first.objects[i].box_prompt.predicted_iou);
-        EXPECT_EQ(again.objects[i].point[0], first.objects[i].point[0]);
-        EXPECT_EQ(std::vector<int>(again.objects[i].box, again.objects[i].box + 4),
-                  std::vector<int>(first.objects[i].box, first.objects[i].box + 4));
-    }
-    auto [point, box] = resumed.masks("a", 0);
-    ASSERT_FALSE(point.empty());
-    EXPECT_GT(cv::countNonZero(box), 0);
-    EXPECT_TRUE(resumed.masks("c", 0).first.empty());
 
     // A resume under other settings is refused; a fresh start forgets the journal.
     nlohmann::json other = {{"reducer", "min"}, {"min_area", 0}};

@@ -84,9 +84,12 @@ struct ImageResult {
     int n_objects = 0;
     // Problems that leave the image unscored (error says which file and why): "missing_image",
     // "missing_prediction", "ambiguous_name", "read_error" (image), "prediction_error" (unreadable or not a mask),
-    // "size_mismatch" (prediction vs image). Notes: "empty_prediction" (no foreground pixel), "no_objects" (none
-    // left after --min-area; also set with empty_prediction), "missing_gt", "gt_error", "missing_prob",
-    // "prob_error" (the image is scored; error says why there is no true Dice / model confidence).
+    // "too_large" (image or prediction over the pixel limit, refused unread), "size_mismatch" (prediction vs
+    // image). Notes: "empty_prediction" (no foreground pixel), "no_objects" (none left after --min-area; also set
+    // with empty_prediction), "missing_gt", "gt_error", "missing_prob", "prob_error" (the image is scored; error
+    // says why there is no true Dice / model confidence). Read notes (see ReadNote), bare for the image and with
+    // the prefix pred_ or gt_ for those files: "exif_orientation", "jpeg_warning", "nonfinite_pixels" (image
+    // only), "pred_kind_guessed" / "gt_kind_guessed" (the automatic mask rule guessed; error says how).
     std::vector<std::string> flags;
     std::string error;  // every problem's message, "; "-separated; empty when there is none
     std::optional<double> true_dice;           // with ground truth; both empty counts as 1

@@ -11,6 +11,8 @@
 #include <cstddef>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -159,9 +161,15 @@ double model_confidence(const cv::Mat& probability);
 
 // ---- One image, a whole dataset ----
 
+// Each object costs SAM two decoder passes (~0.1 s on a CPU): 1,000 objects take a few minutes.
+inline constexpr std::size_t kDefaultMaxObjects = 1000;
+
 struct PipelineOptions {
     ScoreOptions score;
     std::optional<double> pred_threshold;  // for soft predictions, fraction of full scale (default 0.5)
+    std::optional<MapKind> pred_kind, gt_kind;  // how masks are read (see MaskReading); none: the automatic rule
+    int64_t max_pixels = kDefaultMaxPixels;     // larger images, predictions and maps are flagged too_large
+    std::size_t max_objects = kDefaultMaxObjects;  // an image with more objects is flagged too_many_objects, unscored
 };
 
 // One model's prediction of one image, scored.
@@ -173,36 +181,49 @@ struct ImageOutcome {
 
 // Reads the item's files and scores every model's prediction of it (one outcome per model, in the order of
 // Dataset::models), on one SAM embedding of the image. Problems with one file become flags and messages in the
-// results (see ImageResult::flags), never an exception; SAM runs only when some prediction has objects. With two or
-// more models, each row gets the model_agreement feature. progress hears of each batch of objects SAM has scored:
-// the model's index, its objects done so far and in all.
+// results (see ImageResult::flags), never an exception: any exception while handling the image (sqasam's, OpenCV's,
+// the standard library's, out of memory) becomes the flag processing_error with its message on every model's row.
+// SAM runs only when some prediction has objects. With two or more models, each row gets the model_agreement
+// feature. progress hears of each batch of objects SAM has scored: the model's index, its objects done so far and in
+// all.
 using ItemProgress = std::function<void(std::size_t model, std::size_t done, std::size_t total)>;
 std::vector<ImageOutcome> score_item(const DatasetItem& item, const Dataset& dataset, const Segmenter& segmenter,
                                      const PipelineOptions& options, const ItemProgress& progress = {});
 
+// The item's input files as they are now (path, size and modification time of each): a journaled image whose
+// inputs no longer match is computed again on --resume.
+nlohmann::json input_stamps(const DatasetItem& item);
+
 // Finished images of a run, kept in out/.partial/ so a killed run can continue (--resume): journal.jsonl holds
-// one line per image (all models' outcomes with their objects, appended and flushed as each image finishes; a torn
-// last line is dropped) and masks/<model index>/<name>.png the SAM mask unions for the report's overlays (bit 0
-// point, bit 1 box), written before the line. config.json records the run's configuration; resuming under another
-// one is an Error.
+// one line per image (all models' outcomes with their objects and the image's input_stamps, appended and flushed as
+// each image finishes; a torn last line is dropped, any other malformed line is an Error naming the file and line;
+// a later line for an image replaces an earlier one) and masks/<model index>/<name>.png the SAM mask unions for the
+// report's overlays (bit 0 point, bit 1 box; a name over 200 bytes is stored under a hash), written before the
+// line. config.json records the run's configuration; resuming under another one is an Error. The journal holds the
+// output folder's FolderLock while it lives: a second run into the folder is refused.
 class Journal {
 public:
     Journal(const std::filesystem::path& out_dir, const nlohmann::json& config, bool resume);
+    ~Journal();
 
     // The images earlier runs finished (read when the journal was opened), each with its models' outcomes in the
     // run's model order, without their masks.
     const std::vector<std::vector<ImageOutcome>>& finished() const { return finished_; }
-    bool contains(const std::string& image) const { return names_.count(image) > 0; }
-    // Records a finished image: all its models' outcomes (on disk at once; finished() does not change).
-    void append(const std::vector<ImageOutcome>& outcomes);
+    bool contains(const std::string& image) const { return inputs_.count(image) > 0; }
+    // Whether the journal holds the item, scored from the input files as they are now.
+    bool up_to_date(const DatasetItem& item) const;
+    // Records a finished image, all its models' outcomes, with the stamps its inputs had before it was scored (on
+    // disk at once; finished() does not change, contains() and up_to_date() know the image).
+    void append(const std::vector<ImageOutcome>& outcomes, const nlohmann::json& inputs);
     // The SAM mask unions stored for an image and a model (its index in Dataset::models): {point, box}, empty Mats
     // when there are none.
     std::pair<cv::Mat, cv::Mat> masks(const std::string& image, std::size_t model) const;
 
 private:
+    std::unique_ptr<FolderLock> lock_;
     std::filesystem::path dir_;
     std::vector<std::vector<ImageOutcome>> finished_;
-    std::set<std::string> names_;
+    std::map<std::string, nlohmann::json> inputs_;  // by image name
 };
 
 // Refuses (an Error naming the folder and the settings that differ) to start a run in an output folder that holds
@@ -228,7 +249,8 @@ struct RunProgress {
 };
 using ProgressCallback = std::function<void(const RunProgress&)>;
 
-// Scores every item not yet in the journal, appending each as it finishes, and returns all results in order.
+// Scores every item not in the journal up to date, appending each as it finishes, and returns all results in
+// order; journaled images that are no longer in the dataset are left out.
 RunResult score_dataset(const Dataset& dataset, const Segmenter& segmenter, const PipelineOptions& options,
                         Journal& journal, const ProgressCallback& progress = {});
 

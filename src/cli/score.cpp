@@ -39,12 +39,21 @@ struct ScoreCommandOptions {
     int connectivity = 8;
     long min_area = 0;
     std::optional<double> pred_threshold;
+    std::string pred_kind = "auto", gt_kind = "auto";
+    int64_t max_pixels = kDefaultMaxPixels;
+    std::size_t max_objects = kDefaultMaxObjects;
     double failure_dice = 0.75;
     std::string calibration;  // a file from `sqasam calibrate`
 };
 
+std::optional<MapKind> kind_option(const std::string& name) {
+    if (name == "auto") return std::nullopt;
+    return map_kind_from_string(name);
+}
+
+// A path for the configuration and the report: absolute, and as valid UTF-8 (escape_non_utf8).
 std::string absolute(const std::string& path) {
-    return path.empty() ? "" : fs::weakly_canonical(fs::absolute(path)).string();
+    return path.empty() ? "" : escape_non_utf8(fs::weakly_canonical(fs::absolute(path)).string());
 }
 
 // --pred and --prob folders, paired by model name (an unnamed --prob goes with the only --pred).
@@ -110,16 +119,14 @@ void check_pairing(const Dataset& dataset, const ScoreCommandOptions& o) {
 }
 
 // Everything that changes the journaled results; a resumed run must match it.
+// The checkpoint counts by its content (SHA-256, cached by file_sha256), not by its path or size.
 nlohmann::json run_config(const ScoreCommandOptions& o, const Dataset& dataset, const PipelineOptions& pipeline) {
-    std::error_code ec;
-    auto checkpoint_bytes = fs::file_size(o.model.checkpoint, ec);
     nlohmann::json models = nlohmann::json::array();
     for (const SegmentationModel& model : dataset.models) models.push_back(model.name);
     nlohmann::json folders = nlohmann::json::array();
     for (const PredictionFolder& folder : o.manifest.empty() ? prediction_folders(o) : std::vector<PredictionFolder>{})
         folders.push_back({{"pred", absolute(folder.pred)}, {"prob", absolute(folder.prob)}});
-    return {{"checkpoint", absolute(o.model.checkpoint)},
-            {"checkpoint_bytes", ec ? 0 : checkpoint_bytes},
+    return {{"checkpoint_sha256", file_sha256(o.model.checkpoint)},
             {"model_type", o.model.model_type},
             {"precision", o.model.precision},
             {"images", absolute(o.images)},
@@ -133,7 +140,11 @@ nlohmann::json run_config(const ScoreCommandOptions& o, const Dataset& dataset, 
             {"connectivity", pipeline.score.objects.connectivity},
             {"min_area", pipeline.score.objects.min_area},
             {"pred_threshold", pipeline.pred_threshold ? nlohmann::json(*pipeline.pred_threshold) : nlohmann::json()},
-            {"journal_format", 2}};
+            {"pred_kind", o.pred_kind},
+            {"gt_kind", o.gt_kind},
+            {"max_pixels", pipeline.max_pixels},
+            {"max_objects", pipeline.max_objects},
+            {"journal_format", 3}};
 }
 
 // The report's pictures for the lowest-scored images, read back from the files and the journal's SAM masks.
@@ -153,8 +164,9 @@ std::vector<ImageOverlay> lowest_scored_overlays(const RunResult& run, const Dat
         auto [point, box] = journal.masks(overlay.image, model);
         if (point.empty()) continue;
         try {
-            cv::cvtColor(read_rgb_image(item.image), overlay.bgr, cv::COLOR_RGB2BGR);
-            overlay.prediction = read_label_map(item.predictions[model].pred, options.pred_threshold).labels != 0;
+            cv::cvtColor(read_rgb_image(item.image, options.max_pixels), overlay.bgr, cv::COLOR_RGB2BGR);
+            const MaskReading reading{options.pred_kind, options.pred_threshold, options.max_pixels};
+            overlay.prediction = read_label_map(item.predictions[model].pred, reading).labels != 0;
         } catch (const Error&) {
             continue;  // the file changed since it was scored; the tables still list the image
         }
@@ -243,6 +255,10 @@ void run_score(const ScoreCommandOptions& o) {
     std::string prompting_reason;
     pipeline.score = scoring_options(o, sam.info().type, prompting_reason);
     pipeline.pred_threshold = o.pred_threshold;
+    pipeline.pred_kind = kind_option(o.pred_kind);
+    pipeline.gt_kind = kind_option(o.gt_kind);
+    pipeline.max_pixels = o.max_pixels;
+    pipeline.max_objects = o.max_objects;
 
     const nlohmann::json config = run_config(o, dataset, pipeline);
     const std::optional<Calibration> calibration = load_calibration(o.calibration, config, sam.info().type);
@@ -265,6 +281,7 @@ void run_score(const ScoreCommandOptions& o) {
     report.prompting_reason = prompting_reason;
     report.config = config;
     report.model = {{"checkpoint", absolute(o.model.checkpoint)},
+                    {"checkpoint_sha256", config["checkpoint_sha256"]},
                     {"type", to_string(sam.info().type)},
                     {"description", sam.info().describe()}};
     if (calibration)
@@ -352,6 +369,25 @@ void add_score_command(CLI::App& app) {
            "threshold for soft predictions as a fraction of full scale (default 0.5); binary and label maps are "
            "used as they are")
         ->check(CLI::Range(0.0, 1.0));
+    const auto kinds = CLI::IsMember({"auto", "binary", "labels", "soft"});
+    cmd->add_option("--pred-kind", o->pred_kind,
+                    "how predictions are read: binary (nonzero = foreground), labels (each value a class), soft "
+                    "(thresholded), or auto (decided per file from its values; guesses are flagged "
+                    "pred_kind_guessed)")
+        ->check(kinds)
+        ->capture_default_str();
+    cmd->add_option("--gt-kind", o->gt_kind, "how ground-truth masks are read, as --pred-kind (flag gt_kind_guessed)")
+        ->check(kinds)
+        ->capture_default_str();
+    cmd->add_option("--max-pixels", o->max_pixels,
+                    "images and masks with more pixels (width x height) are flagged too_large without being decoded")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    cmd->add_option("--max-objects", o->max_objects,
+                    "predictions with more objects are flagged too_many_objects and not scored (each object costs "
+                    "two SAM decoder passes)")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
     cmd->add_option("--calibration", o->calibration,
                     "a calibration file from `sqasam calibrate`: adds estimated_dice, dice_low and dice_high to "
                     "images.csv and the report (fitted for the same SAM model and scoring options)");

@@ -93,6 +93,7 @@ Dataset match_folders(const DatasetFolders& folders) {
         std::string name = folder.model.empty() ? fs::path(folder.pred).lexically_normal().filename().string()
                                                 : folder.model;
         if (name.empty() || name == ".") name = fs::weakly_canonical(fs::absolute(folder.pred)).filename().string();
+        name = escape_non_utf8(name);  // a folder name that is not UTF-8 would not fit the JSON outputs
         for (const SegmentationModel& model : dataset.models)
             if (model.name == name)
                 throw Error(folder.pred, "two prediction folders are both named '" + name +
@@ -178,7 +179,7 @@ Dataset read_manifest(const std::string& csv_path) {
     Dataset dataset;
     dataset.has_gt = column.count("gt") > 0;
     for (const std::string& model : model_names)
-        dataset.models.push_back({model, column.count(column_name("prob", model)) > 0, {}});
+        dataset.models.push_back({escape_non_utf8(model), column.count(column_name("prob", model)) > 0, {}});
     std::map<std::string, int> line_of_name;
     for (std::size_t r = 1; r < rows.size(); ++r) {
         const std::vector<std::string>& fields = rows[r].fields;

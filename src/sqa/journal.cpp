@@ -1,6 +1,7 @@
 // The run journal behind --resume (see Journal in sqa.hpp).
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -8,6 +9,7 @@
 
 #include <opencv2/imgcodecs.hpp>
 
+#include "sqa/journal_records.hpp"
 #include "sqasam/error.hpp"
 #include "sqasam/sqa.hpp"
 
@@ -18,8 +20,29 @@ namespace {
 
 // SAM's IoU predictions come from a network and could be NaN, which JSON cannot hold.
 json number(double value) { return std::isfinite(value) ? json(value) : json(nullptr); }
+// Checked reads of a record's fields: a value of the wrong type or out of range is an Error, never a cast that
+// overflows.
+double real_from(const json& value) {
+    if (!value.is_number()) throw Error("", std::string("a number was expected, not ") + value.type_name());
+    return value.get<double>();
+}
 double number_from(const json& value) {
-    return value.is_null() ? std::numeric_limits<double>::quiet_NaN() : value.get<double>();
+    return value.is_null() ? std::numeric_limits<double>::quiet_NaN() : real_from(value);
+}
+int64_t integer_from(const json& value, int64_t low, int64_t high) {
+    if (!value.is_number_integer()) throw Error("", std::string("an integer was expected, not ") + value.type_name());
+    if (value.is_number_unsigned() ? value.get<uint64_t>() > static_cast<uint64_t>(high)
+                                   : value.get<int64_t>() < low || value.get<int64_t>() > high)
+        throw Error("", "the integer " + value.dump() + " is out of range");
+    return value.get<int64_t>();
+}
+int int_from(const json& value) {
+    return static_cast<int>(integer_from(value, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
+}
+float coordinate_from(const json& value) {
+    const double real = real_from(value);
+    if (!(std::abs(real) <= std::numeric_limits<float>::max())) throw Error("", "a coordinate is out of range");
+    return static_cast<float>(real);
 }
 
 // PromptAgreement's arrays by their journal names.
@@ -62,7 +85,7 @@ Features features_from(const json& record) {
 json optional_number(const std::optional<double>& value) { return value ? number(*value) : json(nullptr); }
 std::optional<double> optional_from(const json& value) {
     if (value.is_null()) return std::nullopt;
-    return value.get<double>();
+    return real_from(value);
 }
 
 json outcome_record(const ImageOutcome& outcome) {
@@ -100,22 +123,22 @@ ImageOutcome outcome_from(const json& record) {
     result.image = image.at("image").get<std::string>();
     result.model = image.at("model").get<std::string>();
     result.score = optional_from(image.at("score"));
-    result.n_objects = image.at("n_objects").get<int>();
+    result.n_objects = int_from(image.at("n_objects"));
     result.flags = image.at("flags").get<std::vector<std::string>>();
     result.error = image.at("error").get<std::string>();
     result.true_dice = optional_from(image.at("true_dice"));
-    result.class_dice = image.at("class_dice").get<std::vector<std::pair<int, double>>>();
+    for (const json& pair : image.at("class_dice")) result.class_dice.emplace_back(int_from(pair.at(0)), real_from(pair.at(1)));
     result.model_confidence = optional_from(image.at("model_confidence"));
     result.features = features_from(image.at("features"));
     for (const json& entry : record.at("objects")) {
         ObjectResult object;
         object.image = result.image;
         object.model = result.model;
-        object.class_label = entry.at("class_label").get<int>();
-        object.component = entry.at("component").get<int>();
-        object.area = entry.at("area").get<long>();
-        for (int c = 0; c < 4; ++c) object.box[c] = entry.at("box").at(c).get<int>();
-        for (int c = 0; c < 2; ++c) object.point[c] = entry.at("point").at(c).get<float>();
+        object.class_label = int_from(entry.at("class_label"));
+        object.component = int_from(entry.at("component"));
+        object.area = integer_from(entry.at("area"), 0, std::numeric_limits<long>::max());
+        for (int c = 0; c < 4; ++c) object.box[c] = int_from(entry.at("box").at(c));
+        for (int c = 0; c < 2; ++c) object.point[c] = coordinate_from(entry.at("point").at(c));
         object.point_prompt = agreement_from(entry.at("point_prompt"));
         object.box_prompt = agreement_from(entry.at("box_prompt"));
         object.point_box_dice = number_from(entry.at("point_box_dice"));
@@ -139,8 +162,47 @@ std::vector<ImageOutcome> item_from(const json& record) {
     return outcomes;
 }
 
+}  // namespace
+
+JournalEntry parse_journal_line(const std::string& line, const std::string& file, size_t line_number) {
+    try {
+        // A record nests 6 deep; deeper nesting is refused while parsing, before anything recursive (comparing,
+        // printing) could meet it.
+        constexpr int kMaxDepth = 10;
+        const json record = json::parse(line, [&](int depth, json::parse_event_t, json&) {
+            if (depth > kMaxDepth) throw Error("", "nested deeper than " + std::to_string(kMaxDepth) + " levels");
+            return true;
+        });
+        JournalEntry entry{item_from(record), record.value("inputs", json())};
+        if (entry.outcomes.empty() || entry.outcomes.front().image.image.empty())
+            throw Error("", "the record names no image");
+        return entry;
+    } catch (const std::exception& e) {  // nlohmann's parse and type errors, or ours
+        throw Error(file, "line " + std::to_string(line_number) + " is not a journal record (" +
+                              std::string(e.what()).substr(0, 200) +
+                              "); the journal is damaged: rerun without --resume to start over");
+    }
+}
+
+std::string journal_line(const std::vector<ImageOutcome>& outcomes, const json& inputs) {
+    json record = item_record(outcomes);
+    record["inputs"] = inputs;
+    return record.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+namespace {
+
+// Where an image's SAM masks for a model are kept: masks/<model index>/<name>.png, or a hash of the name where
+// that would pass NAME_MAX.
 fs::path mask_path(const fs::path& dir, const std::string& image, std::size_t model) {
-    return dir / "masks" / std::to_string(model) / (image + ".png");
+    constexpr size_t kMaxNameBytes = 200;
+    const fs::path folder = dir / "masks" / std::to_string(model);
+    if (image.size() <= kMaxNameBytes) return folder / (image + ".png");
+    uint64_t hash = 14695981039346656037ull;  // FNV-1a
+    for (unsigned char c : image) hash = (hash ^ c) * 1099511628211ull;
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+    return folder / (std::string(hex) + ".png");
 }
 
 std::string read_text(const fs::path& path) {
@@ -166,10 +228,24 @@ std::string differences(const json& earlier, const json& now) {
 
 }  // namespace
 
+json input_stamps(const DatasetItem& item) {
+    auto stamp_of = [](const std::string& path) {
+        const std::optional<FileStamp> stamp = file_stamp(path);
+        return json{{"path", escape_non_utf8(path)},
+                    {"size", stamp ? json(stamp->size) : json()},
+                    {"mtime_ns", stamp ? json(stamp->mtime_ns) : json()}};
+    };
+    json stamps = {{"image", stamp_of(item.image)}, {"gt", stamp_of(item.gt)}, {"predictions", json::array()}};
+    for (const PredictionFiles& files : item.predictions)
+        stamps["predictions"].push_back({{"pred", stamp_of(files.pred)}, {"prob", stamp_of(files.prob)}});
+    return stamps;
+}
+
 Journal::Journal(const fs::path& out_dir, const json& config, bool resume) : dir_(out_dir / ".partial") {
     std::error_code ec;
     fs::create_directories(out_dir, ec);
     if (ec) throw Error(out_dir.string(), "cannot create output folder: " + ec.message());
+    lock_ = std::make_unique<FolderLock>(out_dir);
     const fs::path config_path = dir_ / "config.json", journal_path = dir_ / "journal.jsonl";
 
     bool continuing = resume && fs::exists(config_path);
@@ -184,26 +260,41 @@ Journal::Journal(const fs::path& out_dir, const json& config, bool resume) : dir
     }
     fs::create_directories(dir_ / "masks", ec);
     if (ec) throw Error(dir_.string(), "cannot create journal folder: " + ec.message());
-    if (!continuing) write_file_atomically(config_path, config.dump(2) + "\n");
+    if (!continuing)
+        write_file_atomically(config_path, config.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
 
-    // Keep the complete lines; a run killed mid-write leaves a torn last line, which is dropped here so the next
-    // append starts on a fresh line.
-    std::string kept;
+    // A run killed mid-write leaves a torn last line (no newline after it), which is dropped so the next append
+    // starts on a fresh line; any other line that is not a record is an Error. An image recomputed because its
+    // inputs changed has a later line, which replaces the earlier one.
+    std::map<std::string, std::pair<JournalEntry, std::string>> latest;
+    std::vector<std::string> order;
     std::istringstream lines(continuing ? read_text(journal_path) : "");
     std::string line;
-    while (std::getline(lines, line)) {
-        if (lines.eof()) break;  // no newline after it: torn
-        json record = json::parse(line, nullptr, false);
-        if (record.is_discarded()) continue;
-        std::vector<ImageOutcome> outcomes = item_from(record);
-        if (outcomes.empty() || !names_.insert(outcomes.front().image.image).second) continue;
-        finished_.push_back(std::move(outcomes));
-        kept += line + "\n";
+    for (size_t number = 1; std::getline(lines, line); ++number) {
+        if (lines.eof()) break;
+        JournalEntry entry = parse_journal_line(line, journal_path.string(), number);
+        const std::string name = entry.outcomes.front().image.image;
+        if (!latest.count(name)) order.push_back(name);
+        latest[name] = {std::move(entry), line};
+    }
+    std::string kept;
+    for (const std::string& name : order) {
+        auto& [entry, text] = latest.at(name);
+        inputs_[name] = entry.inputs;
+        finished_.push_back(std::move(entry.outcomes));
+        kept += text + "\n";
     }
     write_file_atomically(journal_path, kept);
 }
 
-void Journal::append(const std::vector<ImageOutcome>& outcomes) {
+Journal::~Journal() = default;
+
+bool Journal::up_to_date(const DatasetItem& item) const {
+    const auto found = inputs_.find(item.name);
+    return found != inputs_.end() && found->second == input_stamps(item);
+}
+
+void Journal::append(const std::vector<ImageOutcome>& outcomes, const json& inputs) {
     if (outcomes.empty()) return;
     const std::string& name = outcomes.front().image.image;
     for (std::size_t m = 0; m < outcomes.size(); ++m) {
@@ -216,8 +307,8 @@ void Journal::append(const std::vector<ImageOutcome>& outcomes) {
         fs::create_directories(path.parent_path());
         write_file_atomically(path, std::string(png.begin(), png.end()));
     }
-    append_durably(dir_ / "journal.jsonl", item_record(outcomes).dump() + "\n");
-    names_.insert(name);
+    append_durably(dir_ / "journal.jsonl", journal_line(outcomes, inputs));
+    inputs_[name] = inputs;
 }
 
 std::pair<cv::Mat, cv::Mat> Journal::masks(const std::string& image, std::size_t model) const {
