@@ -17,9 +17,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     } catch (const sqasam::Error&) {
         return 0;
     }
-    std::string written = sqasam::journal_line(entry.outcome, entry.inputs);
+    std::string written = sqasam::journal_line(entry.outcomes, entry.inputs);
     written.pop_back();  // the newline
     const sqasam::JournalEntry again = sqasam::parse_journal_line(written, "fuzz-rewritten", 1);
-    if (sqasam::journal_line(again.outcome, again.inputs) != written + "\n") std::abort();
+    if (sqasam::journal_line(again.outcomes, again.inputs) != written + "\n") std::abort();
     return 0;
 }

@@ -298,7 +298,7 @@ TEST_F(IoHostile, ASymlinkLoopInAFolderIsListedAndFailsToReadWithItsReason) {
     write_bytes(dir / "images" / "good.png", encode(".png", corner_picture()));
     write_bytes(dir / "pred" / "good.png", encode(".png", cv::Mat::zeros(20, 40, CV_8U)));
     fs::create_symlink("loop.png", dir / "images" / "loop.png");  // points at itself
-    const Dataset dataset = match_folders({(dir / "images").string(), (dir / "pred").string(), "", ""});
+    const Dataset dataset = match_folders({(dir / "images").string(), {{"pred", (dir / "pred").string(), ""}}, ""});
     ASSERT_EQ(dataset.items.size(), 2u);
     EXPECT_EQ(dataset.items[1].name, "loop");
     EXPECT_EQ(dataset.items[1].image, (dir / "images" / "loop.png").string());

@@ -154,7 +154,7 @@ TEST(ReportCsv, FormulaLikeTextCellsAreNeutralisedNumbersAreNot) {
     const auto rows = read_csv(dir / "images.csv");
     ASSERT_EQ(rows.size(), 6u);
     for (std::size_t i = 0; i < names.size(); ++i) EXPECT_EQ(rows[i + 1][0], "'" + names[i]);
-    EXPECT_EQ(rows[1][4], "'=cmd|' /C calc'!A0");
+    EXPECT_EQ(rows[1][5], "'=cmd|' /C calc'!A0");  // the error column
     const auto objects = read_csv(dir / "objects.csv");
     EXPECT_EQ(objects[1][0], "'@object");
     const auto column = std::find(objects[0].begin(), objects[0].end(), "point_best_iou_predicted_iou");

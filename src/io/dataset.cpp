@@ -170,11 +170,13 @@ Dataset read_manifest(const std::string& csv_path) {
     auto column_name = [](const char* kind, const std::string& model) {
         return model == "pred" ? std::string(kind) : std::string(kind) + ":" + model;
     };
-    for (const auto& [name, index] : column)
+    for (const auto& entry : column) {
+        const std::string& name = entry.first;  // a named reference: clang 14 lambdas cannot capture bindings
         if (name.starts_with("prob") &&
             std::none_of(model_names.begin(), model_names.end(),
                          [&](const std::string& model) { return column_name("prob", model) == name; }))
             throw Error(csv_path, "column '" + name + "' has no prediction column of the same model");
+    }
 
     Dataset dataset;
     dataset.has_gt = column.count("gt") > 0;
