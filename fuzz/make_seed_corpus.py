@@ -6,7 +6,7 @@
 - safetensors/: the JSON headers of those safetensors files, and a few odd ones;
 - image/: PNG, JPEG, TIFF and BMP files of each depth and channel count sqasam reads, with and without EXIF
   orientation, and masks of each kind;
-- journal/: journal lines as sqasam score writes them (scored, flagged, with NaN as null, without inputs).
+- journal/: journal lines as sqasam score writes them (scored, flagged by two models, NaN as null).
 Usage: make_seed_corpus.py <corpus folder>"""
 import io
 import json
@@ -114,18 +114,27 @@ def write_image_seeds(corpus):
 
 
 def write_journal_seeds(corpus):
+    """Lines as sqasam score writes them (journal format 3): an image scored by one model, and one flagged by two."""
     corpus.mkdir(parents=True, exist_ok=True)
-    agreement = {"dice": [0.9, 0.85, None], "iou": [0.81, 0.74, 0.5], "predicted_iou": [0.95, -0.01, 1.02]}
-    scored = {"image": {"image": "case_001", "score": 0.875, "n_objects": 1, "flags": [], "error": "",
-                        "true_dice": 0.9, "class_dice": [[1, 0.9]], "model_confidence": None},
-              "objects": [{"class_label": 1, "component": 1, "area": 420, "box": [3, 4, 30, 22],
-                           "point": [16.5, 12.25], "point_prompt": agreement, "box_prompt": agreement,
-                           "score": 0.9}],
-              "inputs": {role: {"path": f"/data/{role}/case_001.png", "size": 1234, "mtime_ns": 1700000000123456789}
-                         for role in ("image", "pred", "prob", "gt")}}
-    flagged = {"image": {"image": "caf\\xe9", "score": None, "n_objects": 0,
-                         "flags": ["read_error", "pred_kind_guessed"], "error": "caf\\xe9.png: not a PNG",
-                         "true_dice": None, "class_dice": [], "model_confidence": None}, "objects": []}
+    agreement = {"boundary_iou": [0.24, 0.24, 0.005], "dice": [0.65, 0.65, None], "iou": [0.48, 0.48, 0.001],
+                 "predicted_iou": [0.17, 0.17, -0.036], "stability": [0.002, 0.002, 0.0]}
+    stamp = {"mtime_ns": 1796293221616073543, "path": "/data/images/caf\\xe9.png", "size": 400}
+    missing = {"mtime_ns": None, "path": "", "size": None}
+    scored = {"image": "caf\\xe9",
+              "inputs": {"gt": missing, "image": stamp, "predictions": [{"pred": stamp, "prob": missing}]},
+              "models": [{"image": {"class_dice": [[1, 0.9]], "error": "", "features": {"compactness": 0.93,
+                                                                                       "sam_dice_mean": 0.94},
+                                    "flags": [], "image": "caf\\xe9", "model": "pred", "model_confidence": None,
+                                    "n_objects": 1, "score": 0.94, "true_dice": 0.9},
+                          "objects": [{"area": 441, "box": [20, 12, 44, 36], "box_prompt": agreement,
+                                       "class_label": 1, "compactness": 0.93, "component": 1, "point": [32.0, 24.0],
+                                       "point_box_dice": 0.62, "point_prompt": agreement, "score": 0.94}]}]}
+    flagged_model = {"image": {"class_dice": [], "error": "bomb.png: 32000x32000 pixels, more than the limit",
+                               "features": {}, "flags": ["too_large"], "image": "bomb", "model": "a",
+                               "model_confidence": None, "n_objects": 0, "score": None, "true_dice": None},
+                     "objects": []}
+    flagged = {"image": "bomb", "models": [flagged_model, dict(flagged_model, image=dict(flagged_model["image"],
+                                                                                          model="b"))]}
     (corpus / "scored.json").write_text(json.dumps(scored))
     (corpus / "flagged.json").write_text(json.dumps(flagged))
 

@@ -79,16 +79,7 @@ bool has_note(const std::vector<ReadNote>& notes, const std::string& flag) {
     return std::any_of(notes.begin(), notes.end(), [&](const ReadNote& note) { return note.flag == flag; });
 }
 
-template <class Read>
-std::string error_of(Read read) {
-    try {
-        read();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    ADD_FAILURE() << "did not throw an sqasam::Error";
-    return {};
-}
+using test::error_of;
 
 class IoHostile : public ::testing::Test {
 protected:

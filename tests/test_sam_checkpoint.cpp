@@ -23,6 +23,8 @@ using namespace sqasam::sam;
 
 namespace {
 
+using sqasam::test::error_of;
+
 std::string checkpoints_dir() { return sqasam::test::ref_dir() + "/checkpoints"; }
 std::string checkpoint_file(const std::string& name) { return checkpoints_dir() + "/" + name; }
 
@@ -34,21 +36,6 @@ std::string read_bytes(const std::string& path) {
 }
 
 nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(read_bytes(path)); }
-
-// The message of the sqasam::Error that `load` throws; fails the test if it throws nothing or something else.
-template <class Load>
-std::string error_of(Load load) {
-    try {
-        load();
-    } catch (const sqasam::Error& e) {
-        return e.what();
-    } catch (const std::exception& e) {
-        ADD_FAILURE() << "threw a non-sqasam exception: " << e.what();
-        return {};
-    }
-    ADD_FAILURE() << "did not throw";
-    return {};
-}
 
 // Every tensor must equal the float32 .npy torch wrote for it, bit for bit, and nothing may be extra or missing.
 void expect_matches_npy_folder(const Checkpoint& checkpoint, const std::string& folder) {

@@ -24,20 +24,7 @@ using namespace sqasam::sam;
 
 namespace {
 
-// The sqasam::Error message of `load`; fails the test when it throws nothing or something else.
-template <class Load>
-std::string error_of(Load load) {
-    try {
-        load();
-    } catch (const sqasam::Error& e) {
-        return e.what();
-    } catch (const std::exception& e) {
-        ADD_FAILURE() << "threw a non-sqasam exception: " << e.what();
-        return {};
-    }
-    ADD_FAILURE() << "did not throw";
-    return {};
-}
+using sqasam::test::error_of;
 
 std::string read_bytes(const fs::path& path) {
     std::ifstream in(path, std::ios::binary);

@@ -1,9 +1,13 @@
 #pragma once
 // Small helpers shared by the test programs: where the reference data lives, reading .npy files.
+#include <gtest/gtest.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "sqasam/error.hpp"
 
 namespace sqasam::test {
 
@@ -22,6 +26,21 @@ NpyArray read_npy(const std::string& path);
 std::string read_text(const std::string& path);  // a whole file, bytes as they are; empty if unreadable
 // The rows of a CSV file, header first, with RFC 4180 quoting undone (enough to check what the writers quote).
 std::vector<std::vector<std::string>> read_csv(const std::string& path);
+
+// The message of the sqasam::Error that `run` throws; fails the test if it throws nothing or something else.
+template <class Run>
+std::string error_of(Run run) {
+    try {
+        run();
+    } catch (const sqasam::Error& e) {
+        return e.what();
+    } catch (const std::exception& e) {
+        ADD_FAILURE() << "threw a non-sqasam exception: " << e.what();
+        return {};
+    }
+    ADD_FAILURE() << "did not throw";
+    return {};
+}
 
 // Runs the built CLI through the shell with `arguments` (and `environment`, VAR=value ..., before it).
 struct CliResult {
