@@ -12,6 +12,9 @@ namespace sqasam::report_detail {
 std::string fixed(double value, int decimals);  // "0.8125"
 // CSV (RFC 4180): a field quoted where needed, a number with 6 decimals (empty when absent), one row.
 std::string csv_field(const std::string& text);
+// A text cell (a name, a message) that a spreadsheet would run as a formula (it starts with =, +, -, @, a tab or a
+// carriage return) with a leading apostrophe, which spreadsheets show as text; numbers never pass through it.
+std::string csv_text(const std::string& text);
 std::string csv_number(const std::optional<double>& value);
 void csv_row(std::ostringstream& out, const std::vector<std::string>& fields);
 std::string join(const std::vector<std::string>& parts, const std::string& separator);

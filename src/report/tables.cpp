@@ -28,9 +28,7 @@ std::string csv_field(const std::string& text) {
     return quoted + '"';
 }
 
-// A text cell that a spreadsheet would run as a formula (it starts with =, +, -, @, a tab or a carriage return)
-// gets a leading apostrophe, which spreadsheets show as text (OWASP's CSV-injection advice). Numbers are written
-// by csv_number / fixed and never pass through here, so a negative number stays a number.
+// OWASP's CSV-injection advice. Numbers are written by csv_number / fixed, so a negative number stays a number.
 std::string csv_text(const std::string& text) {
     if (!text.empty() && std::string_view("=+-@\t\r").find(text.front()) != std::string_view::npos) return "'" + text;
     return text;
@@ -95,6 +93,7 @@ nlohmann::json estimate_json(const Evaluation& e) {
 
 using report_detail::csv_number;
 using report_detail::csv_row;
+using report_detail::csv_text;
 using report_detail::estimate_json;
 using report_detail::fixed;
 using report_detail::join;

@@ -15,6 +15,7 @@ namespace {
 
 using report_detail::csv_number;
 using report_detail::csv_row;
+using report_detail::csv_text;
 using report_detail::fixed;
 using report_detail::html_escape;
 using report_detail::join;
@@ -44,14 +45,14 @@ void write_volumes_csv(const std::string& path, const VolumeReportInput& input) 
     }
     csv_row(out, header);
     for (const VolumeResult& v : input.volumes) {
-        std::vector<std::string> row{v.volume.image,
-                                     v.model,
+        std::vector<std::string> row{csv_text(v.volume.image),
+                                     csv_text(v.model),
                                      csv_number(v.volume.score),
                                      std::to_string(v.volume.n_objects),
                                      std::to_string(v.slices_encoded),
                                      v.modality ? to_string(*v.modality) : "",
                                      join(v.volume.flags, ";"),
-                                     v.volume.error,
+                                     csv_text(v.volume.error),
                                      csv_number(v.volume.true_dice),
                                      csv_number(v.volume.model_confidence),
                                      csv_number(v.agreement),
@@ -67,8 +68,8 @@ void write_classes_csv(const std::string& path, const VolumeReportInput& input) 
     csv_row(out, {"case", "model", "class", "class_name", "n_objects", "voxels", "score", "true_dice"});
     for (const VolumeResult& v : input.volumes)
         for (const ClassResult& c : v.classes)
-            csv_row(out, {v.volume.image, v.model, std::to_string(c.class_label),
-                          class_name(input.class_names, c.class_label), std::to_string(c.n_objects),
+            csv_row(out, {csv_text(v.volume.image), csv_text(v.model), std::to_string(c.class_label),
+                          csv_text(class_name(input.class_names, c.class_label)), std::to_string(c.n_objects),
                           std::to_string(c.voxels), csv_number(c.score), csv_number(c.true_dice)});
     write_file_atomically(path, out.str());
 }
@@ -90,8 +91,9 @@ void write_objects_csv(const std::string& path, const VolumeReportInput& input) 
             area += a;
             if (!lowest || s.cross_section.score < lowest->cross_section.score) lowest = &s;
         }
-        std::vector<std::string> row{o.case_name, o.model, std::to_string(o.class_label),
-                                     class_name(input.class_names, o.class_label), std::to_string(o.component),
+        std::vector<std::string> row{csv_text(o.case_name), csv_text(o.model), std::to_string(o.class_label),
+                                     csv_text(class_name(input.class_names, o.class_label)),
+                                     std::to_string(o.component),
                                      std::to_string(o.voxels), fixed(o.volume_ml, 4)};
         for (long b : o.bounds) row.push_back(std::to_string(b));
         row.push_back(std::to_string(o.n_slices));
