@@ -120,7 +120,7 @@ TEST_F(CliHostile, OddFilesAreFlaggedOneByOneAndTheRunFinishes) {
 
     const test::CliResult resumed = score(data, out, "--max-objects 20 --resume");
     ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
-    EXPECT_NE(resumed.output.find("(8 images from the journal)"), std::string::npos) << resumed.output;
+    EXPECT_NE(resumed.output.find("8 images taken from the journal"), std::string::npos) << resumed.output;
 }
 
 TEST_F(CliHostile, ASecondRunIntoABusyFolderIsRefusedNamingTheHolder) {
@@ -150,7 +150,7 @@ TEST_F(CliHostile, ResumeKnowsTheCheckpointByContentAndReadsTheJournalStrictly) 
     fs::copy_file(model, moved);
     const test::CliResult same = score(data, out, "--resume", moved);
     EXPECT_EQ(same.exit_code, 0) << same.output;
-    EXPECT_NE(same.output.find("(2 images from the journal)"), std::string::npos) << same.output;
+    EXPECT_NE(same.output.find("2 images taken from the journal"), std::string::npos) << same.output;
 
     const test::CliResult other = score(data, out, "--resume", other_model);
     EXPECT_EQ(other.exit_code, 1) << other.output;

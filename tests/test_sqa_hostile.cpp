@@ -118,7 +118,10 @@ TEST_F(SqaHostile, TooManyObjectsAreFlaggedBeforeSamAndProgressIsHeardInsideAnIm
     options.max_objects = 100;
     std::vector<std::pair<size_t, size_t>> heard;
     const ImageOutcome scored = score_item(item("many", 50), dataset_of({}), segmenter, options,
-                                           [&](size_t done, size_t total) { heard.emplace_back(done, total); })
+                                           [&](size_t model, size_t done, size_t total) {
+                                               EXPECT_EQ(model, 0u);
+                                               heard.emplace_back(done, total);
+                                           })
                                     .at(0);
     EXPECT_TRUE(scored.image.score.has_value()) << scored.image.error;
     ASSERT_GE(heard.size(), 2u) << "50 objects come in more than one batch";

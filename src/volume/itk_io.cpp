@@ -304,7 +304,7 @@ LabelVolume read_label_volume(const std::string& path, std::optional<double> sof
     RawVolume<float> raw = read_file<float>(path, std::nullopt, "a 3D label volume");
     volume.geometry = raw.geometry;
     const cv::Mat values(1, static_cast<int>(raw.voxels.size()), CV_32F, raw.voxels.data());
-    LabelMap map = label_map_from_values(values, soft_threshold, path);
+    LabelMap map = label_map_from_values(values, MaskReading{std::nullopt, soft_threshold}, path);
     raw.voxels = {};
     volume.kind = map.kind;
     volume.labels.assign(map.labels.ptr<int32_t>(0), map.labels.ptr<int32_t>(0) + map.labels.total());
