@@ -213,3 +213,15 @@ TEST_F(SqaHostile, ASecondRunIntoTheSameFolderIsRefusedWhileTheFirstHoldsIt) {
         EXPECT_NE(std::string(e.what()).find("pid " + std::to_string(::getpid())), std::string::npos) << e.what();
     }
 }
+
+TEST_F(SqaHostile, AConfigNestedTooDeepIsUnreadableRatherThanPrintedUntilTheStackOverflows) {
+    const nlohmann::json config = {{"run", 1}};
+    fs::create_directories(root / "out/.partial");
+    // Differing values are printed in the refusal; printing JSON nested 100,000 deep would recurse that deep.
+    std::ofstream(root / "out/.partial/config.json")
+        << "{\"run\": " << std::string(100000, '[') << std::string(100000, ']') << "}";
+    EXPECT_NE(test::error_of([&] { check_output_folder(root / "out", config); }).find("config.json is unreadable"),
+              std::string::npos);
+    EXPECT_NE(test::error_of([&] { Journal journal(root / "out", config, true); }).find("unreadable"),
+              std::string::npos);
+}

@@ -45,6 +45,16 @@ float coordinate_from(const json& value) {
     return static_cast<float>(real);
 }
 
+// The journal's JSON (a record nests 6 deep, the configuration 3): deeper nesting is refused while parsing, before
+// anything recursive (comparing, printing a differing value) could meet it. Throws on any parse error.
+json parse_shallow(const std::string& text) {
+    constexpr int kMaxDepth = 10;
+    return json::parse(text, [](int depth, json::parse_event_t, json&) {
+        if (depth > kMaxDepth) throw Error("", "nested deeper than " + std::to_string(kMaxDepth) + " levels");
+        return true;
+    });
+}
+
 // PromptAgreement's arrays by their journal names.
 constexpr std::pair<const char*, std::array<double, 3> PromptAgreement::*> kAgreementArrays[] = {
     {"dice", &PromptAgreement::dice},
@@ -166,13 +176,7 @@ std::vector<ImageOutcome> item_from(const json& record) {
 
 JournalEntry parse_journal_line(const std::string& line, const std::string& file, size_t line_number) {
     try {
-        // A record nests 6 deep; deeper nesting is refused while parsing, before anything recursive (comparing,
-        // printing) could meet it.
-        constexpr int kMaxDepth = 10;
-        const json record = json::parse(line, [&](int depth, json::parse_event_t, json&) {
-            if (depth > kMaxDepth) throw Error("", "nested deeper than " + std::to_string(kMaxDepth) + " levels");
-            return true;
-        });
+        const json record = parse_shallow(line);
         JournalEntry entry{item_from(record), record.value("inputs", json())};
         if (entry.outcomes.empty() || entry.outcomes.front().image.image.empty())
             throw Error("", "the record names no image");
@@ -210,6 +214,15 @@ std::string read_text(const fs::path& path) {
     std::stringstream text;
     text << in.rdbuf();
     return text.str();
+}
+
+// A run's config.json; discarded (is_discarded()) when it is not JSON or nests too deep.
+json read_config(const fs::path& path) {
+    try {
+        return parse_shallow(read_text(path));
+    } catch (const std::exception&) {
+        return json(json::value_t::discarded);
+    }
 }
 
 // The top-level settings that differ between an earlier and this run's configuration, with both values.
@@ -250,7 +263,7 @@ Journal::Journal(const fs::path& out_dir, const json& config, bool resume) : dir
 
     bool continuing = resume && fs::exists(config_path);
     if (continuing) {
-        json stored = json::parse(read_text(config_path), nullptr, false);
+        const json stored = read_config(config_path);
         if (stored.is_discarded()) throw Error(config_path.string(), "unreadable; rerun without --resume");
         if (stored != config)
             throw Error(config_path.string(), "the unfinished run used other settings (" + differences(stored, config) +
@@ -324,7 +337,7 @@ void check_output_folder(const fs::path& out_dir, const json& config) {
     const fs::path config_path = out_dir / ".partial" / "config.json";
     std::error_code ec;
     if (fs::exists(config_path, ec)) {
-        const json earlier = json::parse(read_text(config_path), nullptr, false);
+        const json earlier = read_config(config_path);
         if (earlier == config) return;
         throw Error(out_dir.string(),
                     "holds the results of another run (" +
