@@ -26,11 +26,6 @@ namespace {
 
 using sqasam::test::error_of;
 
-std::string read_bytes(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 void write_bytes(const fs::path& path, const std::string& bytes) {
     std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
@@ -193,7 +188,7 @@ TEST_F(HostileCheckpoint, DamagedWeightBytesFailTheZipCrc) {
         const Checkpoint intact = load_checkpoint(path.string());
         EXPECT_EQ(intact.read("w", {kNumel}).size(), kNumel);
 
-        std::string bytes = read_bytes(path);
+        std::string bytes = sqasam::test::read_text(path.string());
         // Stored: 16 weight bytes flipped in place. Deflated: bytes of the compressed stream, which inflate may
         // or may not notice; the CRC must.
         const size_t at = deflate ? bytes.find("archive/data/0") + 300 : bytes.find(weights.substr(0, 64)) + 1000;
