@@ -2,17 +2,11 @@
 // outputs and per-file errors, whole-run errors, and a run killed at a random moment then resumed.
 #include <gtest/gtest.h>
 
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <random>
 #include <sstream>
-#include <thread>
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -26,34 +20,10 @@ namespace {
 
 using sqasam::test::read_csv;
 using sqasam::test::read_text;
+using sqasam::test::start_cli;
+using sqasam::test::wait_cli;
 
 // Runs the CLI with the given arguments, output to log; returns the exit status (-1 when killed).
-pid_t start_cli(const std::vector<std::string>& args, const fs::path& log) {
-    pid_t pid = fork();
-    if (pid == 0) {
-        FILE* out = std::fopen(log.c_str(), "w");
-        if (out) {
-            dup2(fileno(out), STDOUT_FILENO);
-            dup2(fileno(out), STDERR_FILENO);
-        }
-        std::vector<char*> argv;
-        std::string cli = test::cli_path();
-        argv.push_back(cli.data());
-        std::vector<std::string> copies = args;
-        for (std::string& arg : copies) argv.push_back(arg.data());
-        argv.push_back(nullptr);
-        execv(cli.c_str(), argv.data());
-        _exit(127);
-    }
-    return pid;
-}
-
-int wait_cli(pid_t pid) {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 int run_cli(const std::vector<std::string>& args, const fs::path& log) { return wait_cli(start_cli(args, log)); }
 
 // A few of the demo images (the CLI runs several times; SAM on CPU is the cost): a good prediction, one with a
@@ -176,25 +146,8 @@ TEST_F(CliScore, KilledRunResumesToTheSameResults) {
     ASSERT_EQ(run_cli(score_args(reference), root / "reference.log"), 0) << read_text(root / "reference.log");
     double full_run = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-    // Kill at a random moment after the first image is journaled, so that the resumed run has work both done and
-    // left (unless the machine is fast enough to finish first, which the resume handles too).
-    unsigned seed = std::random_device{}();
-    std::mt19937 random(seed);
-    start = std::chrono::steady_clock::now();
-    pid_t pid = start_cli(score_args(resumed), root / "killed.log");
-    const fs::path journal = resumed / ".partial/journal.jsonl";
-    auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
-    auto journaled = [&] {
-        std::error_code ec;
-        return fs::file_size(journal, ec) > 0 && !ec;
-    };
-    while (elapsed() < 2 * full_run && !journaled()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    double delay = std::uniform_real_distribution<double>(0.0, 0.8)(random) * std::max(0.0, full_run - elapsed());
-    SCOPED_TRACE("seed " + std::to_string(seed) + ": killed " + std::to_string(elapsed() + delay) + " s into a " +
-                 std::to_string(full_run) + " s run");
-    std::this_thread::sleep_for(std::chrono::duration<double>(delay));
-    kill(pid, SIGKILL);
-    wait_cli(pid);
+    const pid_t pid = start_cli(score_args(resumed), root / "killed.log");
+    SCOPED_TRACE(test::kill_after_first_journal_line(pid, resumed / ".partial/journal.jsonl", full_run));
 
     ASSERT_EQ(run_cli(with(score_args(resumed), {"--resume"}), root / "resume.log"), 0)
         << read_text(root / "resume.log");

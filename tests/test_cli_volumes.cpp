@@ -1,9 +1,11 @@
 // `sqasam score-volumes` end to end with a random-weight test model: the nnU-Net layout of gen_volumes.py with two
-// models, ground truth and probabilities (broken cases flagged, the run goes on), bad options, and the real BraTS
-// exams with five models and the NRRD set when ../shared is there.
+// models, ground truth and probabilities (broken cases flagged, the run goes on), bad options, a run killed at a
+// random moment then resumed, a used --out refused, and the real BraTS exams with five models and the NRRD set when
+// ../shared is there.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <map>
 
@@ -59,6 +61,29 @@ protected:
 };
 
 fs::path nnunet() { return fs::path(test::ref_dir()) / "volumes" / "nnunet"; }
+
+// The layout's two models with ground truth, as arguments for test::start_cli.
+std::vector<std::string> layout_args(const fs::path& model, const fs::path& out, std::vector<std::string> more = {}) {
+    std::vector<std::string> args{"score-volumes", "--checkpoint", model.string(), "--threads", "2", "--out",
+                                  out.string(), "--images", (nnunet() / "imagesTs").string(), "--pred",
+                                  (nnunet() / "model_a").string(), "--pred", "second=" + (nnunet() / "model_b").string(),
+                                  "--gt", (nnunet() / "labelsTs").string(), "--max-slices-per-object", "3"};
+    args.insert(args.end(), more.begin(), more.end());
+    return args;
+}
+
+int run_logged(const std::vector<std::string>& args, const fs::path& log) {
+    return test::wait_cli(test::start_cli(args, log.string()));
+}
+
+// Every file under a folder with its contents (the lock file aside: it is the run's, not a result).
+std::map<std::string, std::string> snapshot(const fs::path& folder) {
+    std::map<std::string, std::string> files;
+    for (const auto& entry : fs::recursive_directory_iterator(folder))
+        if (entry.is_regular_file() && entry.path().filename() != ".sqasam.lock")
+            files[fs::relative(entry.path(), folder).string()] = read_text(entry.path().string());
+    return files;
+}
 
 }  // namespace
 
@@ -179,4 +204,62 @@ TEST_F(CliVolumes, NrrdLabelsScoredAgainstThemselvesHaveDiceOne) {
         EXPECT_EQ(volumes[r][column(h, "true_dice")], "1.000000") << name << ": " << volumes[r][column(h, "error")];
         EXPECT_FALSE(volumes[r][column(h, "score")].empty()) << name;
     }
+}
+
+TEST_F(CliVolumes, KilledRunResumesToTheSameResults) {
+    const fs::path reference = root / "out_reference", resumed = root / "out_resumed";
+    const auto start = std::chrono::steady_clock::now();
+    ASSERT_EQ(run_logged(layout_args(model, reference), root / "reference.log"), 0)
+        << read_text((root / "reference.log").string());
+    const double full_run = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+    const pid_t pid = test::start_cli(layout_args(model, resumed), (root / "killed.log").string());
+    SCOPED_TRACE(test::kill_after_first_journal_line(pid, (resumed / ".partial/journal.jsonl").string(), full_run));
+
+    const fs::path log = root / "resume.log";
+    ASSERT_EQ(run_logged(layout_args(model, resumed, {"--resume"}), log), 0) << read_text(log.string());
+    EXPECT_NE(read_text(log.string()).find("taken from the journal of the earlier run"), std::string::npos)
+        << "the killed run's finished cases must be taken over: " << read_text(log.string());
+    for (const char* file : {"volumes.csv", "classes.csv", "objects.csv"})
+        EXPECT_EQ(read_text((resumed / file).string()), read_text((reference / file).string())) << file;
+    const std::string html = read_text((resumed / "report.html").string());
+    EXPECT_NE(html.find("data:image/png;base64"), std::string::npos) << "the worst slices' pictures are shown";
+
+    // Resuming under other settings is refused rather than mixing results.
+    EXPECT_EQ(run_logged(layout_args(model, resumed, {"--resume", "--reducer", "min"}), root / "mixed.log"), 1);
+    EXPECT_NE(read_text((root / "mixed.log").string()).find("reducer"), std::string::npos);
+}
+
+TEST_F(CliVolumes, AnotherRunIntoAUsedOutFolderIsRefusedAndTouchesNothing) {
+    const fs::path out = root / "out_used", log = root / "used.log";
+    auto args = [&](std::vector<std::string> more) {
+        std::vector<std::string> all{"score-volumes", "--checkpoint", model.string(), "--threads", "2", "--out",
+                                     out.string(), "--images", (nnunet() / "imagesTs").string(), "--pred",
+                                     (nnunet() / "model_a").string(), "--max-slices-per-object", "2"};
+        all.insert(all.end(), more.begin(), more.end());
+        return all;
+    };
+    ASSERT_EQ(run_logged(args({}), log), 0) << read_text(log.string());
+    const auto finished = snapshot(out);
+    for (const char* file : {"volumes.csv", "classes.csv", "objects.csv", "summary.json", "report.html",
+                             ".partial/config.json", ".partial/journal.jsonl"})
+        EXPECT_TRUE(finished.count(file)) << file;
+
+    EXPECT_EQ(run_logged(args({"--connectivity", "6"}), log), 1);
+    EXPECT_NE(read_text(log.string()).find("connectivity was 26, now 6"), std::string::npos) << read_text(log.string());
+    EXPECT_NE(read_text(log.string()).find("--overwrite"), std::string::npos);
+    EXPECT_NE(run_logged(args({"--resume", "--overwrite"}), log), 0);  // one or the other
+    EXPECT_EQ(snapshot(out), finished);
+
+    ASSERT_EQ(run_logged(args({"--connectivity", "6", "--overwrite"}), log), 0) << read_text(log.string());
+    EXPECT_NE(read_text((out / ".partial/config.json").string()).find("\"connectivity\": 6"), std::string::npos);
+    // The same run again may recompute in place: nothing is lost.
+    EXPECT_EQ(run_logged(args({"--connectivity", "6"}), log), 0) << read_text(log.string());
+
+    // Results without their journal belong to a run whose settings cannot be compared: refused too.
+    fs::remove_all(out / ".partial");
+    const auto without_journal = snapshot(out);
+    EXPECT_EQ(run_logged(args({"--connectivity", "6"}), log), 1);
+    EXPECT_NE(read_text(log.string()).find("volumes.csv"), std::string::npos) << read_text(log.string());
+    EXPECT_EQ(snapshot(out), without_journal);
 }

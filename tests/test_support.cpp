@@ -1,5 +1,7 @@
 #include "test_support.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -7,7 +9,9 @@
 #include <random>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -148,6 +152,49 @@ CliResult run_cli(const std::string& arguments, const std::string& environment) 
     const int status = ::pclose(pipe);
     result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     return result;
+}
+
+pid_t start_cli(const std::vector<std::string>& args, const std::string& log) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+        if (FILE* out = std::fopen(log.c_str(), "w")) {
+            dup2(fileno(out), STDOUT_FILENO);
+            dup2(fileno(out), STDERR_FILENO);
+        }
+        std::string cli = cli_path();
+        std::vector<std::string> copies = args;
+        std::vector<char*> argv{cli.data()};
+        for (std::string& arg : copies) argv.push_back(arg.data());
+        argv.push_back(nullptr);
+        execv(cli.c_str(), argv.data());
+        _exit(127);
+    }
+    return pid;
+}
+
+int wait_cli(pid_t pid) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string kill_after_first_journal_line(pid_t pid, const std::string& journal, double full_run) {
+    const auto start = std::chrono::steady_clock::now();
+    auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+    auto journaled = [&] {
+        std::error_code ec;
+        return std::filesystem::file_size(journal, ec) > 0 && !ec;
+    };
+    while (elapsed() < 2 * full_run && !journaled()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    const unsigned seed = std::random_device{}();
+    std::mt19937 random(seed);
+    const double delay = std::uniform_real_distribution<double>(0.0, 0.8)(random) * std::max(0.0, full_run - elapsed());
+    const std::string trace = "seed " + std::to_string(seed) + ": killed " + std::to_string(elapsed() + delay) +
+                              " s into a " + std::to_string(full_run) + " s run";
+    std::this_thread::sleep_for(std::chrono::duration<double>(delay));
+    kill(pid, SIGKILL);
+    wait_cli(pid);
+    return trace;
 }
 
 std::vector<float> random_values(size_t n, uint32_t seed, float low, float high) {

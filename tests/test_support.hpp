@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <sys/types.h>
 #include <vector>
 
 #include "sqasam/error.hpp"
@@ -48,6 +49,15 @@ struct CliResult {
     std::string output;  // stdout and stderr
 };
 CliResult run_cli(const std::string& arguments, const std::string& environment = "");
+// Starts the built CLI with `args` (no shell), its stdout and stderr into the file `log`, and returns its pid (for
+// tests that kill a run); wait_cli waits for it and returns its exit status, -1 when it was killed.
+pid_t start_cli(const std::vector<std::string>& args, const std::string& log);
+int wait_cli(pid_t pid);
+// Kills the run `pid`, just started, at a random moment after its journal file has its first line (so that a resumed
+// run has work both done and left, unless the machine is fast enough to finish first, which a resume handles too),
+// within 80 % of what is left of a run that takes `full_run` seconds, and waits for it. Returns the seed and the
+// moment, for SCOPED_TRACE.
+std::string kill_after_first_journal_line(pid_t pid, const std::string& journal, double full_run);
 
 // n values uniform in [low, high), the same for the same seed.
 std::vector<float> random_values(size_t n, uint32_t seed, float low = -1.0f, float high = 1.0f);

@@ -1,8 +1,12 @@
 // Scoring cases of an nnU-Net layout with a stand-in for SAM: slices encoded once each, true Dice and agreement
-// against numpy, scores from the stand-in's masks, the flags of broken cases, channel matching, class names.
+// against numpy, scores from the stand-in's masks, the flags of broken cases, channel matching, class names; the
+// journal behind --resume (a resumed run scores only what is missing and gives what a whole run gives).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <new>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -67,6 +71,77 @@ const VolumeCase& find_case(const VolumeDataset& dataset, const std::string& nam
     for (const VolumeCase& item : dataset.cases)
         if (item.name == name) return item;
     throw std::runtime_error("no case " + name);
+}
+
+// Every case of a run, in order, with its worst slices' pictures.
+std::vector<CaseOutcome> run_cases(const VolumeDataset& dataset, const Segmenter& segmenter,
+                                   const VolumeRunOptions& options, VolumeJournal& journal,
+                                   size_t* from_journal = nullptr) {
+    std::vector<CaseOutcome> outcomes;
+    score_volume_cases(dataset, segmenter, options, journal, [&](const VolumeRunProgress& progress) {
+        outcomes.push_back(std::move(*progress.outcome));
+        if (from_journal) *from_journal += progress.from_journal;
+    });
+    return outcomes;
+}
+
+bool same(const std::optional<double>& a, const std::optional<double>& b) {
+    return a.has_value() == b.has_value() && (!a || *a == *b);
+}
+
+bool same_pixels(const cv::Mat& a, const cv::Mat& b) {
+    return a.size() == b.size() && (a.empty() || cv::countNonZero(a != b) == 0);
+}
+
+// A case read back from the journal is the case as it was scored, to the bit.
+void expect_same_case(const CaseOutcome& resumed, const CaseOutcome& scored) {
+    SCOPED_TRACE(scored.name);
+    EXPECT_EQ(resumed.name, scored.name);
+    ASSERT_EQ(resumed.volumes.size(), scored.volumes.size());
+    for (size_t m = 0; m < scored.volumes.size(); ++m) {
+        const VolumeResult &a = resumed.volumes[m], &b = scored.volumes[m];
+        EXPECT_EQ(a.model, b.model);
+        EXPECT_TRUE(same(a.volume.score, b.volume.score));
+        EXPECT_EQ(a.volume.flags, b.volume.flags);
+        EXPECT_EQ(a.volume.error, b.volume.error);
+        EXPECT_TRUE(same(a.volume.true_dice, b.volume.true_dice));
+        EXPECT_EQ(a.volume.class_dice, b.volume.class_dice);
+        EXPECT_TRUE(same(a.volume.model_confidence, b.volume.model_confidence));
+        EXPECT_EQ(a.slices_encoded, b.slices_encoded);
+        EXPECT_TRUE(same(a.agreement, b.agreement));
+        EXPECT_TRUE(same(a.model_agreement, b.model_agreement));
+        EXPECT_EQ(a.modality, b.modality);
+        ASSERT_EQ(a.classes.size(), b.classes.size());
+        for (size_t c = 0; c < a.classes.size(); ++c) {
+            EXPECT_EQ(a.classes[c].voxels, b.classes[c].voxels);
+            EXPECT_TRUE(same(a.classes[c].score, b.classes[c].score));
+        }
+    }
+    ASSERT_EQ(resumed.objects.size(), scored.objects.size());
+    for (size_t o = 0; o < scored.objects.size(); ++o) {
+        const VolumeObjectResult &a = resumed.objects[o], &b = scored.objects[o];
+        EXPECT_EQ(a.model, b.model);
+        EXPECT_EQ(a.bounds, b.bounds);
+        EXPECT_EQ(a.score, b.score);
+        ASSERT_EQ(a.slices.size(), b.slices.size());
+        for (size_t x = 0; x < a.slices.size(); ++x) {
+            EXPECT_EQ(a.slices[x].slice, b.slices[x].slice);
+            const auto &box_a = a.slices[x].cross_section.box, &box_b = b.slices[x].cross_section.box;
+            EXPECT_TRUE(std::equal(std::begin(box_a), std::end(box_a), std::begin(box_b)));
+            EXPECT_EQ(a.slices[x].cross_section.box_prompt.dice, b.slices[x].cross_section.box_prompt.dice);
+            EXPECT_EQ(a.slices[x].cross_section.score, b.slices[x].cross_section.score);
+        }
+    }
+    ASSERT_EQ(resumed.worst_slices.size(), scored.worst_slices.size());
+    for (size_t w = 0; w < scored.worst_slices.size(); ++w) {
+        const auto &a = resumed.worst_slices[w], &b = scored.worst_slices[w];
+        EXPECT_EQ(a.slice, b.slice);
+        EXPECT_EQ(a.cross_sections.size(), b.cross_sections.size());
+        EXPECT_TRUE(same_pixels(a.gray, b.gray));
+        EXPECT_TRUE(same_pixels(a.sam_point_mask, b.sam_point_mask));
+        EXPECT_TRUE(same_pixels(a.sam_box_mask, b.sam_box_mask));
+        EXPECT_TRUE(same_pixels(a.prediction != 0, b.prediction != 0));
+    }
 }
 
 bool has_flag(const VolumeResult& row, const std::string& flag) {
@@ -242,4 +317,125 @@ TEST(VolumeScoring, BrokenCasesAreFlaggedAndNotScored) {
     const CaseOutcome picked = score_case(find_case(dataset, "case_4d"), dataset, four.segmenter(), options);
     EXPECT_FALSE(has_flag(picked.volumes[0], "multichannel_image")) << picked.volumes[0].volume.error;
     EXPECT_TRUE(picked.volumes[0].volume.score);
+}
+
+TEST(VolumeScoring, AResumedRunScoresOnlyWhatIsMissingAndGivesWhatAWholeRunGives) {
+    const VolumeDataset dataset = layout();
+    VolumeRunOptions options;
+    options.objects.max_slices = 3;
+    const nlohmann::json config = {{"test", "resume"}};
+
+    const fs::path whole_out = test::temp_dir("volume_journal_whole");
+    BoxSam whole_sam;
+    std::vector<CaseOutcome> whole;
+    {
+        VolumeJournal journal(whole_out, config, false);
+        whole = run_cases(dataset, whole_sam.segmenter(), options, journal);
+    }
+    ASSERT_EQ(whole.size(), dataset.cases.size());
+
+    // A run killed after its first three cases: their lines are in the journal, then a torn one.
+    const fs::path out = test::temp_dir("volume_journal_resumed");
+    VolumeDataset first_three = dataset;
+    first_three.cases.resize(3);
+    BoxSam first_sam;
+    {
+        VolumeJournal journal(out, config, false);
+        run_cases(first_three, first_sam.segmenter(), options, journal);
+    }
+    std::ofstream(out / ".partial/journal.jsonl", std::ios::app) << R"({"case": "case_torn", "models": [)";
+
+    BoxSam rest_sam;
+    size_t from_journal = 0;
+    std::vector<CaseOutcome> resumed;
+    {
+        VolumeJournal journal(out, config, true);
+        EXPECT_EQ(journal.finished().size(), 3u);
+        // A second run into the folder while this one holds it is refused.
+        const std::string refused = test::error_of([&] { VolumeJournal(out, config, true); });
+        EXPECT_NE(refused.find("another sqasam run"), std::string::npos) << refused;
+        resumed = run_cases(dataset, rest_sam.segmenter(), options, journal, &from_journal);
+    }
+    EXPECT_EQ(from_journal, 3u);
+    EXPECT_EQ(first_sam.slices.size() + rest_sam.slices.size(), whole_sam.slices.size())
+        << "the journaled cases' slices are not encoded again";
+    ASSERT_EQ(resumed.size(), whole.size());
+    for (size_t c = 0; c < whole.size(); ++c) expect_same_case(resumed[c], whole[c]);
+    size_t pictures = 0;
+    for (size_t c = 0; c < 3; ++c)
+        for (const auto& worst : resumed[c].worst_slices) pictures += !worst.gray.empty();
+    EXPECT_GT(pictures, 0u) << "the journaled cases' worst slices come back with their pictures";
+
+    // Resuming under another configuration is refused, naming the setting.
+    const std::string other = test::error_of([&] { VolumeJournal(out, {{"test", "other"}}, true); });
+    EXPECT_NE(other.find("test was \"resume\", now \"other\""), std::string::npos) << other;
+}
+
+TEST(VolumeScoring, AChangedInputIsScoredAgainAndADamagedJournalIsAnError) {
+    const fs::path data = test::temp_dir("volume_journal_data");
+    fs::copy(nnunet(), data / "nnunet", fs::copy_options::recursive);
+    VolumeFolders folders;
+    folders.images = (data / "nnunet/imagesTs").string();
+    folders.preds = {{"model_a", (data / "nnunet/model_a").string()}};
+    const VolumeDataset dataset = match_volume_folders(folders);
+    VolumeDataset two = dataset;
+    two.cases.resize(2);
+    VolumeRunOptions options;
+    options.objects.max_slices = 2;
+    const nlohmann::json config = {{"test", "changes"}};
+    const fs::path out = test::temp_dir("volume_journal_changes");
+    {
+        VolumeJournal journal(out, config, false);
+        BoxSam sam;
+        run_cases(two, sam.segmenter(), options, journal);
+    }
+
+    // The second case's prediction is rewritten: only that case is scored again, and its new line replaces the old.
+    const VolumeCase& changed = two.cases[1];
+    fs::last_write_time(changed.pred[0], fs::last_write_time(changed.pred[0]) + std::chrono::seconds(5));
+    {
+        VolumeJournal journal(out, config, true);
+        EXPECT_TRUE(journal.up_to_date(two.cases[0]));
+        EXPECT_FALSE(journal.up_to_date(changed));
+        size_t from_journal = 0;
+        BoxSam sam;
+        run_cases(two, sam.segmenter(), options, journal, &from_journal);
+        EXPECT_EQ(from_journal, 1u);
+        EXPECT_FALSE(sam.slices.empty());
+    }
+    {
+        VolumeJournal journal(out, config, true);
+        EXPECT_EQ(journal.finished().size(), 2u);
+        EXPECT_TRUE(journal.up_to_date(changed));
+    }
+
+    // A line that is not a record (not the torn last one) stops the resume with the file and the line.
+    const fs::path lines = out / ".partial/journal.jsonl";
+    const std::string text = test::read_text(lines.string());
+    std::ofstream(lines) << "{\"case\": 7}\n" << text;
+    const std::string damaged = test::error_of([&] { VolumeJournal(out, config, true); });
+    EXPECT_NE(damaged.find("journal.jsonl"), std::string::npos) << damaged;
+    EXPECT_NE(damaged.find("line 1 is not a journal record"), std::string::npos) << damaged;
+}
+
+TEST(VolumeScoring, AnExceptionWhileScoringACaseFlagsItAndTheRunGoesOn) {
+    const VolumeDataset dataset = layout();
+    VolumeDataset two = dataset;  // two cases that score
+    two.cases = {find_case(dataset, "case_a"), find_case(dataset, "case_b")};
+    BoxSam sam;
+    const Segmenter working = sam.segmenter();
+    size_t calls = 0;
+    const Segmenter failing_first = [&](const cv::Mat& rgb) -> MaskSource {
+        if (calls++ == 0) throw std::bad_alloc();
+        return working(rgb);
+    };
+    VolumeJournal journal(test::temp_dir("volume_journal_failure"), {{"test", "failure"}}, false);
+    const std::vector<CaseOutcome> outcomes = run_cases(two, failing_first, {}, journal);
+    ASSERT_EQ(outcomes.size(), 2u);
+    for (const VolumeResult& row : outcomes[0].volumes) {
+        EXPECT_TRUE(has_flag(row, "processing_error")) << row.volume.error;
+        EXPECT_NE(row.volume.error.find("case_a: out of memory"), std::string::npos) << row.volume.error;
+        EXPECT_FALSE(row.volume.score);
+    }
+    for (const VolumeResult& row : outcomes[1].volumes) EXPECT_TRUE(row.volume.score) << row.volume.error;
 }

@@ -23,6 +23,7 @@
 
 #include "sqasam/io.hpp"
 #include "sqasam/results.hpp"
+#include "sqasam/run_journal.hpp"
 #include "sqasam/sam.hpp"
 
 namespace sqasam {
@@ -179,6 +180,10 @@ struct ImageOutcome {
     cv::Mat sam_point_mask, sam_box_mask;  // as in ScoredObjects; empty when SAM did not run
 };
 
+// Within a catch block: the message of the exception being handled, for the flag processing_error ("OpenCV: ...",
+// "out of memory", what() of a standard or sqasam exception, "unknown exception").
+std::string current_exception_message();
+
 // Reads the item's files and scores every model's prediction of it (one outcome per model, in the order of
 // Dataset::models), on one SAM embedding of the image. Problems with one file become flags and messages in the
 // results (see ImageResult::flags), never an exception: any exception while handling the image (sqasam's, OpenCV's,
@@ -194,22 +199,18 @@ std::vector<ImageOutcome> score_item(const DatasetItem& item, const Dataset& dat
 // inputs no longer match is computed again on --resume.
 nlohmann::json input_stamps(const DatasetItem& item);
 
-// Finished images of a run, kept in out/.partial/ so a killed run can continue (--resume): journal.jsonl holds
-// one line per image (all models' outcomes with their objects and the image's input_stamps, appended and flushed as
-// each image finishes; a torn last line is dropped, any other malformed line is an Error naming the file and line;
-// a later line for an image replaces an earlier one) and masks/<model index>/<name>.png the SAM mask unions for the
-// report's overlays (bit 0 point, bit 1 box; a name over 200 bytes is stored under a hash), written before the
-// line. config.json records the run's configuration; resuming under another one is an Error. The journal holds the
-// output folder's FolderLock while it lives: a second run into the folder is refused.
+// Finished images of a run, kept in out/.partial/ so a killed run can continue (--resume), on RunJournal (see
+// run_journal.hpp for the journal's rules: lock, configuration check, torn and damaged lines, replaced lines):
+// one line per image holds all its models' outcomes with their objects and the image's input_stamps, and
+// masks/<model index>/<name>.png the SAM mask unions for the report's overlays (bit 0 point, bit 1 box).
 class Journal {
 public:
     Journal(const std::filesystem::path& out_dir, const nlohmann::json& config, bool resume);
-    ~Journal();
 
     // The images earlier runs finished (read when the journal was opened), each with its models' outcomes in the
     // run's model order, without their masks.
     const std::vector<std::vector<ImageOutcome>>& finished() const { return finished_; }
-    bool contains(const std::string& image) const { return inputs_.count(image) > 0; }
+    bool contains(const std::string& image) const { return journal_.contains(image); }
     // Whether the journal holds the item, scored from the input files as they are now.
     bool up_to_date(const DatasetItem& item) const;
     // Records a finished image, all its models' outcomes, with the stamps its inputs had before it was scored (on
@@ -220,16 +221,13 @@ public:
     std::pair<cv::Mat, cv::Mat> masks(const std::string& image, std::size_t model) const;
 
 private:
-    std::unique_ptr<FolderLock> lock_;
-    std::filesystem::path dir_;
+    std::filesystem::path mask_path(const std::string& image, std::size_t model) const;
+
+    RunJournal journal_;
     std::vector<std::vector<ImageOutcome>> finished_;
-    std::map<std::string, nlohmann::json> inputs_;  // by image name
 };
 
-// Refuses (an Error naming the folder and the settings that differ) to start a run in an output folder that holds
-// the results of a run with another configuration, so that they are never replaced silently: the caller skips the
-// check only when told to overwrite. The earlier run is known by its journal's config.json; sqasam outputs without
-// one (images.csv, objects.csv, summary.json, report.html) count as another run. Nothing is touched.
+// check_output_folder (run_journal.hpp) for score's outputs: images.csv, objects.csv, summary.json, report.html.
 void check_output_folder(const std::filesystem::path& out_dir, const nlohmann::json& config);
 
 struct RunResult {

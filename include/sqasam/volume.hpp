@@ -26,6 +26,7 @@
 #include "sqasam/io.hpp"
 #include "sqasam/report.hpp"
 #include "sqasam/results.hpp"
+#include "sqasam/run_journal.hpp"
 #include "sqasam/sqa.hpp"
 
 namespace sqasam {
@@ -180,7 +181,7 @@ struct VolumeResult {
     // image = case name; score = mean over objects (or voxel-weighted); flags, error, true_dice, class_dice and
     // model_confidence as in 2D. Flags of volumes: missing_image, missing_prediction, read_error,
     // prediction_error, multichannel_image (4D without --channel), geometry_mismatch, empty_prediction,
-    // no_objects, missing_gt, gt_error, missing_prob, prob_error.
+    // no_objects, missing_gt, gt_error, missing_prob, prob_error, processing_error (anything else went wrong).
     ImageResult volume;
     std::string model;
     int slices_encoded = 0;                        // of the case (shared by its models)
@@ -247,10 +248,11 @@ struct VolumeRunOptions {
 
 // What scoring one case gives: one result per model, their objects, and the pictures of the case's worst slice.
 struct CaseOutcome {
+    std::string name;                         // the case's
     std::vector<VolumeResult> volumes;        // one per model
     std::vector<VolumeObjectResult> objects;  // all models
-    // For the report: per model, the slice where its lowest-scored object scored lowest (gray slice, prediction
-    // labels on it, SAM's mask unions on it); empty gray when the model has no scored object.
+    // For the report: per model with a scored object, the slice where its lowest-scored object scored lowest: the
+    // gray slice, and on it the prediction (nonzero where the model predicts any class) and SAM's mask unions (0/1).
     struct WorstSlice {
         std::string model;
         long slice = -1;
@@ -265,6 +267,56 @@ struct CaseOutcome {
 // on is encoded once (segmenter) and its embedding serves every object on it. Per-case problems become flags.
 CaseOutcome score_case(const VolumeCase& item, const VolumeDataset& dataset, const Segmenter& segmenter,
                        const VolumeRunOptions& options);
+
+// ---- A run: the journal behind --resume ----
+
+// The case's input files as they are now (path_stamp of its image file or DICOM folder, ground truth, and each
+// model's prediction and probabilities): a journaled case whose inputs no longer match is scored again on --resume.
+nlohmann::json input_stamps(const VolumeCase& item);
+
+// Finished cases of a score-volumes run, kept in out/.partial/ so a killed run can continue (--resume), on
+// RunJournal (see run_journal.hpp for the journal's rules: lock, configuration check, torn and damaged lines,
+// replaced lines): one line per case holds every model's VolumeResult, its objects with their scored slices and its
+// worst slice (which one, its cross-sections); the worst slice's pictures are written before the line, as one
+// 3-channel PNG slices/<model index>/<case>.png: the gray slice, and its masks (bit 0 SAM's point-prompt union,
+// bit 1 its box-prompt union, bit 2 the prediction).
+class VolumeJournal {
+public:
+    VolumeJournal(const std::filesystem::path& out_dir, const nlohmann::json& config, bool resume);
+
+    // The cases earlier runs finished (read when the journal was opened), their worst slices without pictures
+    // (see load_pictures).
+    const std::vector<CaseOutcome>& finished() const { return finished_; }
+    // Whether the journal holds the case, scored from its files as they are now.
+    bool up_to_date(const VolumeCase& item) const;
+    // Records a finished case with the stamps its inputs had before it was scored (on disk when this returns).
+    void append(const CaseOutcome& outcome, const nlohmann::json& inputs);
+    // Reads the pictures of a journaled case's worst slices back; one whose picture is missing or unreadable keeps
+    // empty ones (the tables still list the case).
+    void load_pictures(CaseOutcome& outcome) const;
+
+private:
+    std::filesystem::path picture_path(const std::string& case_name, std::size_t model) const;
+
+    RunJournal journal_;
+    std::vector<CaseOutcome> finished_;
+};
+
+// Where a run of cases stands, for progress lines: cases done (from the journal or computed) and in all, and the
+// case just done.
+struct VolumeRunProgress {
+    std::size_t finished = 0, total = 0;
+    CaseOutcome* outcome = nullptr;        // the case just done (the callback may take its contents)
+    bool from_journal = false;             // taken from the journal rather than scored
+    double seconds = 0;                    // spent scoring it
+};
+
+// Scores every case not in the journal up to date, appending each as it finishes, and hands every case's outcome
+// (journaled ones with their pictures) to on_case in dataset order, so that a caller keeps only what it needs (the
+// report's few pictures). Any exception while scoring a case (out of memory, OpenCV's, ...) becomes the flag
+// processing_error with its message on every model's row of that case; the run goes on.
+void score_volume_cases(const VolumeDataset& dataset, const Segmenter& segmenter, const VolumeRunOptions& options,
+                        VolumeJournal& journal, const std::function<void(const VolumeRunProgress&)>& on_case);
 
 // ---- Outputs ----
 

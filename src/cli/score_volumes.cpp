@@ -1,8 +1,8 @@
 // sqasam score-volumes: 3D images and their predictions (nnU-Net layout) -> volumes.csv, classes.csv, objects.csv,
-// summary.json, report.html.
+// summary.json, report.html. Each finished case goes to a journal in <out>/.partial first, so --resume continues a
+// killed run.
 #include <algorithm>
 #include <cctype>
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -22,7 +22,7 @@ struct ScoreVolumesOptions {
     ModelOptions model;
     std::string images, gt, out, dataset_json;
     std::vector<std::string> preds;  // DIR or NAME=DIR
-    bool prob = false;
+    bool prob = false, resume = false, overwrite = false;
     std::optional<std::string> channel;
     std::string modality = "auto", window = "40,400", slice_axis = "auto";
     int max_slices = 10, connectivity = 26;
@@ -57,10 +57,12 @@ WindowRule parse_window(const std::string& modality, const std::string& window) 
     return rule;
 }
 
+// Everything that changes the journaled results; a resumed run must match it. The checkpoint counts by its content.
 nlohmann::json run_config(const ScoreVolumesOptions& o, const VolumeDataset& dataset, const VolumeRunOptions& run) {
     nlohmann::json preds = nlohmann::json::object();
     for (const VolumeModel& model : dataset.models) preds[model.name] = absolute(model.folder);
-    return {{"checkpoint", absolute(o.model.checkpoint)},
+    return {{"command", "score-volumes"},
+            {"checkpoint_sha256", file_sha256(o.model.checkpoint)},
             {"model_type", o.model.model_type},
             {"precision", o.model.precision},
             {"images", absolute(o.images)},
@@ -75,7 +77,11 @@ nlohmann::json run_config(const ScoreVolumesOptions& o, const VolumeDataset& dat
             {"max_slices_per_object", run.objects.max_slices},
             {"connectivity", run.objects.connectivity},
             {"min_voxels", run.objects.min_voxels},
-            {"pred_threshold", run.pred_threshold ? nlohmann::json(*run.pred_threshold) : nlohmann::json()}};
+            {"pred_threshold", run.pred_threshold ? nlohmann::json(*run.pred_threshold) : nlohmann::json()},
+            {"reducer", to_string(run.score.reducer)},
+            {"mask_choice", to_string(run.score.mask_choice)},
+            {"aggregation", to_string(run.score.aggregation)},
+            {"journal_format", 1}};
 }
 
 void run_score_volumes(const ScoreVolumesOptions& o) {
@@ -117,23 +123,31 @@ void run_score_volumes(const ScoreVolumesOptions& o) {
     report.model = {{"checkpoint", absolute(o.model.checkpoint)},
                     {"type", to_string(sam.info().type)},
                     {"description", sam.info().describe()}};
+    if (!o.overwrite)
+        check_output_folder(o.out, report.config,
+                            {"volumes.csv", "classes.csv", "objects.csv", "summary.json", "report.html"});
+    VolumeJournal journal(o.out, report.config, o.resume);
+
     std::vector<ImageOverlay> overlays;
-    size_t done = 0;
-    for (const VolumeCase& item : dataset.cases) {
-        const auto start = std::chrono::steady_clock::now();
-        CaseOutcome outcome = score_case(item, dataset, segmenter, run);
-        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        ++done;
-        std::fprintf(stderr, "[%zu/%zu] %s: %d slices encoded, %.1f s\n", done, dataset.cases.size(),
-                     item.name.c_str(), outcome.volumes.empty() ? 0 : outcome.volumes.front().slices_encoded, seconds);
+    size_t resumed = 0;
+    score_volume_cases(dataset, segmenter, run, journal, [&](const VolumeRunProgress& progress) {
+        CaseOutcome& outcome = *progress.outcome;
+        resumed += progress.from_journal;
+        if (progress.from_journal)
+            std::fprintf(stderr, "[%zu/%zu] %s: from the journal of the earlier run\n", progress.finished,
+                         progress.total, outcome.name.c_str());
+        else
+            std::fprintf(stderr, "[%zu/%zu] %s: %d slices encoded, %.1f s\n", progress.finished, progress.total,
+                         outcome.name.c_str(), outcome.volumes.empty() ? 0 : outcome.volumes.front().slices_encoded,
+                         progress.seconds);
         for (const CaseOutcome::WorstSlice& slice : outcome.worst_slices)
             for (const VolumeResult& volume : outcome.volumes)
-                if (volume.model == slice.model && volume.volume.score)
+                if (volume.model == slice.model && volume.volume.score && !slice.gray.empty())
                     keep_lowest_scored(overlays, volume_overlay(volume, slice));
         report.volumes.insert(report.volumes.end(), outcome.volumes.begin(), outcome.volumes.end());
         report.objects.insert(report.objects.end(), std::make_move_iterator(outcome.objects.begin()),
                               std::make_move_iterator(outcome.objects.end()));
-    }
+    });
     report.overlays = std::move(overlays);
     write_volume_report(o.out, report);
 
@@ -144,8 +158,9 @@ void run_score_volumes(const ScoreVolumesOptions& o) {
     }
     std::cout << "sqasam score-volumes: " << dataset.cases.size() << " cases x " << dataset.models.size()
               << " model(s), " << scored << " volumes scored, " << with_problems
-              << " with problems listed in volumes.csv\n"
-              << "report: " << (fs::path(o.out) / "report.html").string() << "\n";
+              << " with problems listed in volumes.csv";
+    if (resumed > 0) std::cout << "; " << resumed << " cases taken from the journal of the earlier run";
+    std::cout << "\nreport: " << (fs::path(o.out) / "report.html").string() << "\n";
 }
 
 }  // namespace
@@ -175,6 +190,11 @@ void add_score_volumes_command(CLI::App& app) {
     cmd->add_option("--dataset-json", o->dataset_json,
                     "nnU-Net dataset.json with class names (default: found beside the images or predictions)");
     cmd->add_option("--out", o->out, "output folder (created if needed)")->required();
+    CLI::Option* resume =
+        cmd->add_flag("--resume", o->resume, "continue an interrupted run in --out, skipping the cases already done");
+    cmd->add_flag("--overwrite", o->overwrite,
+                  "replace the results of another run in --out (without it, such a run is refused)")
+        ->excludes(resume);
     cmd->add_option("--modality", o->modality,
                     "windowing rule: ct (--window), mr (0.5-99.5 percentile clip of nonzero voxels) or auto (DICOM's "
                     "Modality, else CT when the minimum is below -500)")

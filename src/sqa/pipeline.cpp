@@ -227,21 +227,27 @@ std::vector<ImageOutcome> score_item_unguarded(const DatasetItem& item, const Da
 
 }  // namespace
 
+std::string current_exception_message() {
+    try {
+        throw;
+    } catch (const cv::Exception& e) {
+        return "OpenCV: " + e.msg;
+    } catch (const std::bad_alloc&) {
+        return "out of memory";
+    } catch (const std::exception& e) {  // sqasam::Error among them
+        return e.what();
+    } catch (...) {
+        return "unknown exception";
+    }
+}
+
 std::vector<ImageOutcome> score_item(const DatasetItem& item, const Dataset& dataset, const Segmenter& segmenter,
                                      const PipelineOptions& options, const ItemProgress& progress) {
     std::string problem;
     try {
         return score_item_unguarded(item, dataset, segmenter, options, progress);
-    } catch (const Error& e) {
-        problem = e.what();
-    } catch (const cv::Exception& e) {
-        problem = "OpenCV: " + e.msg;
-    } catch (const std::bad_alloc&) {
-        problem = "out of memory";
-    } catch (const std::exception& e) {
-        problem = e.what();
     } catch (...) {
-        problem = "unknown exception";
+        problem = current_exception_message();
     }
     std::vector<ImageOutcome> failed = blank_outcomes(item, dataset);
     for (ImageOutcome& outcome : failed) note(outcome.image, "processing_error", item.name + ": " + problem);

@@ -159,6 +159,7 @@ CaseOutcome score_case(const VolumeCase& item, const VolumeDataset& dataset, con
     using volume_detail::FlaggedError;
     const size_t n_models = dataset.models.size();
     CaseOutcome outcome;
+    outcome.name = item.name;
     std::vector<VolumeResult>& rows = outcome.volumes;
     rows.resize(n_models);
     for (size_t m = 0; m < n_models; ++m) {
