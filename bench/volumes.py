@@ -124,7 +124,7 @@ def main():
         out = work / f"out_{name}"
         load_before = os.getloadavg()[0]
         rss_kb, seconds, cpu, cases = run(cli, ["score-volumes", "--images", str(work / name / "images"), "--pred",
-                                           str(work / name / "pred"), "--out", str(out)] + common + extra,
+                                           str(work / name / "pred"), "--out", str(out), "--overwrite"] + common + extra,
                                      work / f"{name}.log")
         for case, slices, case_seconds in cases:
             print(json.dumps({"volume": case, "seconds_scoring": float(case_seconds), "slices_encoded": int(slices),
