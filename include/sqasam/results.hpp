@@ -64,10 +64,25 @@ struct ObjectResult {
     double score_with(Reducer reducer, MaskChoice choice) const;
 };
 
-// An image's score from its objects under a configuration: the mean (or area-weighted mean) of
-// score_with(reducer, choice); empty without objects.
-std::optional<double> image_score(const std::vector<const ObjectResult*>& objects, Reducer reducer,
-                                  MaskChoice choice, ImageAggregation aggregation);
+// An image's (or a volume's) score from its objects under a configuration: the mean of their
+// score_with(reducer, choice), weighted by their `size` (ObjectResult::area, VolumeObjectResult::voxels) with
+// AreaWeighted; empty without objects.
+template <class Object>
+std::optional<double> aggregate_score(const std::vector<const Object*>& objects, Reducer reducer, MaskChoice choice,
+                                      ImageAggregation aggregation, long Object::*size) {
+    double weighted_sum = 0, total_weight = 0;
+    for (const Object* object : objects) {
+        const double weight = aggregation == ImageAggregation::AreaWeighted ? static_cast<double>(object->*size) : 1.0;
+        weighted_sum += weight * object->score_with(reducer, choice);
+        total_weight += weight;
+    }
+    if (total_weight <= 0) return std::nullopt;
+    return weighted_sum / total_weight;
+}
+inline std::optional<double> image_score(const std::vector<const ObjectResult*>& objects, Reducer reducer,
+                                         MaskChoice choice, ImageAggregation aggregation) {
+    return aggregate_score(objects, reducer, choice, aggregation, &ObjectResult::area);
+}
 
 // A calibrated estimate of an image's true Dice (sqasam calibrate, score --calibration) and its conformal interval.
 struct DiceEstimate {

@@ -70,16 +70,4 @@ double ObjectResult::score_with(Reducer reducer, MaskChoice choice) const {
     return reduce(reducer, point_prompt.dice[k], box_prompt.dice[k]);
 }
 
-std::optional<double> image_score(const std::vector<const ObjectResult*>& objects, Reducer reducer,
-                                  MaskChoice choice, ImageAggregation aggregation) {
-    double weighted_sum = 0, total_weight = 0;
-    for (const ObjectResult* object : objects) {
-        const double weight = aggregation == ImageAggregation::AreaWeighted ? static_cast<double>(object->area) : 1.0;
-        weighted_sum += weight * object->score_with(reducer, choice);
-        total_weight += weight;
-    }
-    if (total_weight <= 0) return std::nullopt;
-    return weighted_sum / total_weight;
-}
-
 }  // namespace sqasam

@@ -103,7 +103,7 @@ void add_agreement(const std::vector<ModelWork>& work, std::vector<VolumeResult>
 }
 
 std::vector<ClassResult> class_results(const VolumeResult& row, const std::vector<VolumeObjectResult>& objects,
-                                       const std::map<int, long>& voxels, ImageAggregation aggregation) {
+                                       const std::map<int, long>& voxels, const ScoreOptions& options) {
     std::map<int, ClassResult> classes;
     for (const auto& [label, count] : voxels) {
         classes[label].class_label = label;
@@ -113,19 +113,16 @@ std::vector<ClassResult> class_results(const VolumeResult& row, const std::vecto
         classes[label].class_label = label;
         classes[label].true_dice = dice;
     }
-    std::map<int, std::pair<double, double>> sums;  // label -> weighted score sum, weight sum
+    std::map<int, std::vector<const VolumeObjectResult*>> objects_of;
     for (const VolumeObjectResult& object : objects) {
-        ClassResult& result = classes[object.class_label];
-        result.class_label = object.class_label;
-        ++result.n_objects;
-        const double weight = aggregation == ImageAggregation::AreaWeighted ? static_cast<double>(object.voxels) : 1.0;
-        sums[object.class_label].first += weight * object.score;
-        sums[object.class_label].second += weight;
+        classes[object.class_label].class_label = object.class_label;
+        objects_of[object.class_label].push_back(&object);
     }
     std::vector<ClassResult> results;
     for (auto& [label, result] : classes) {
-        if (const auto found = sums.find(label); found != sums.end() && found->second.second > 0)
-            result.score = found->second.first / found->second.second;
+        const std::vector<const VolumeObjectResult*>& scored = objects_of[label];
+        result.n_objects = static_cast<int>(scored.size());
+        result.score = volume_score(scored, options.reducer, options.mask_choice, options.aggregation);
         results.push_back(result);
     }
     return results;
@@ -134,24 +131,14 @@ std::vector<ClassResult> class_results(const VolumeResult& row, const std::vecto
 }  // namespace
 
 double VolumeObjectResult::score_with(Reducer reducer, MaskChoice choice) const {
-    double weighted = 0, area = 0;
-    for (const SliceScore& slice : slices) {
-        weighted += static_cast<double>(slice.cross_section.area) * slice.cross_section.score_with(reducer, choice);
-        area += static_cast<double>(slice.cross_section.area);
-    }
-    return area > 0 ? weighted / area : 0.0;
+    std::vector<const ObjectResult*> sections;
+    for (const SliceScore& slice : slices) sections.push_back(&slice.cross_section);
+    return image_score(sections, reducer, choice, ImageAggregation::AreaWeighted).value_or(0.0);
 }
 
 std::optional<double> volume_score(const std::vector<const VolumeObjectResult*>& objects, Reducer reducer,
                                    MaskChoice choice, ImageAggregation aggregation) {
-    double weighted = 0, total = 0;
-    for (const VolumeObjectResult* object : objects) {
-        const double weight = aggregation == ImageAggregation::AreaWeighted ? static_cast<double>(object->voxels) : 1.0;
-        weighted += weight * object->score_with(reducer, choice);
-        total += weight;
-    }
-    if (total <= 0) return std::nullopt;
-    return weighted / total;
+    return aggregate_score(objects, reducer, choice, aggregation, &VolumeObjectResult::voxels);
 }
 
 CaseOutcome score_case(const VolumeCase& item, const VolumeDataset& dataset, const Segmenter& segmenter,
@@ -273,7 +260,7 @@ CaseOutcome score_case(const VolumeCase& item, const VolumeDataset& dataset, con
         row.volume.score =
             volume_score(scored, options.score.reducer, options.score.mask_choice, options.score.aggregation);
         if (work[m].labels)
-            row.classes = class_results(row, results[m], class_voxels(*work[m].labels), options.score.aggregation);
+            row.classes = class_results(row, results[m], class_voxels(*work[m].labels), options.score);
 
         // The slice where the lowest-scored object scored lowest.
         const auto worst = std::min_element(results[m].begin(), results[m].end(),
