@@ -439,3 +439,32 @@ TEST(VolumeScoring, AnExceptionWhileScoringACaseFlagsItAndTheRunGoesOn) {
     }
     for (const VolumeResult& row : outcomes[1].volumes) EXPECT_TRUE(row.volume.score) << row.volume.error;
 }
+
+TEST(VolumeScoring, AFailureWhileWritingTheOutputsLeavesTheOldSetWhole) {
+    const VolumeDataset dataset = layout();
+    VolumeReportInput input;
+    for (const char* name : {"case_a", "case_b"}) {
+        BoxSam sam;
+        CaseOutcome outcome = score_case(find_case(dataset, name), dataset, sam.segmenter(), {});
+        input.volumes.insert(input.volumes.end(), outcome.volumes.begin(), outcome.volumes.end());
+        input.objects.insert(input.objects.end(), outcome.objects.begin(), outcome.objects.end());
+    }
+    const fs::path dir = test::temp_dir("volume_report_swap");
+    write_volume_report(dir.string(), input);
+    const std::vector<std::string> outputs{"volumes.csv", "classes.csv", "objects.csv", "summary.json", "report.html"};
+    std::map<std::string, std::string> old_set;
+    for (const std::string& name : outputs) old_set[name] = test::read_text((dir / name).string());
+
+    // Fewer volumes, and a configuration value that is not UTF-8: JSON cannot hold it, so writing stops after the
+    // CSVs and the page, before summary.json.
+    VolumeReportInput broken = input;
+    broken.volumes.resize(2);
+    broken.config["images"] = "caf\xe9";
+    EXPECT_ANY_THROW(write_volume_report(dir.string(), broken));
+    for (const auto& [name, contents] : old_set) EXPECT_EQ(test::read_text((dir / name).string()), contents) << name;
+
+    broken.config = nlohmann::json::object();
+    write_volume_report(dir.string(), broken);
+    EXPECT_NE(test::read_text((dir / "volumes.csv").string()), old_set["volumes.csv"]);
+    EXPECT_FALSE(fs::exists(dir / ".report-staging"));
+}

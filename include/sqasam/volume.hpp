@@ -342,6 +342,7 @@ ImageOverlay volume_overlay(const VolumeResult& volume, const CaseOutcome::Worst
 // The evaluation of a volume run: the 2D metrics over volumes, and the ablation recomputed from the slices.
 Evaluation evaluate_volumes(const std::vector<VolumeResult>& volumes, const std::vector<VolumeObjectResult>& objects,
                             const EvalOptions& options);
+// The five outputs into folder (created if missing), swapped in as one set as write_report_folder does.
 void write_volume_report(const std::string& folder, const VolumeReportInput& input);
 
 }  // namespace sqasam

@@ -1,8 +1,10 @@
 #pragma once
 // Pieces shared by the report writers: number and text formatting, the SVG plots, the overlays.
+#include <functional>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sqasam/report.hpp"
@@ -31,6 +33,13 @@ struct ScatterPoint {
 std::string scatter_svg(const std::vector<ScatterPoint>& points, const std::string& x_label, double failure_threshold);
 // Counts of values in [0, 1] in ten bins; inline SVG.
 std::string histogram_svg(const std::vector<double>& values, const std::string& x_label);
+
+// A command's output files swapped in as one set (score: images.csv, ...; score-volumes: volumes.csv, ...): each
+// writer writes its file (the path it is given) into folder/.report-staging; only when all are written is the old
+// set removed and the new one renamed into place. A failure or a kill while writing leaves the old set as it was; a
+// kill among the renames leaves part of the new set; never new files beside an older run's.
+using OutputWriter = std::function<void(const std::string& path)>;
+void write_output_set(const std::string& folder, const std::vector<std::pair<std::string, OutputWriter>>& files);
 
 bool has_foreground(const cv::Mat& mask);  // any nonzero pixel (false for an empty Mat)
 

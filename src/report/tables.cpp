@@ -34,6 +34,27 @@ std::string csv_text(const std::string& text) {
     return text;
 }
 
+void write_output_set(const std::string& folder, const std::vector<std::pair<std::string, OutputWriter>>& files) {
+    namespace fs = std::filesystem;
+    std::error_code error;
+    fs::create_directories(folder, error);
+    if (error) throw Error(folder, "cannot create the output folder: " + error.message());
+    const fs::path dir(folder), staging = dir / ".report-staging";
+    fs::remove_all(staging, error);
+    fs::create_directories(staging, error);
+    if (error) throw Error(staging.string(), "cannot create the staging folder: " + error.message());
+    for (const auto& [name, write] : files) write((staging / name).string());
+    for (const auto& [name, write] : files) {
+        fs::remove(dir / name, error);
+        if (error) throw Error((dir / name).string(), "cannot replace: " + error.message());
+    }
+    for (const auto& [name, write] : files) {
+        fs::rename(staging / name, dir / name, error);
+        if (error) throw Error((dir / name).string(), "cannot move into place: " + error.message());
+    }
+    fs::remove(staging, error);
+}
+
 std::string csv_number(const std::optional<double>& value) { return value ? fixed(*value, 6) : std::string(); }
 
 void csv_row(std::ostringstream& out, const std::vector<std::string>& fields) {
@@ -234,31 +255,11 @@ void write_summary_json(const std::string& path, const ReportInput& input) {
 }
 
 void write_report_folder(const std::string& folder, const ReportInput& input) {
-    namespace fs = std::filesystem;
-    std::error_code error;
-    fs::create_directories(folder, error);
-    if (error) throw Error(folder, "cannot create the output folder: " + error.message());
-    // The new set is written whole into a staging folder first; only then is the old set taken away and the new
-    // one renamed into place. A failure or a kill while writing leaves the old set as it was; a kill among the
-    // renames leaves part of the new set; never new files beside old ones.
-    const fs::path dir(folder), staging = dir / ".report-staging";
-    fs::remove_all(staging, error);
-    fs::create_directories(staging, error);
-    if (error) throw Error(staging.string(), "cannot create the staging folder: " + error.message());
-    write_images_csv((staging / "images.csv").string(), input.images);
-    write_objects_csv((staging / "objects.csv").string(), input.objects);
-    write_summary_json((staging / "summary.json").string(), input);
-    write_report_html((staging / "report.html").string(), input);
-    const char* const names[] = {"report.html", "summary.json", "objects.csv", "images.csv"};
-    for (const char* name : names) {
-        fs::remove(dir / name, error);
-        if (error) throw Error((dir / name).string(), "cannot replace: " + error.message());
-    }
-    for (const char* name : names) {
-        fs::rename(staging / name, dir / name, error);
-        if (error) throw Error((dir / name).string(), "cannot move into place: " + error.message());
-    }
-    fs::remove(staging, error);
+    report_detail::write_output_set(
+        folder, {{"report.html", [&](const std::string& path) { write_report_html(path, input); }},
+                 {"summary.json", [&](const std::string& path) { write_summary_json(path, input); }},
+                 {"objects.csv", [&](const std::string& path) { write_objects_csv(path, input.objects); }},
+                 {"images.csv", [&](const std::string& path) { write_images_csv(path, input.images); }}});
 }
 
 ImageCounts count_images(const std::vector<ImageResult>& images) {

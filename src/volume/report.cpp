@@ -245,15 +245,6 @@ Evaluation evaluate_volumes(const std::vector<VolumeResult>& volumes, const std:
 }
 
 void write_volume_report(const std::string& folder, const VolumeReportInput& input) {
-    namespace fs = std::filesystem;
-    std::error_code error;
-    fs::create_directories(folder, error);
-    if (error) throw Error(folder, "cannot create the output folder: " + error.message());
-    const fs::path dir(folder);
-    write_volumes_csv((dir / "volumes.csv").string(), input);
-    write_classes_csv((dir / "classes.csv").string(), input);
-    write_objects_csv((dir / "objects.csv").string(), input);
-
     ReportInput report;
     report.unit = "volume";
     report.images = report_rows(input.volumes);
@@ -297,8 +288,12 @@ void write_volume_report(const std::string& folder, const VolumeReportInput& inp
     nlohmann::json names = nlohmann::json::object();
     for (const auto& [label, name] : input.class_names) names[std::to_string(label)] = name;
     summary["class_names"] = names;
-    write_file_atomically((dir / "summary.json").string(), summary.dump(2) + "\n");
-    write_report_html((dir / "report.html").string(), report);
+    report_detail::write_output_set(
+        folder, {{"report.html", [&](const std::string& path) { write_report_html(path, report); }},
+                 {"summary.json", [&](const std::string& path) { write_file_atomically(path, summary.dump(2) + "\n"); }},
+                 {"objects.csv", [&](const std::string& path) { write_objects_csv(path, input); }},
+                 {"classes.csv", [&](const std::string& path) { write_classes_csv(path, input); }},
+                 {"volumes.csv", [&](const std::string& path) { write_volumes_csv(path, input); }}});
 }
 
 }  // namespace sqasam
