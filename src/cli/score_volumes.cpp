@@ -8,6 +8,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 
 #include "cli/commands.hpp"
@@ -156,10 +157,15 @@ void run_score_volumes(const ScoreVolumesOptions& o) {
         scored += v.volume.score.has_value();
         with_problems += !v.volume.error.empty();
     }
-    std::cout << "sqasam score-volumes: " << dataset.cases.size() << " cases x " << dataset.models.size()
-              << " model(s), " << scored << " volumes scored, " << with_problems
-              << " with problems listed in volumes.csv";
-    if (resumed > 0) std::cout << "; " << resumed << " cases taken from the journal of the earlier run";
+    const auto counted = [](size_t n, const char* noun) {
+        std::ostringstream text;
+        text << n << ' ' << noun << (n == 1 ? "" : "s");
+        return text.str();
+    };
+    std::cout << "sqasam score-volumes: " << counted(dataset.cases.size(), "case") << " x "
+              << counted(dataset.models.size(), "model") << ", " << counted(scored, "volume") << " scored, "
+              << with_problems << " with problems listed in volumes.csv";
+    if (resumed > 0) std::cout << "; " << counted(resumed, "case") << " taken from the journal of the earlier run";
     std::cout << "\nreport: " << (fs::path(o.out) / "report.html").string() << "\n";
 }
 
