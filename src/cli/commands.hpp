@@ -21,6 +21,9 @@ struct ModelOptions {
     int threads = 0;  // 0: OpenMP's default
 };
 void add_model_options(CLI::App& cmd, ModelOptions& options);
+// --out, --resume, --overwrite: shared by the commands that write a run's results; `items` names what a run is made
+// of ("images", "cases").
+void add_output_options(CLI::App& cmd, std::string& out, bool& resume, bool& overwrite, const std::string& items);
 // Sets the thread count and loads the checkpoint; throws sqasam::Error naming the file and the problem.
 Sam load_model(const ModelOptions& options);
 

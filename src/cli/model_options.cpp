@@ -1,4 +1,4 @@
-// The options every command that runs SAM shares: which checkpoint, read how, computed how.
+// The options the commands share: which checkpoint, read how, computed how; where a run's results go.
 #include <omp.h>
 #include <opencv2/core.hpp>
 
@@ -20,6 +20,15 @@ void add_model_options(CLI::App& cmd, ModelOptions& options) {
         ->capture_default_str();
     cmd.add_option("--threads", options.threads, "compute threads (default: OpenMP's default)")
         ->check(CLI::Range(1, 1024));
+}
+
+void add_output_options(CLI::App& cmd, std::string& out, bool& resume, bool& overwrite, const std::string& items) {
+    cmd.add_option("--out", out, "output folder (created if needed)")->required();
+    CLI::Option* resume_flag =
+        cmd.add_flag("--resume", resume, "continue an interrupted run in --out, skipping the " + items + " already done");
+    cmd.add_flag("--overwrite", overwrite,
+                 "replace the results of another run in --out (without it, such a run is refused)")
+        ->excludes(resume_flag);
 }
 
 Sam load_model(const ModelOptions& options) {

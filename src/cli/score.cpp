@@ -332,12 +332,7 @@ void add_score_command(CLI::App& app) {
     cmd->add_option("--gt", o->gt, "folder of ground-truth masks, for the true Dice and the evaluation");
     cmd->add_option("--manifest", o->manifest,
                     "CSV with columns image,pred[,prob][,gt] instead of the folders (paths relative to the CSV)");
-    cmd->add_option("--out", o->out, "output folder (created if needed)")->required();
-    CLI::Option* resume =
-        cmd->add_flag("--resume", o->resume, "continue an interrupted run in --out, skipping images already done");
-    cmd->add_flag("--overwrite", o->overwrite,
-                  "replace the results of another run in --out (without it, such a run is refused)")
-        ->excludes(resume);
+    add_output_options(*cmd, o->out, o->resume, o->overwrite, "images");
     cmd->add_option("--progress-seconds", o->progress_seconds,
                     "when stderr is not a terminal, a progress line at least this often (0: after every image)")
         ->check(CLI::NonNegativeNumber)

@@ -195,12 +195,7 @@ void add_score_volumes_command(CLI::App& app) {
                     "CASE_NAME (BraTS: t1, t1c, t2, fla); a 4D image without --channel is flagged");
     cmd->add_option("--dataset-json", o->dataset_json,
                     "nnU-Net dataset.json with class names (default: found beside the images or predictions)");
-    cmd->add_option("--out", o->out, "output folder (created if needed)")->required();
-    CLI::Option* resume =
-        cmd->add_flag("--resume", o->resume, "continue an interrupted run in --out, skipping the cases already done");
-    cmd->add_flag("--overwrite", o->overwrite,
-                  "replace the results of another run in --out (without it, such a run is refused)")
-        ->excludes(resume);
+    add_output_options(*cmd, o->out, o->resume, o->overwrite, "cases");
     cmd->add_option("--modality", o->modality,
                     "windowing rule: ct (--window), mr (0.5-99.5 percentile clip of nonzero voxels) or auto (DICOM's "
                     "Modality, else CT when the minimum is below -500)")
