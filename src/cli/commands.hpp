@@ -24,6 +24,8 @@ void add_model_options(CLI::App& cmd, ModelOptions& options);
 // --out, --resume, --overwrite: shared by the commands that write a run's results; `items` names what a run is made
 // of ("images", "cases").
 void add_output_options(CLI::App& cmd, std::string& out, bool& resume, bool& overwrite, const std::string& items);
+// A path for a run's configuration and report: absolute, as valid UTF-8 (escape_non_utf8); empty stays empty.
+std::string absolute_path(const std::string& path);
 // Sets the thread count and loads the checkpoint; throws sqasam::Error naming the file and the problem.
 Sam load_model(const ModelOptions& options);
 

@@ -1,8 +1,11 @@
 // The options the commands share: which checkpoint, read how, computed how; where a run's results go.
+#include <filesystem>
+
 #include <omp.h>
 #include <opencv2/core.hpp>
 
 #include "cli/commands.hpp"
+#include "sqasam/io.hpp"
 
 namespace sqasam::cli {
 
@@ -29,6 +32,11 @@ void add_output_options(CLI::App& cmd, std::string& out, bool& resume, bool& ove
     cmd.add_flag("--overwrite", overwrite,
                  "replace the results of another run in --out (without it, such a run is refused)")
         ->excludes(resume_flag);
+}
+
+std::string absolute_path(const std::string& path) {
+    namespace fs = std::filesystem;
+    return path.empty() ? "" : escape_non_utf8(fs::weakly_canonical(fs::absolute(path)).string());
 }
 
 Sam load_model(const ModelOptions& options) {

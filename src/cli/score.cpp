@@ -51,11 +51,6 @@ std::optional<MapKind> kind_option(const std::string& name) {
     return map_kind_from_string(name);
 }
 
-// A path for the configuration and the report: absolute, and as valid UTF-8 (escape_non_utf8).
-std::string absolute(const std::string& path) {
-    return path.empty() ? "" : escape_non_utf8(fs::weakly_canonical(fs::absolute(path)).string());
-}
-
 // --pred and --prob folders, paired by model name (an unnamed --prob goes with the only --pred).
 std::vector<PredictionFolder> prediction_folders(const ScoreCommandOptions& o) {
     std::vector<PredictionFolder> folders;
@@ -125,15 +120,15 @@ nlohmann::json run_config(const ScoreCommandOptions& o, const Dataset& dataset, 
     for (const SegmentationModel& model : dataset.models) models.push_back(model.name);
     nlohmann::json folders = nlohmann::json::array();
     for (const PredictionFolder& folder : o.manifest.empty() ? prediction_folders(o) : std::vector<PredictionFolder>{})
-        folders.push_back({{"pred", absolute(folder.pred)}, {"prob", absolute(folder.prob)}});
+        folders.push_back({{"pred", absolute_path(folder.pred)}, {"prob", absolute_path(folder.prob)}});
     return {{"checkpoint_sha256", file_sha256(o.model.checkpoint)},
             {"model_type", o.model.model_type},
             {"precision", o.model.precision},
-            {"images", absolute(o.images)},
+            {"images", absolute_path(o.images)},
             {"models", models},
             {"predictions", folders},
-            {"gt", absolute(o.gt)},
-            {"manifest", absolute(o.manifest)},
+            {"gt", absolute_path(o.gt)},
+            {"manifest", absolute_path(o.manifest)},
             {"reducer", to_string(pipeline.score.reducer)},
             {"mask_choice", to_string(pipeline.score.mask_choice)},
             {"aggregation", to_string(pipeline.score.aggregation)},
@@ -280,12 +275,12 @@ void run_score(const ScoreCommandOptions& o) {
     report.aggregation = pipeline.score.aggregation;
     report.prompting_reason = prompting_reason;
     report.config = config;
-    report.model = {{"checkpoint", absolute(o.model.checkpoint)},
+    report.model = {{"checkpoint", absolute_path(o.model.checkpoint)},
                     {"checkpoint_sha256", config["checkpoint_sha256"]},
                     {"type", to_string(sam.info().type)},
                     {"description", sam.info().describe()}};
     if (calibration)
-        report.calibration = {{"file", absolute(o.calibration)},
+        report.calibration = {{"file", absolute_path(o.calibration)},
                               {"coverage", calibration->coverage()},
                               {"fitted_on", calibration->provenance()}};
     report.overlays = lowest_scored_overlays(run, dataset, journal, pipeline);

@@ -13,6 +13,7 @@
 
 #include "cli/commands.hpp"
 #include "sqasam/error.hpp"
+#include "sqasam/io.hpp"
 #include "sqasam/volume.hpp"
 
 namespace sqasam::cli {
@@ -33,17 +34,14 @@ struct ScoreVolumesOptions {
     double failure_dice = 0.75;
 };
 
-std::string absolute(const std::string& path) {
-    return path.empty() ? "" : fs::weakly_canonical(fs::absolute(path)).string();
-}
-
-// --pred DIR (named after the folder) or NAME=DIR.
+// --pred DIR (named after the folder) or NAME=DIR, read as score reads them (split_named_folder).
 VolumeModel parse_pred(const std::string& value) {
-    const size_t equals = value.find('=');
-    if (equals != std::string::npos && equals > 0) return {value.substr(0, equals), value.substr(equals + 1)};
-    const fs::path folder = fs::path(value).lexically_normal();
-    const std::string name = (folder.has_filename() ? folder : folder.parent_path()).filename().string();
-    return {name, value};
+    auto [name, dir] = split_named_folder(value);
+    if (name.empty()) {
+        const fs::path folder = fs::path(dir).lexically_normal();
+        name = (folder.has_filename() ? folder : folder.parent_path()).filename().string();
+    }
+    return {name, dir};
 }
 
 WindowRule parse_window(const std::string& modality, const std::string& window) {
@@ -61,17 +59,17 @@ WindowRule parse_window(const std::string& modality, const std::string& window) 
 // Everything that changes the journaled results; a resumed run must match it. The checkpoint counts by its content.
 nlohmann::json run_config(const ScoreVolumesOptions& o, const VolumeDataset& dataset, const VolumeRunOptions& run) {
     nlohmann::json preds = nlohmann::json::object();
-    for (const VolumeModel& model : dataset.models) preds[model.name] = absolute(model.folder);
+    for (const VolumeModel& model : dataset.models) preds[model.name] = absolute_path(model.folder);
     return {{"command", "score-volumes"},
             {"checkpoint_sha256", file_sha256(o.model.checkpoint)},
             {"model_type", o.model.model_type},
             {"precision", o.model.precision},
-            {"images", absolute(o.images)},
+            {"images", absolute_path(o.images)},
             {"pred", preds},
-            {"gt", absolute(o.gt)},
+            {"gt", absolute_path(o.gt)},
             {"prob", o.prob},
             {"channel", o.channel.value_or("0")},
-            {"dataset_json", absolute(dataset.dataset_json)},
+            {"dataset_json", absolute_path(dataset.dataset_json)},
             {"modality", to_string(run.window.modality)},
             {"window", o.window},
             {"slice_axis", o.slice_axis},
@@ -121,7 +119,7 @@ void run_score_volumes(const ScoreVolumesOptions& o) {
     report.prompting_reason = defaults.reason;
     report.eval_options.failure_threshold = o.failure_dice;
     report.config = run_config(o, dataset, run);
-    report.model = {{"checkpoint", absolute(o.model.checkpoint)},
+    report.model = {{"checkpoint", absolute_path(o.model.checkpoint)},
                     {"type", to_string(sam.info().type)},
                     {"description", sam.info().describe()}};
     if (!o.overwrite)
