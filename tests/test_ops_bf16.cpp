@@ -163,6 +163,24 @@ TEST_F(Bf16, PackedMatrixEqualsTheReferenceOnRoundedInputs) {
     }
 }
 
+std::vector<uint16_t> bf16_bits(const std::vector<float>& values);
+
+// A right-hand side given in bf16 and not packed (the mask decoder's weighted sums of its bf16 image rows): the
+// product of the rounded operands, with strided rows.
+TEST_F(Bf16, MatmulWithABf16RightHandSideEqualsTheReferenceOnRoundedInputs) {
+    for (auto [m, k, n] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {3, 33, 7}, {64, 4096, 256}, {40, 300, 64}}) {
+        const int64_t ldb = n + 3;
+        auto a = random_values(m * k, 23), b = random_values(k * ldb, 24);
+        const auto b_bits = bf16_bits(b);
+        std::vector<float> fast(m * n), reference(m * n);
+        matmul(a.data(), b_bits.data(), fast.data(), m, n, k, ldb);
+        const auto a_bf16 = ref::round_to_bf16(a), b_bf16 = ref::round_to_bf16(b);
+        ref::matmul(a_bf16.data(), b_bf16.data(), reference.data(), m, n, k, k, ldb, n, false);
+        SCOPED_TRACE(testing::Message() << m << "x" << k << "x" << n);
+        expect_close(fast, reference, kFloatTolerance);
+    }
+}
+
 std::vector<uint16_t> bf16_bits(const std::vector<float>& values) {
     std::vector<uint16_t> bits(values.size());
     for (size_t i = 0; i < values.size(); ++i)

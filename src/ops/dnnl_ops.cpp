@@ -328,6 +328,22 @@ void transpose(const float* src, float* dst, int64_t rows, int64_t cols, int64_t
                         {DNNL_ARG_TO, memory(to, cpu_engine(), dst)}});
 }
 
+void matmul(const float* a, const uint16_t* b, float* c, int64_t m, int64_t n, int64_t k, int64_t ldb) {
+    if (m == 0 || n == 0) return;
+    const uint16_t* a_bf16 = to_bf16_scratch(a, m * k);
+    ProfileScope scope(OpClass::product, 2.0 * double(m) * double(n) * double(k));
+    const auto a_desc = plain(m, k, k, memory::data_type::bf16), b_desc = plain(k, n, ldb, memory::data_type::bf16);
+    const auto c_desc = plain_f32(m, n, n);
+    ProductKey key{m, n, k, k, ldb, n, false, 1.0f, 0.0f, Epilogue::store, false, Precision::bf16, false};
+    const auto& primitive = cached_product(key, [&] {
+        return dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_desc, b_desc, c_desc), cpu_engine());
+    });
+    const auto& engine = cpu_engine();
+    run(primitive, {{DNNL_ARG_SRC, memory(a_desc, engine, writable(a_bf16))},
+                    {DNNL_ARG_WEIGHTS, memory(b_desc, engine, writable(b))},
+                    {DNNL_ARG_DST, memory(c_desc, engine, c)}});
+}
+
 void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
             int64_t ldc, bool transpose_b, float alpha, float beta) {
     if (m == 0 || n == 0) return;

@@ -105,6 +105,12 @@ private:
 void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
             int64_t ldc, bool transpose_b, float alpha = 1.0f, float beta = 0.0f);
 
+// C[m,n] = A[m,k] B with A rounded to bfloat16 on the way and B given in bfloat16 (to_bf16 bits), row-major
+// [k,n] with row stride ldb; A and C dense. For a right-hand side that changes with every product (packing it
+// would cost as much as the product saves); float32 accumulation, as PackedMatrix's bf16 products. Only where
+// bf16_supported().
+void matmul(const float* a, const uint16_t* b, float* c, int64_t m, int64_t n, int64_t k, int64_t ldb);
+
 // Row-wise LayerNorm over the last dimension (also LayerNorm2d on channels-last data). y may alias x. With an
 // addend (rows x dim), also y_plus = y + addend in the same pass (the mask decoder's image rows and their copy with
 // the positional encoding). y_bf16 / y_plus_bf16, where given, receive to_bf16 of y / y + addend in the same pass

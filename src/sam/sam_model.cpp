@@ -420,8 +420,8 @@ private:
 
 struct DecoderWorkspace {
     std::vector<float> keys, keys_pe;      // E*E x C: image tokens, and image tokens + positional encoding
-    // With bf16 image products: keys_pe rounded to bf16 (by each layer's norm4, read by the next two attentions;
-    // keys_pe itself is then neither allocated nor written), and the final keys (read by the output upscaling).
+    // With bf16 image products: keys_pe and keys rounded to bf16 by each layer's norm4 (read by the next
+    // attentions and the output upscaling; keys_pe itself is then neither allocated nor written).
     std::vector<uint16_t> keys_pe_bf16, keys_bf16;
     std::vector<float> queries, query_in;  // n x C
     std::vector<float> q, k, v, attended;  // projections, up to n x the MLP width
@@ -527,10 +527,11 @@ public:
     // sum_j p_j (Wo_h v_j) for the output projection. The results equal the unfolded module's up to rounding.
 
     // Tokens attend to the image: out (n x internal, before out_proj) from projected queries q (n x internal),
-    // image rows with positional encoding (keys_pe, and with bf16 products keys_pe_bf16: the same rounded) and
-    // without (keys), E*E x dim each.
+    // image rows with positional encoding (keys_pe) and without (keys), E*E x dim each; with bf16 products they
+    // are read rounded, from keys_pe_bf16 and keys_bf16.
     void token_to_image_folded(const float* q, int64_t n, const float* keys_pe, const uint16_t* keys_pe_bf16,
-                               const float* keys, int64_t image, float* out, DecoderWorkspace& ws) const {
+                               const float* keys, const uint16_t* keys_bf16, int64_t image, float* out,
+                               DecoderWorkspace& ws) const {
         const int64_t head_dim = internal / heads, dim = k_weight.cols(), rows = n * heads;
         // Row (j, h): token j's query in head h's columns. Times Wk: the query folded into the image's width.
         spread_heads(q, n, true, ws.head_rows.data());
@@ -546,9 +547,13 @@ public:
             ops::matmul(ws.folded.data(), keys_pe, ws.weights.data(), rows, image, dim, dim, dim, image, true);
         }
         ops::softmax_rows(ws.weights.data(), rows, image);
-        // The weighted sums of the image rows (fp32: packing the image rows for a bf16 product costs more than it
-        // saves), then v_proj of them; row (j, h) keeps head h's columns.
-        ops::matmul(ws.weights.data(), keys, ws.folded.data(), rows, dim, image, image, dim, dim, false);
+        // The weighted sums of the image rows (with bf16 products from the rounded rows as they are: packing them
+        // would cost more than it saves), then v_proj of them; row (j, h) keeps head h's columns.
+        if (image_precision == Precision::bf16) {
+            ops::matmul(ws.weights.data(), keys_bf16, ws.folded.data(), rows, dim, image, dim);
+        } else {
+            ops::matmul(ws.weights.data(), keys, ws.folded.data(), rows, dim, image, image, dim, dim, false);
+        }
         v_proj.forward(ws.folded.data(), ws.products.data(), rows);
         for (int64_t j = 0; j < n; ++j)
             for (int64_t h = 0; h < heads; ++h)
@@ -780,6 +785,7 @@ public:
         float* keys_pe = ws.keys_pe.data();
         const bool bf16 = image_precision_ == Precision::bf16;
         uint16_t* keys_pe_bf16 = bf16 ? ws.keys_pe_bf16.data() : nullptr;
+        uint16_t* keys_bf16 = bf16 ? ws.keys_bf16.data() : nullptr;
         std::copy(token_rows.begin(), token_rows.end(), queries);
         std::copy_n(image_data.src.data(), image * dim_, keys);
         for (size_t i = 0; i < layers_.size(); ++i) {
@@ -800,7 +806,7 @@ public:
             if (first) {
                 l.token_to_image.attend_packed(ws.q.data(), n, image_data.first_heads, image, ws.attended.data(), ws);
             } else {
-                l.token_to_image.token_to_image_folded(ws.q.data(), n, keys_pe, keys_pe_bf16, keys, image,
+                l.token_to_image.token_to_image_folded(ws.q.data(), n, keys_pe, keys_pe_bf16, keys, keys_bf16, image,
                                                        ws.attended.data(), ws);
             }
             l.token_to_image.out_proj.forward(ws.attended.data(), queries, n, ops::Epilogue::accumulate);
@@ -824,15 +830,13 @@ public:
                 l.image_to_token.image_to_token_folded(keys_pe, keys_pe_bf16, image, ws.k.data(), ws.v.data(), n,
                                                        keys, ws);
             }
-            // keys_pe: what the next attentions read (with bf16 products they read its bf16 copy alone); after the
-            // last layer, keys: what the upscaling reads
-            const bool last = i + 1 == layers_.size();
-            l.norm4(keys, keys, image, key_pe, bf16 ? nullptr : keys_pe, bf16 && last ? ws.keys_bf16.data() : nullptr,
-                    keys_pe_bf16);
+            // keys and keys_pe: what the next attentions and the upscaling read (with bf16 products they read the
+            // bf16 copies alone, apart from the residual connection on keys)
+            l.norm4(keys, keys, image, key_pe, bf16 ? nullptr : keys_pe, keys_bf16, keys_pe_bf16);
         }
         add_positions(q, queries, query_pe, n * dim_);
         final_attn_.q_proj.forward(q, ws.q.data(), n);
-        final_attn_.token_to_image_folded(ws.q.data(), used_tokens, keys_pe, keys_pe_bf16, keys, image,
+        final_attn_.token_to_image_folded(ws.q.data(), used_tokens, keys_pe, keys_pe_bf16, keys, keys_bf16, image,
                                           ws.attended.data(), ws);
         final_attn_.out_proj.forward(ws.attended.data(), queries, used_tokens, ops::Epilogue::accumulate);
         norm_final_(queries, queries, n);
