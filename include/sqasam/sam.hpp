@@ -89,8 +89,9 @@ class SamModel;  // the network; defined in src/sam
 class Sam {
 public:
     // Reads a .pth (PyTorch zip) or .safetensors file; throws sqasam::Error naming the file and the problem.
-    // The image encoder and the mask decoder's large products (over image rows and upscaled pixels) compute in
-    // `precision` (bf16 falls back to fp32, with a warning, on CPUs without it); the rest of the decoder is fp32.
+    // The image encoder, the mask decoder's large products (over image rows and upscaled pixels) and its token
+    // MLPs compute in `precision` (bf16 falls back to fp32, with a warning, on CPUs without it); the rest of the
+    // decoder is fp32.
     static Sam load(const std::string& checkpoint_path, ModelType type = ModelType::Auto,
                     Precision precision = Precision::fp32);
     ~Sam();

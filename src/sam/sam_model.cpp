@@ -694,8 +694,9 @@ namespace {
 class MaskDecoder {
 public:
     // With Precision::bf16 the products over every image row or upscaled pixel (output upscaling, the folded cross
-    // attentions) compute in bf16; the few-token products, the first layer's attention to the cached image
-    // projections (a few MFLOP), norms and softmaxes stay fp32.
+    // attentions) and the token MLPs compute in bf16 (the MLPs for their weights: half of the decoder's, read anew
+    // on every prompt); the other few-token products, the first layer's attention to the cached image projections
+    // (a few MFLOP), norms and softmaxes stay fp32.
     MaskDecoder(WeightReader& weights, const SamHyperParams& hp, Precision precision)
         : grid_(hp.embedding_size()),
           dim_(hp.prompt_embed_dim),
@@ -717,8 +718,8 @@ public:
             layer.norm2 = LayerNorm(weights, l + "norm2", dim_, kDecoderNormEps);
             layer.norm3 = LayerNorm(weights, l + "norm3", dim_, kDecoderNormEps);
             layer.norm4 = LayerNorm(weights, l + "norm4", dim_, kDecoderNormEps);
-            layer.mlp_lin1 = weights.linear(l + "mlp.lin1", hp.decoder_mlp_dim, dim_);
-            layer.mlp_lin2 = weights.linear(l + "mlp.lin2", dim_, hp.decoder_mlp_dim);
+            layer.mlp_lin1 = weights.linear(l + "mlp.lin1", hp.decoder_mlp_dim, dim_, true, precision);
+            layer.mlp_lin2 = weights.linear(l + "mlp.lin2", dim_, hp.decoder_mlp_dim, true, precision);
             layers_.push_back(std::move(layer));
         }
         final_attn_ = DecoderAttention(weights, t + "final_attn_token_to_image", dim_, heads, kAttentionDownsampleRate,

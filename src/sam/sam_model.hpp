@@ -78,9 +78,9 @@ private:
 
 class SamModel {
 public:
-    // The image encoder and the mask decoder's products over all image rows or upscaled pixels compute in
-    // `precision` (bf16: see sqasam::Precision; it falls back to fp32 with a warning where the CPU lacks bf16). The
-    // prompt encoder and the decoder's few-token products, norms and softmaxes are fp32.
+    // The image encoder, the mask decoder's products over all image rows or upscaled pixels and its token MLPs
+    // compute in `precision` (bf16: see sqasam::Precision; it falls back to fp32 with a warning where the CPU lacks
+    // bf16). The prompt encoder and the decoder's other few-token products, norms and softmaxes are fp32.
     SamModel(const Checkpoint& checkpoint, const SamHyperParams& hp, Precision precision = Precision::fp32);
     ~SamModel();
     const SamHyperParams& hyper_params() const;
