@@ -664,10 +664,15 @@ struct Mlp {
     }
 };
 
-// x + pe into sum, in one pass; on all threads for the image's rows (a lone prompt), on the caller's alone inside
-// prompts decoded side by side.
+// x + pe into sum (x alone without pe), in one pass; on all threads for the image's rows (a lone prompt), on the
+// caller's alone inside prompts decoded side by side.
 void add_positions(float* sum, const float* x, const float* pe, int64_t count) {
     ops::ProfileScope scope(ops::OpClass::elementwise);
+    if (!pe) {
+#pragma omp parallel for simd schedule(static) if (count >= kParallelElements)
+        for (int64_t i = 0; i < count; ++i) sum[i] = x[i];
+        return;
+    }
 #pragma omp parallel for simd schedule(static) if (count >= kParallelElements)
     for (int64_t i = 0; i < count; ++i) sum[i] = x[i] + pe[i];
 }
@@ -788,7 +793,7 @@ public:
         uint16_t* keys_pe_bf16 = bf16 ? ws.keys_pe_bf16.data() : nullptr;
         uint16_t* keys_bf16 = bf16 ? ws.keys_bf16.data() : nullptr;
         std::copy(token_rows.begin(), token_rows.end(), queries);
-        std::copy_n(image_data.src.data(), image * dim_, keys);
+        add_positions(keys, image_data.src.data(), nullptr, image * dim_);  // a copy, on every thread
         for (size_t i = 0; i < layers_.size(); ++i) {
             const TwoWayLayer& l = layers_[i];
             const bool first = i == 0;
