@@ -837,8 +837,10 @@ public:
                                                        keys, ws);
             }
             // keys and keys_pe: what the next attentions and the upscaling read (with bf16 products they read the
-            // bf16 copies alone, apart from the residual connection on keys)
-            l.norm4(keys, keys, image, key_pe, bf16 ? nullptr : keys_pe, keys_bf16, keys_pe_bf16);
+            // bf16 copies alone, and the float keys only as the next layer's residual)
+            const bool last = i + 1 == layers_.size();
+            l.norm4(keys, bf16 && last ? nullptr : keys, image, key_pe, bf16 ? nullptr : keys_pe, keys_bf16,
+                    keys_pe_bf16);
         }
         add_positions(q, queries, query_pe, n * dim_);
         final_attn_.q_proj.forward(q, ws.q.data(), n);
@@ -1133,6 +1135,8 @@ std::vector<float> SamModelProbe::no_mask_embedding(const SamModel& model) {
 void SamModelProbe::two_way_transformer(const SamModel& model, const std::vector<float>& src,
                                         const std::vector<float>& pos, const std::vector<float>& tokens,
                                         std::vector<float>& queries, std::vector<float>& keys) {
+    if (model.encoder_precision() != Precision::fp32)
+        throw std::logic_error("SamModelProbe::two_way_transformer: an fp32 model only");
     const MaskDecoder& decoder = *model.impl_->decoder;
     const int64_t dim = model.impl_->hp.prompt_embed_dim, n = int64_t(tokens.size()) / dim;
     const int64_t image = int64_t(src.size()) / dim;

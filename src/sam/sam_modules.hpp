@@ -21,7 +21,8 @@ struct SamModelProbe {
     static std::vector<float> dense_positional_encoding(const SamModel& model);                    // E*E x C
     static std::vector<float> no_mask_embedding(const SamModel& model);                            // C
 
-    // src, pos: C x E x E; tokens: n x C. Outputs: queries n x C, keys E*E x C.
+    // src, pos: C x E x E; tokens: n x C. Outputs: queries n x C, keys E*E x C. fp32 models only (with bf16
+    // products the last keys exist only rounded): std::logic_error otherwise.
     static void two_way_transformer(const SamModel& model, const std::vector<float>& src, const std::vector<float>& pos,
                                     const std::vector<float>& tokens, std::vector<float>& queries,
                                     std::vector<float>& keys);
