@@ -255,7 +255,7 @@ TEST_F(CliScore, StrayPredictionsAreNamedAndNotCountedAsImages) {
     args[6] = pred.string();
     ASSERT_EQ(run_cli(args, log), 0) << read_text(log);
     const std::string said = read_text(log);
-    EXPECT_NE(said.find("1 prediction files match no image"), std::string::npos) << said;
+    EXPECT_NE(said.find("1 prediction file without a matching image, not scored"), std::string::npos) << said;
     EXPECT_NE(said.find("zz_stray.png"), std::string::npos) << said;
     EXPECT_NE(said.find("1 of 6 images have no prediction"), std::string::npos) << said;  // zz_missing
     EXPECT_EQ(read_csv(out / "images.csv").size(), 1 + kExamples.size() + 3);
@@ -282,6 +282,9 @@ TEST_F(CliScore, ProgressReachesAFileAfterImagesAndWithinAnImageOfManyObjects) {
                              "sqasam score: 1/1 images (100%)"})
         EXPECT_NE(said.find(line), std::string::npos) << line << " missing from:\n" << said;
     EXPECT_EQ(said.find('\r'), std::string::npos) << "no terminal control characters in a file";
+
+    // The closing line counts in words that agree with the number.
+    EXPECT_NE(said.find("sqasam score: 1 image, 1 scored, 0 flagged"), std::string::npos) << said;
 
     ASSERT_EQ(run_cli(with(args, {"--out", (root / "out_many_default").string()}), log), 0) << read_text(log);
     said = read_text(log);

@@ -26,6 +26,8 @@ void add_model_options(CLI::App& cmd, ModelOptions& options);
 void add_output_options(CLI::App& cmd, std::string& out, bool& resume, bool& overwrite, const std::string& items);
 // A path for a run's configuration and report: absolute, as valid UTF-8 (escape_non_utf8); empty stays empty.
 std::string absolute_path(const std::string& path);
+// A count with its noun in the number that agrees with it: "1 image", "3 images".
+std::string counted(std::size_t n, const std::string& noun);
 // Sets the thread count and loads the checkpoint; throws sqasam::Error naming the file and the problem.
 Sam load_model(const ModelOptions& options);
 

@@ -34,6 +34,10 @@ void add_output_options(CLI::App& cmd, std::string& out, bool& resume, bool& ove
         ->excludes(resume_flag);
 }
 
+std::string counted(std::size_t n, const std::string& noun) {
+    return std::to_string(n) + ' ' + noun + (n == 1 ? "" : "s");
+}
+
 std::string absolute_path(const std::string& path) {
     namespace fs = std::filesystem;
     return path.empty() ? "" : escape_non_utf8(fs::weakly_canonical(fs::absolute(path)).string());

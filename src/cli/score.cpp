@@ -108,8 +108,8 @@ void check_pairing(const Dataset& dataset, const ScoreCommandOptions& o) {
             std::cerr << "sqasam: warning: " << dataset.items.size() - paired << " of " << dataset.items.size()
                       << " images have no prediction" << whose << " (flag missing_prediction)" << hints << "\n";
         if (!model.unmatched_predictions.empty())
-            std::cerr << "sqasam: warning: " << model.unmatched_predictions.size() << " prediction files" << whose
-                      << " match no image and are not scored, e.g. " << model.unmatched_predictions.front() << "\n";
+            std::cerr << "sqasam: warning: " << counted(model.unmatched_predictions.size(), "prediction file") << whose
+                      << " without a matching image, not scored, e.g. " << model.unmatched_predictions.front() << "\n";
     }
 }
 
@@ -289,17 +289,17 @@ void run_score(const ScoreCommandOptions& o) {
     write_report_folder(o.out, report);
 
     const ImageCounts counts = count_images(run.images);
-    std::cout << "sqasam score: " << dataset.items.size() << " images";
+    std::cout << "sqasam score: " << counted(dataset.items.size(), "image");
     if (dataset.models.size() > 1)
-        std::cout << " x " << dataset.models.size() << " models: " << counts.scored << " of " << counts.images
-                  << " predictions scored, ";
+        std::cout << " x " << counted(dataset.models.size(), "model") << ": " << counts.scored << " of "
+                  << counted(counts.images, "prediction") << " scored, ";
     else
         std::cout << ", " << counts.scored << " scored, ";
     std::cout << counts.flagged << " flagged (flags and problems in images.csv)";
-    if (run.resumed > 0) std::cout << "; " << run.resumed << " images taken from the journal of the earlier run";
+    if (run.resumed > 0) std::cout << "; " << counted(run.resumed, "image") << " taken from the journal of the earlier run";
     std::cout << "\n";
     if (outside_calibration > 0)
-        std::cout << "warning: " << outside_calibration << " scored predictions have features outside the range the "
+        std::cout << "warning: " << counted(outside_calibration, "scored prediction") << " with features outside the range the "
                   << "calibration was fitted on (flag outside_calibration): their Dice estimates extrapolate\n";
     std::cout << "report: " << (fs::path(o.out) / "report.html").string() << "\n";
     if (counts.scored == 0)

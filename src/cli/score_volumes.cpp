@@ -8,7 +8,6 @@
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 
 #include "cli/commands.hpp"
@@ -155,11 +154,6 @@ void run_score_volumes(const ScoreVolumesOptions& o) {
         scored += v.volume.score.has_value();
         with_problems += !v.volume.error.empty();
     }
-    const auto counted = [](size_t n, const char* noun) {
-        std::ostringstream text;
-        text << n << ' ' << noun << (n == 1 ? "" : "s");
-        return text.str();
-    };
     std::cout << "sqasam score-volumes: " << counted(dataset.cases.size(), "case") << " x "
               << counted(dataset.models.size(), "model") << ", " << counted(scored, "volume") << " scored, "
               << with_problems << " with problems listed in volumes.csv";
