@@ -96,7 +96,10 @@ std::string monotone_constraints(const std::vector<std::string>& features) {
     std::map<std::string, int> direction;
     for (const FeatureInfo& info : image_features()) direction[info.name] = info.direction;
     std::string text = "(";
-    for (std::size_t i = 0; i < features.size(); ++i) text += (i ? "," : "") + std::to_string(direction[features[i]]);
+    for (std::size_t i = 0; i < features.size(); ++i) {
+        if (i) text += ',';  // (appending "," + std::to_string(...) draws GCC 12's false -Wrestrict warning)
+        text += std::to_string(direction[features[i]]);
+    }
     return text + ")";
 }
 
