@@ -72,9 +72,13 @@ std::array<std::optional<uint32_t>, N> tiff_tags(const Bytes& tiff, const std::a
 
 constexpr uint16_t kOrientationTag = 274;
 
+// An Orientation tag's value, 1 (as stored) where it is missing or outside 1..8.
+int orientation_of(const std::optional<uint32_t>& tag) {
+    return tag && *tag >= 1 && *tag <= 8 ? static_cast<int>(*tag) : 1;
+}
+
 int orientation_in(const Bytes& tiff, const std::string& file) {
-    const std::optional<uint32_t> orientation = tiff_tags(tiff, std::array<uint16_t, 1>{kOrientationTag}, file)[0];
-    return orientation && *orientation >= 1 && *orientation <= 8 ? static_cast<int>(*orientation) : 1;
+    return orientation_of(tiff_tags(tiff, std::array<uint16_t, 1>{kOrientationTag}, file)[0]);
 }
 
 ImageHeader png_header(const Bytes& bytes, const std::string& file) {
@@ -122,8 +126,7 @@ ImageHeader tiff_header(const Bytes& bytes, const std::string& file) {
     constexpr uint16_t kWidth = 256, kLength = 257;
     const auto tags = tiff_tags(bytes, std::array<uint16_t, 3>{kWidth, kLength, kOrientationTag}, file);
     if (!tags[0] || !tags[1]) throw Error(file, "malformed TIFF (no image width or length)");
-    const int orientation = tags[2] && *tags[2] >= 1 && *tags[2] <= 8 ? static_cast<int>(*tags[2]) : 1;
-    return {ImageFormat::Tiff, *tags[0], *tags[1], orientation};
+    return {ImageFormat::Tiff, *tags[0], *tags[1], orientation_of(tags[2])};
 }
 
 ImageHeader bmp_header(const Bytes& bytes, const std::string& file) {
