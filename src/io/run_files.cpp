@@ -49,6 +49,8 @@ size_t utf8_sequence_length(const unsigned char* p, size_t left) {
     return 0;
 }
 
+int64_t nanoseconds(const timespec& time) { return int64_t{time.tv_sec} * 1000000000 + time.tv_nsec; }
+
 fs::path hash_cache_path() {
     if (const char* cache = std::getenv("XDG_CACHE_HOME"); cache && *cache) return fs::path(cache) / "sqasam/sha256.json";
     if (const char* home = std::getenv("HOME"); home && *home) return fs::path(home) / ".cache/sqasam/sha256.json";
@@ -107,7 +109,7 @@ FolderLock::~FolderLock() { ::close(fd_); }  // releases the lock; the file stay
 std::optional<FileStamp> file_stamp(const std::string& path) {
     struct stat info {};
     if (path.empty() || ::stat(path.c_str(), &info) != 0) return std::nullopt;
-    return FileStamp{info.st_size, int64_t{info.st_mtim.tv_sec} * 1000000000 + info.st_mtim.tv_nsec};
+    return FileStamp{info.st_size, nanoseconds(info.st_mtim)};
 }
 
 std::string file_sha256(const std::string& path) {
@@ -117,8 +119,8 @@ std::string file_sha256(const std::string& path) {
     std::error_code ec;
     const std::string key = fs::absolute(path, ec).string();
     const nlohmann::json stamp = {{"size", info.st_size},
-                                  {"mtime_ns", int64_t{info.st_mtim.tv_sec} * 1000000000 + info.st_mtim.tv_nsec},
-                                  {"ctime_ns", int64_t{info.st_ctim.tv_sec} * 1000000000 + info.st_ctim.tv_nsec},
+                                  {"mtime_ns", nanoseconds(info.st_mtim)},
+                                  {"ctime_ns", nanoseconds(info.st_ctim)},
                                   {"inode", info.st_ino}};
     const fs::path cache_path = hash_cache_path();
     nlohmann::json cache = nlohmann::json::object();
