@@ -260,18 +260,22 @@ RunResult score_dataset(const Dataset& dataset, const Segmenter& segmenter, cons
     for (const std::vector<ImageOutcome>& item : journal.finished())
         if (!item.empty()) journaled[item.front().image.image] = &item;
 
-    auto reusable = [&](const DatasetItem& item) { return journaled.count(item.name) && journal.up_to_date(item); };
+    // Which items the journal holds scored from their files as they are now (stamping every file once).
+    std::vector<bool> reusable;
+    for (const DatasetItem& item : dataset.items)
+        reusable.push_back(journaled.count(item.name) && journal.up_to_date(item));
     RunProgress state;
     state.total = dataset.items.size();
-    for (const DatasetItem& item : dataset.items) state.to_compute += reusable(item) ? 0 : 1;
+    state.to_compute = static_cast<size_t>(std::count(reusable.begin(), reusable.end(), false));
 
     RunResult run;
     auto take = [&run](const ImageOutcome& outcome) {
         run.images.push_back(outcome.image);
         run.objects.insert(run.objects.end(), outcome.objects.begin(), outcome.objects.end());
     };
-    for (const DatasetItem& item : dataset.items) {
-        if (reusable(item)) {
+    for (size_t i = 0; i < dataset.items.size(); ++i) {
+        const DatasetItem& item = dataset.items[i];
+        if (reusable[i]) {
             for (const ImageOutcome& outcome : *journaled.at(item.name)) take(outcome);
             ++run.resumed;
         } else {
