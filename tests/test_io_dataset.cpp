@@ -183,6 +183,16 @@ TEST(IoDataset, NamedFolderArguments) {
     EXPECT_EQ(split_named_folder("x=z"), std::make_pair(std::string("x"), std::string("z")));
 }
 
+// The name score and score-volumes give a model: NAME, else the folder's own name, always valid UTF-8.
+TEST(IoDataset, ModelNamesComeFromNameOrFolder) {
+    EXPECT_EQ(model_name("unet", "/data/pred"), "unet");
+    EXPECT_EQ(model_name("", "/data/pred"), "pred");
+    EXPECT_EQ(model_name("", "/data/pred/"), "pred");  // a trailing slash names the same folder
+    EXPECT_EQ(model_name("", "."), fs::current_path().filename().string());
+    EXPECT_EQ(model_name("", ".."), fs::current_path().parent_path().filename().string());
+    EXPECT_EQ(model_name("", "/data/caf\xe9"), "caf\\xe9");
+}
+
 TEST(IoDataset, ManifestWithSeveralModels) {
     fs::path root = test::temp_dir("io_dataset_manifest_models");
     std::ofstream(root / "list.csv") << "image,pred:UNet,prob:UNet,pred:nnU-Net,gt\n"

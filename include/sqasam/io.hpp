@@ -189,6 +189,9 @@ struct DatasetFolders {
 // "NAME=DIR" -> {NAME, DIR}; a plain "DIR" (or an existing folder whose name holds '=') -> {"", DIR}. NAME may not
 // hold '/'. For the repeatable --pred and --prob options.
 std::pair<std::string, std::string> split_named_folder(const std::string& text);
+// A model's name from split_named_folder's parts: NAME where given, else the folder's own name (the current
+// folder's for "."), escape_non_utf8'd so that it fits the JSON and CSV outputs.
+std::string model_name(const std::string& name, const std::string& folder);
 
 // Pairs files by base name (extensions may differ). Every image becomes an item; a model's predictions without an
 // image are listed in its unmatched_predictions; files of other types are ignored. A missing or empty folder, or two

@@ -35,12 +35,8 @@ struct ScoreVolumesOptions {
 
 // --pred DIR (named after the folder) or NAME=DIR, read as score reads them (split_named_folder).
 VolumeModel parse_pred(const std::string& value) {
-    auto [name, dir] = split_named_folder(value);
-    if (name.empty()) {
-        const fs::path folder = fs::path(dir).lexically_normal();
-        name = (folder.has_filename() ? folder : folder.parent_path()).filename().string();
-    }
-    return {name, dir};
+    const auto [name, dir] = split_named_folder(value);
+    return {model_name(name, dir), dir};
 }
 
 WindowRule parse_window(const std::string& modality, const std::string& window) {

@@ -79,6 +79,16 @@ std::pair<std::string, std::string> split_named_folder(const std::string& text) 
     return {text.substr(0, equals), text.substr(equals + 1)};
 }
 
+std::string model_name(const std::string& name, const std::string& folder) {
+    auto own_name = [](fs::path path) {
+        path = path.lexically_normal();
+        return (path.has_filename() ? path : path.parent_path()).filename().string();  // "dir/" names dir
+    };
+    std::string chosen = name.empty() ? own_name(folder) : name;
+    if (chosen.empty() || chosen == "." || chosen == "..") chosen = own_name(fs::weakly_canonical(fs::absolute(folder)));
+    return escape_non_utf8(chosen);  // a folder name that is not UTF-8 would not fit the JSON outputs
+}
+
 Dataset match_folders(const DatasetFolders& folders) {
     if (folders.predictions.empty()) throw Error("", "no prediction folder given");
     FolderIndex images = index_folder(folders.images, "images");
@@ -90,10 +100,7 @@ Dataset match_folders(const DatasetFolders& folders) {
     std::vector<FolderIndex> preds;
     std::vector<std::optional<FolderIndex>> probs;
     for (const PredictionFolder& folder : folders.predictions) {
-        std::string name = folder.model.empty() ? fs::path(folder.pred).lexically_normal().filename().string()
-                                                : folder.model;
-        if (name.empty() || name == ".") name = fs::weakly_canonical(fs::absolute(folder.pred)).filename().string();
-        name = escape_non_utf8(name);  // a folder name that is not UTF-8 would not fit the JSON outputs
+        const std::string name = model_name(folder.model, folder.pred);
         for (const SegmentationModel& model : dataset.models)
             if (model.name == name)
                 throw Error(folder.pred, "two prediction folders are both named '" + name +
