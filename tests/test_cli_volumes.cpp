@@ -18,27 +18,8 @@ using namespace sqasam;
 
 namespace {
 
+using test::read_csv;
 using test::read_text;
-
-// Rows of a CSV without quoted separators (every field here is plain), header first.
-std::vector<std::vector<std::string>> read_csv(const fs::path& path) {
-    std::vector<std::vector<std::string>> rows;
-    std::istringstream lines(read_text(path.string()));
-    std::string line;
-    while (std::getline(lines, line)) {
-        std::vector<std::string> row;
-        std::string field;
-        bool quoted = false;
-        for (char c : line) {
-            if (c == '"') quoted = !quoted;
-            else if (c == ',' && !quoted) row.push_back(field), field.clear();
-            else field += c;
-        }
-        row.push_back(field);
-        rows.push_back(row);
-    }
-    return rows;
-}
 
 size_t column(const std::vector<std::string>& header, const std::string& name) {
     const auto found = std::find(header.begin(), header.end(), name);
