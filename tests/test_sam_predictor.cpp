@@ -2,9 +2,11 @@
 // Pillow and skimage, then whole cases (image -> input tensor -> embedding -> masks) for SAM and MedSAM.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <iterator>
 #include <stdexcept>
 #include <tuple>
@@ -285,8 +287,9 @@ sam::DecoderOutput random_logits() {
 }
 
 // Smooth, as real masks are: many output rows whose low-res rows lie in one band, which postprocess() fills
-// without resampling. Mask 1: bands of rows from -5 to 5 with a ripple along x; mask 2: a blob; mask 3: blocks of
-// constant rows at the threshold values (each must be resampled, not filled) and just inside the bands.
+// without resampling. Mask 1: bands of rows from -5 to 5 with a ripple along x, and one NaN in a row that lies
+// above 1 otherwise (the row must be resampled: the NaN reaches the pixels around it); mask 2: a blob; mask 3:
+// blocks of constant rows at the threshold values (each must be resampled, not filled) and just inside the bands.
 sam::DecoderOutput smooth_logits() {
     sam::DecoderOutput decoded;
     decoded.iou_predictions = {0.1f, 0.2f, 0.3f, 0.4f};
@@ -300,6 +303,7 @@ sam::DecoderOutput smooth_logits() {
             plane[2 * kLowPlane] = 4.0f - (float((x - 120) * (x - 120)) + float((y - 60) * (y - 60))) / 400.0f;
             plane[3 * kLowPlane] = block_values[(y / 8) % std::size(block_values)];
         }
+    decoded.low_res_logits[kLowPlane + 40 * kLowRes + 100] = std::numeric_limits<float>::quiet_NaN();
     return decoded;
 }
 
@@ -316,14 +320,15 @@ TEST_P(Postprocess, StreamedRowsEqualTheWholeImagePasses) {
           std::tuple{sam::Processing::Sam, cv::Size(333, 517), cv::Size(660, 1024)},
           std::tuple{sam::Processing::MedSam, cv::Size(301, 205), cv::Size(1024, 1024)}}) {
         const sam::ImageFrame frame{original, input, 1024};
+        const sam::MaskUpsampling upsampling(frame, kLowRes, processing);
         const bool medsam = processing == sam::Processing::MedSam;
-        const MaskPrediction with_logits = sam::postprocess(decoded, kLowRes, frame, processing,
+        const MaskPrediction with_logits = sam::postprocess(decoded, upsampling,
                                                             {.return_logits = true, .return_low_res_logits = true});
-        const MaskPrediction masks_only = sam::postprocess(decoded, kLowRes, frame, processing, {});
+        const MaskPrediction masks_only = sam::postprocess(decoded, upsampling, {});
         // The top rows postprocessing reads, as the decoder leaves them without low-res logits: the same masks.
         // (SAM: the frame's last row of the image, input.height - 1, reads low-res rows up to
         // floor((input.height - 0.5) / 4 - 0.5) + 1.)
-        const int rows_read = sam::low_res_rows_read(frame, kLowRes, processing);
+        const int rows_read = upsampling.rows_read();
         const int last_row_read = int(std::floor((input.height - 0.5) * kLowRes / 1024 - 0.5)) + 1;
         EXPECT_EQ(rows_read, medsam ? kLowRes : std::min(last_row_read + 1, kLowRes)) << original;
         auto top_rows = [&](int rows) {
@@ -334,13 +339,15 @@ TEST_P(Postprocess, StreamedRowsEqualTheWholeImagePasses) {
             }
             return top;
         };
-        const MaskPrediction from_top_rows = sam::postprocess(top_rows(rows_read), kLowRes, frame, processing, {});
+        const MaskPrediction from_top_rows = sam::postprocess(top_rows(rows_read), upsampling, {});
         EXPECT_EQ(from_top_rows.masks, masks_only.masks) << original;
         EXPECT_EQ(from_top_rows.stability_scores, masks_only.stability_scores) << original;
         EXPECT_TRUE(from_top_rows.low_res_logits.empty() && masks_only.low_res_logits.empty());
-        EXPECT_EQ(with_logits.low_res_logits,
-                  std::vector<float>(decoded.low_res_logits.begin() + low_plane, decoded.low_res_logits.end()));
-        EXPECT_THROW(sam::postprocess(top_rows(rows_read - 1), kLowRes, frame, processing, {}), std::logic_error);
+        // the low-res logits as they came, bit for bit (NaN included)
+        const std::vector<float>& low_res = with_logits.low_res_logits;
+        ASSERT_EQ(low_res.size(), decoded.low_res_logits.size() - low_plane);
+        EXPECT_EQ(std::memcmp(low_res.data(), decoded.low_res_logits.data() + low_plane, low_res.size() * 4), 0);
+        EXPECT_THROW(sam::postprocess(top_rows(rows_read - 1), upsampling, {}), std::logic_error);
         const sam::BilinearResampler to_frame({kLowRes, kLowRes}, {1024, 1024}, input);
         const sam::BilinearResampler to_original(medsam ? cv::Size(kLowRes, kLowRes) : input, original, original);
         const size_t plane = size_t(original.area());
@@ -360,7 +367,8 @@ TEST_P(Postprocess, StreamedRowsEqualTheWholeImagePasses) {
                 mask_differences += with_logits.masks[k * plane + i] != expected_mask;
                 mask_differences += masks_only.masks[k * plane + i] != expected_mask;
                 if (!medsam) {
-                    logit_differences += with_logits.logits[k * plane + i] != full[i];
+                    const float logit = with_logits.logits[k * plane + i];
+                    logit_differences += logit != full[i] && !(std::isnan(logit) && std::isnan(full[i]));
                     above_plus_one += full[i] > 1.0f;
                     above_minus_one += full[i] > -1.0f;
                 }
@@ -424,12 +432,11 @@ void check_medsam_after_resize(const std::string& name) {
     expect_embedding_matches(embedding, c);
 
     const sam::ImageFrame frame{c.image.size(), {hp.image_size, hp.image_size}, hp.image_size};
+    const sam::MaskUpsampling upsampling(frame, hp.low_res_size(), sam::Processing::MedSam);
     const sam::DecoderImage image = model.prepare_decoder(embedding.data());
     for (const json& prompt : c.spec["prompts"])
-        expect_matches(sam::predict_masks(model, sam::Processing::MedSam, frame, image, {prompt_from(prompt)},
-                                          official(false))
-                           .front(),
-                       c, prompt);
+        expect_matches(sam::predict_masks(model, upsampling, image, {prompt_from(prompt)}, official(false)).front(), c,
+                       prompt);
 }
 TEST(MedSamVsOfficial, SmallModelAfterResizeRgb) { check_medsam_after_resize("medsam_small_upscaled"); }
 TEST(MedSamVsOfficial, SmallModelAfterResizeGray) { check_medsam_after_resize("medsam_small_gray"); }

@@ -1,6 +1,7 @@
 // The public SAM API (include/sqasam/sam.hpp) over the network (sam_model) and the official pipelines
 // (transforms).
 #include <cstring>
+#include <optional>
 #include <sstream>
 
 #include "sam/checkpoint.hpp"
@@ -124,7 +125,7 @@ const sam::SamModel& Sam::model() const { return *model_; }
 
 struct SamPredictor::State {
     bool has_image = false;
-    sam::ImageFrame frame;
+    std::optional<sam::MaskUpsampling> upsampling;  // the image's frame and how its masks come out
     std::vector<float> embedding;
     sam::DecoderImage decoder_image;  // the decoder's per-image work, shared by all prompts
 };
@@ -139,13 +140,15 @@ void SamPredictor::set_image(const cv::Mat& rgb) {
     state_->embedding.resize(static_cast<size_t>(hp.prompt_embed_dim) * hp.embedding_size() * hp.embedding_size());
     sam_.model().encode_image(input.tensor.data(), state_->embedding.data());
     state_->decoder_image = sam_.model().prepare_decoder(state_->embedding.data());
-    state_->frame = input.frame;
+    state_->upsampling.emplace(input.frame, hp.low_res_size(), sam::processing_for(sam_.info().type));
     state_->has_image = true;
 }
 
 bool SamPredictor::has_image() const { return state_->has_image; }
 
-cv::Size SamPredictor::original_size() const { return state_->frame.original_size; }
+cv::Size SamPredictor::original_size() const {
+    return state_->upsampling ? state_->upsampling->frame().original_size : cv::Size();
+}
 
 const std::vector<float>& SamPredictor::image_embedding() const {
     if (!state_->has_image) throw Error("", "image_embedding() called before set_image()");
@@ -159,8 +162,7 @@ MaskPrediction SamPredictor::predict(const Prompt& prompt, const PredictOptions&
 std::vector<MaskPrediction> SamPredictor::predict(const std::vector<Prompt>& prompts,
                                                   const PredictOptions& options) const {
     if (!state_->has_image) throw Error("", "predict() called before set_image()");
-    return sam::predict_masks(sam_.model(), sam::processing_for(sam_.info().type), state_->frame,
-                              state_->decoder_image, prompts, options);
+    return sam::predict_masks(sam_.model(), *state_->upsampling, state_->decoder_image, prompts, options);
 }
 
 }  // namespace sqasam

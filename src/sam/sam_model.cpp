@@ -850,13 +850,14 @@ public:
         norm_final_(queries, queries, n);
     }
 
-    // output_upscaling on kUpscaleRows grid rows of `keys` (or of keys_bf16, keys rounded, where given) from grid
-    // row `first_row` on (a band, so that its intermediates stay in cache): two 2x2 transposed convs (LayerNorm2d +
-    // GELU, then GELU). The result, in band.upscaled2, has 16 pixel rows per grid pixel of C/8 channels in blocked
-    // order: row ((p * 4 + d1) * 4 + d2) is pixel (4 y + 2 dy1 + dy2, 4 x + 2 dx1 + dx2) for the band's grid
-    // pixel p = (y, x) and d = dy * 2 + dx.
-    void upscale(const float* keys, const uint16_t* keys_bf16, int64_t first_row, DecoderWorkspace::Band& band) const {
-        const int64_t pixels = kUpscaleRows * grid_, offset = first_row * grid_ * dim_;
+    // output_upscaling on `rows` (at most kUpscaleRows) grid rows of `keys` (or of keys_bf16, keys rounded, where
+    // given) from grid row `first_row` on (a band, so that its intermediates stay in cache): two 2x2 transposed
+    // convs (LayerNorm2d + GELU, then GELU). The result, in band.upscaled2, has 16 pixel rows per grid pixel of C/8
+    // channels in blocked order: row ((p * 4 + d1) * 4 + d2) is pixel (4 y + 2 dy1 + dy2, 4 x + 2 dx1 + dx2) for
+    // the band's grid pixel p = (y, x) and d = dy * 2 + dx.
+    void upscale(const float* keys, const uint16_t* keys_bf16, int64_t first_row, int64_t rows,
+                 DecoderWorkspace::Band& band) const {
+        const int64_t pixels = rows * grid_, offset = first_row * grid_ * dim_;
         if (keys_bf16) upscale1_.forward(keys_bf16 + offset, band.upscaled1.data(), pixels);
         else upscale1_.forward(keys + offset, band.upscaled1.data(), pixels);
         // LayerNorm2d and GELU in one pass, writing the rows the second product reads (in bf16 where it is bf16)
@@ -869,18 +870,18 @@ public:
         }
     }
 
-    // Copies `channels` planes of one band from the blocked pixel order of upscale() to row-major image_rows x 4E
-    // images (4E x 4E, or their top rows),
-    // one output row at a time: grid pixel x's row-major pixels 4x + 2 dx1 + dx2 of output row 2 dy1 + dy2 are its
-    // blocked rows 16x + 8 dy1 + 2 dy2 + 4 dx1 + dx2.
+    // Copies `channels` planes of one band of `rows` grid rows from the blocked pixel order of upscale() (planes a
+    // whole band's pixels apart unless channels last) to row-major image_rows x 4E images (4E x 4E, or their top
+    // rows), one output row at a time: grid pixel x's row-major pixels 4x + 2 dx1 + dx2 of output row
+    // 2 dy1 + dy2 are its blocked rows 16x + 8 dy1 + 2 dy2 + 4 dx1 + dx2.
     void unblock(const float* blocked, float* images, int64_t image_rows, int64_t channels, int64_t first_row,
-                 bool channels_last_source) const {
+                 int64_t rows, bool channels_last_source) const {
         ops::ProfileScope scope(ops::OpClass::layout);
         const int64_t side = 4 * grid_, pixels = image_rows * side, band_pixels = 16 * kUpscaleRows * grid_;
         const int64_t row_stride = channels_last_source ? channels : 1;
         const int64_t channel_stride = channels_last_source ? 1 : band_pixels;
         for (int64_t c = 0; c < channels; ++c)
-            for (int64_t y = 0; y < kUpscaleRows; ++y)
+            for (int64_t y = 0; y < rows; ++y)
                 for (int64_t dy1 = 0; dy1 < 2; ++dy1)
                     for (int64_t dy2 = 0; dy2 < 2; ++dy2) {
                         const float* source =
@@ -895,13 +896,13 @@ public:
 
     // Every mask token's output for each prompt, given their sparse rows. Several prompts run side by side, each
     // on one OpenMP thread (no synchronisation within a prompt); a lone prompt runs on all of them.
-    // rows_needed: the top rows of each low-res plane the caller reads (0: all); the upscaling works in bands of
-    // grid rows, so the planes hold the rows of every band that reaches them.
+    // rows_needed: the top rows of each low-res plane the caller reads (0: all); the planes hold the rows of every
+    // grid row that reaches them.
     std::vector<DecoderOutput> run(const DecoderImage::Data& image, const std::vector<std::vector<float>>& sparse,
                                    const PromptEncoder& prompts, int64_t rows_needed = 0) const {
-        const int64_t side = low_res_size(), band_rows = 4 * kUpscaleRows;
+        const int64_t side = low_res_size();
         if (rows_needed <= 0 || rows_needed > side) rows_needed = side;
-        const int64_t grid_rows = (rows_needed + band_rows - 1) / band_rows * kUpscaleRows;
+        const int64_t grid_rows = (rows_needed + 3) / 4;
         std::vector<DecoderOutput> out(sparse.size());
         for_each_side_by_side(sparse.size(), [&](size_t i) {
             auto ws = workspaces_.take();
@@ -955,15 +956,24 @@ private:
         }
         DecoderOutput out;
         out.low_res_logits.resize(k * 16 * grid_rows * grid_);
-        // The bands are shared between threads (for a lone prompt; inside decoding prompts side by side this
-        // region is a nested one and runs on the prompt's thread), each band's ops on its thread alone.
-#pragma omp parallel for schedule(static)
-        for (int64_t row = 0; row < grid_rows; row += kUpscaleRows) {
-            DecoderWorkspace::Band& band = ws.bands[omp_get_thread_num()];
-            upscale(ws.keys.data(), image_precision_ == Precision::bf16 ? ws.keys_bf16.data() : nullptr, row, band);
-            ops::matmul(hyper.data(), band.upscaled2.data(), band.masks.data(), k, band_pixels, c8, c8, c8,
-                        band_pixels, true);
-            unblock(band.masks.data(), out.low_res_logits.data(), 4 * grid_rows, k, row, false);
+        // Each thread upscales an equal share of the grid rows (for a lone prompt; inside decoding prompts side by
+        // side this region is a nested one and runs on the prompt's thread), in bands, each band's ops on its
+        // thread alone. (Whole bands dealt out would leave one thread a band more whenever their count is odd.)
+#pragma omp parallel
+        {
+            const int threads = omp_get_num_threads(), thread = omp_get_thread_num();
+            const int64_t first = grid_rows * thread / threads, end = grid_rows * (thread + 1) / threads;
+            DecoderWorkspace::Band& band = ws.bands[thread];
+            for (int64_t row = first; row < end; row += kUpscaleRows) {
+                const int64_t rows = std::min(kUpscaleRows, end - row);
+                upscale(ws.keys.data(), image_precision_ == Precision::bf16 ? ws.keys_bf16.data() : nullptr, row,
+                        rows, band);
+                // over a whole band's width even for a short band (its columns beyond the band's rows come from
+                // stale rows and are not read): oneDNN's blocking, so the sums' last bits, depend on that width
+                ops::matmul(hyper.data(), band.upscaled2.data(), band.masks.data(), k, band_pixels, c8, c8, c8,
+                            band_pixels, true);
+                unblock(band.masks.data(), out.low_res_logits.data(), 4 * grid_rows, k, row, rows, false);
+            }
         }
         out.iou_predictions = iou_head_(std::vector<float>(ws.queries.begin(), ws.queries.begin() + dim_));
         return out;
@@ -995,8 +1005,6 @@ void check_hyper_params(const SamHyperParams& hp, const std::string& file) {
             require(index >= 0 && index < hp.encoder_depth, "global attention index " + std::to_string(index) + " outside the encoder");
     }
     require(hp.prompt_embed_dim % 16 == 0, "prompt_embed_dim must be a multiple of 16");
-    require(hp.embedding_size() % kUpscaleRows == 0,
-            "the embedding size must be a multiple of " + std::to_string(kUpscaleRows));
     require(hp.decoder_num_heads > 0 && (hp.prompt_embed_dim / kAttentionDownsampleRate) % hp.decoder_num_heads == 0,
             "decoder_num_heads must divide the decoder's attention width");
     require(hp.num_multimask_outputs > 0 && hp.decoder_depth > 0, "num_multimask_outputs and decoder_depth must be positive");
@@ -1159,8 +1167,9 @@ std::vector<float> SamModelProbe::upscale(const SamModel& model, const std::vect
     const int64_t side = decoder.low_res_size();
     std::vector<float> out(dim / 8 * side * side);
     for (int64_t row = 0; row < side / 4; row += kUpscaleRows) {
-        decoder.upscale(ws.keys.data(), nullptr, row, ws.bands.front());
-        decoder.unblock(ws.bands.front().upscaled2.data(), out.data(), side, dim / 8, row, true);
+        const int64_t rows = std::min(kUpscaleRows, side / 4 - row);
+        decoder.upscale(ws.keys.data(), nullptr, row, rows, ws.bands.front());
+        decoder.unblock(ws.bands.front().upscaled2.data(), out.data(), side, dim / 8, row, rows, true);
     }
     return out;
 }

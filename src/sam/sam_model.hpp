@@ -50,8 +50,8 @@ struct FramePrompt {
 // The mask decoder's outputs for one prompt: K = num_multimask_outputs + 1 masks in mask-token order (token 0 is
 // the official multimask_output=False output, tokens 1.. the multimask ones), or the ones a selection kept.
 struct DecoderOutput {
-    // K x R x 256: all R = 256 rows of each low-res plane, or the top rows decode() was asked for (and the rest of
-    // the bands that computed them)
+    // K x R x 256: all R = 256 rows of each low-res plane, or the top rows decode() was asked for (rounded up to
+    // whole grid rows, 4 low-res rows each)
     std::vector<float> low_res_logits;
     std::vector<float> iou_predictions; // K
 };

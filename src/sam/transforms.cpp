@@ -1,5 +1,6 @@
 #include "sam/transforms.hpp"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -63,15 +64,49 @@ LogitBand band_of(float v) {
     return LogitBand::Mixed;  // NaN too: every comparison above is false
 }
 
-// Per row of a rows x low logit image, the band all its values share, or Mixed.
+// The lowest and highest value of a row, and whether it holds a NaN (the lowest and highest of the others then).
+struct RowRange {
+    float lowest, highest;
+    bool has_nan;
+};
+RowRange row_range(const float* row, int n) {
+    RowRange range{row[0], row[0], false};
+    int x = 0;
+#ifdef __AVX512F__
+    // Vector lanes: the compiler keeps this loop scalar (min and max are not associative where NaNs may occur).
+    if (n >= 16) {
+        __m512 lowest = _mm512_loadu_ps(row), highest = lowest;
+        __mmask16 nan = 0;
+        for (; x + 16 <= n; x += 16) {
+            const __m512 v = _mm512_loadu_ps(row + x);
+            // (the maskz forms: GCC 12 warns of an uninitialised value inside _mm512_min_ps / _mm512_max_ps)
+            lowest = _mm512_maskz_min_ps(0xFFFF, lowest, v);
+            highest = _mm512_maskz_max_ps(0xFFFF, highest, v);
+            nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        }
+        alignas(64) float lowest_lanes[16], highest_lanes[16];
+        _mm512_store_ps(lowest_lanes, lowest);
+        _mm512_store_ps(highest_lanes, highest);
+        range = {*std::min_element(lowest_lanes, lowest_lanes + 16),
+                 *std::max_element(highest_lanes, highest_lanes + 16), nan != 0};
+    }
+#endif
+    for (; x < n; ++x) {
+        range.lowest = std::min(range.lowest, row[x]);
+        range.highest = std::max(range.highest, row[x]);
+        range.has_nan = range.has_nan || std::isnan(row[x]);
+    }
+    return range;
+}
+
+// Per row of a rows x low logit image, the band all its values share, or Mixed. Bands are intervals: a row lies in
+// one when its lowest and highest values do and it holds no NaN.
 std::vector<LogitBand> row_bands(const float* logits, int rows, int low) {
     std::vector<LogitBand> bands(rows);
     for (int r = 0; r < rows; ++r) {
-        const float* row = logits + size_t(r) * low;
-        const LogitBand band = band_of(row[0]);
-        bool uniform = band != LogitBand::Mixed;
-        for (int x = 1; x < low && uniform; ++x) uniform = band_of(row[x]) == band;
-        bands[r] = uniform ? band : LogitBand::Mixed;
+        const RowRange range = row_range(logits + size_t(r) * low, low);
+        const LogitBand band = band_of(range.lowest);
+        bands[r] = !range.has_nan && band_of(range.highest) == band ? band : LogitBand::Mixed;
     }
     return bands;
 }
@@ -205,14 +240,20 @@ MaskRange mask_range(MaskOutput output, int decoder_masks) {
     return {1, decoder_masks - 1};
 }
 
-int low_res_rows_read(const ImageFrame& frame, int low_res, Processing processing) {
-    if (processing == Processing::MedSam) return low_res;
-    return BilinearResampler({low_res, low_res}, {frame.frame_size, frame.frame_size}, frame.input_size).source_rows();
-}
+MaskUpsampling::MaskUpsampling(const ImageFrame& frame, int low_res, Processing processing)
+    : frame_(frame),
+      processing_(processing),
+      low_res_(low_res),
+      to_frame_({low_res, low_res}, {frame.frame_size, frame.frame_size}, frame.input_size),
+      to_original_(processing == Processing::MedSam ? cv::Size(low_res, low_res) : frame.input_size,
+                   frame.original_size, frame.original_size),
+      rows_read_(processing == Processing::MedSam ? low_res : to_frame_.source_rows()) {}
 
-MaskPrediction postprocess(const DecoderOutput& decoded, int low_res, const ImageFrame& frame, Processing processing,
+MaskPrediction postprocess(const DecoderOutput& decoded, const MaskUpsampling& upsampling,
                            const PredictOptions& options) {
     ops::ProfileScope scope(ops::OpClass::resampling);
+    const int low_res = upsampling.low_res();
+    const ImageFrame& frame = upsampling.frame();
     const int decoder_masks = static_cast<int>(decoded.iou_predictions.size());
     const MaskRange range = mask_range(options.output, decoder_masks);
     const bool return_logits = options.return_logits;
@@ -224,18 +265,16 @@ MaskPrediction postprocess(const DecoderOutput& decoded, int low_res, const Imag
     // The decoder's planes hold their top low_rows rows (all low_res, or those this needs).
     const size_t low_plane = decoded.low_res_logits.size() / decoder_masks;
     const int low_rows = static_cast<int>(low_plane / low_res);
-    if (low_rows < (options.return_low_res_logits ? low_res : low_res_rows_read(frame, low_res, processing)))
+    if (low_rows < (options.return_low_res_logits ? low_res : upsampling.rows_read()))
         throw std::logic_error("postprocess: the decoder's output lacks low-res rows it reads");
     const size_t plane = static_cast<size_t>(out.height) * width;
     if (return_logits) out.logits.resize(range.count * plane);
     out.masks.resize(range.count * plane);
     // SAM's postprocess_masks (LiteMedSAM's is the same, its frame being the low-res size): low res -> frame,
     // cropped to the resized image, -> original size. MedSAM: sigmoid at low res -> original size.
-    const bool medsam = processing == Processing::MedSam;
-    const cv::Size low_size(low_res, low_res);
-    const BilinearResampler to_frame(low_size, {frame.frame_size, frame.frame_size}, frame.input_size);
-    const BilinearResampler to_original(medsam ? low_size : frame.input_size, frame.original_size,
-                                        frame.original_size);
+    const bool medsam = upsampling.processing() == Processing::MedSam;
+    const BilinearResampler& to_frame = upsampling.to_frame();
+    const BilinearResampler& to_original = upsampling.to_original();
     std::vector<float> probabilities;  // MedSAM: sigmoid of the low-res logits of the kept masks
     if (medsam) {
         const float* low = decoded.low_res_logits.data() + range.first * low_plane;
@@ -345,18 +384,17 @@ MaskPrediction postprocess(const DecoderOutput& decoded, int low_res, const Imag
     return out;
 }
 
-std::vector<MaskPrediction> predict_masks(const SamModel& model, Processing processing, const ImageFrame& frame,
+std::vector<MaskPrediction> predict_masks(const SamModel& model, const MaskUpsampling& upsampling,
                                           const DecoderImage& image, const std::vector<Prompt>& prompts,
                                           const PredictOptions& options) {
     std::vector<FramePrompt> frame_prompts;
-    for (const Prompt& prompt : prompts) frame_prompts.push_back(to_frame_prompt(prompt, frame, processing));
-    const int low_res = model.hyper_params().low_res_size();
+    for (const Prompt& prompt : prompts)
+        frame_prompts.push_back(to_frame_prompt(prompt, upsampling.frame(), upsampling.processing()));
     // Without the low-res logits, the decoder leaves out the rows postprocessing does not read.
-    const int rows_needed = options.return_low_res_logits ? low_res : low_res_rows_read(frame, low_res, processing);
+    const int rows_needed = options.return_low_res_logits ? upsampling.low_res() : upsampling.rows_read();
     const std::vector<DecoderOutput> decoded = model.decode(image, frame_prompts, rows_needed);
     std::vector<MaskPrediction> out(decoded.size());
-    for_each_side_by_side(decoded.size(),
-                          [&](size_t i) { out[i] = postprocess(decoded[i], low_res, frame, processing, options); });
+    for_each_side_by_side(decoded.size(), [&](size_t i) { out[i] = postprocess(decoded[i], upsampling, options); });
     return out;
 }
 

@@ -11,6 +11,7 @@
 
 #include <opencv2/core.hpp>
 
+#include "sam/image_resize.hpp"
 #include "sam/sam_model.hpp"
 #include "sqasam/sam.hpp"
 
@@ -51,24 +52,44 @@ struct MaskRange {
 };
 MaskRange mask_range(MaskOutput output, int decoder_masks);
 
-// The top rows of the low_res x low_res logits that postprocess() reads: SAM and LiteMedSAM crop the frame to the
-// resized image, so the rows under the frame's padding are not needed; MedSAM resamples the whole square.
-int low_res_rows_read(const ImageFrame& frame, int low_res, Processing processing);
+// How one image's masks come out of the decoder's low_res x low_res logits: the frame, the pipeline and its
+// resamplings, built once per image and shared by all its prompts.
+class MaskUpsampling {
+public:
+    MaskUpsampling(const ImageFrame& frame, int low_res, Processing processing);
+    const ImageFrame& frame() const { return frame_; }
+    Processing processing() const { return processing_; }
+    int low_res() const { return low_res_; }
+    // The top rows of the low-res logits that postprocess() reads: SAM and LiteMedSAM crop the frame to the
+    // resized image, so the rows under the frame's padding are not needed; MedSAM resamples the whole square.
+    int rows_read() const { return rows_read_; }
+    // SAM and LiteMedSAM: low res -> frame (cropped to the resized image), then -> original size. MedSAM: only
+    // to_original, low res -> original size.
+    const BilinearResampler& to_frame() const { return to_frame_; }
+    const BilinearResampler& to_original() const { return to_original_; }
 
-// The decoder's masks that options.output keeps (low_res wide logits, the top low_res_rows_read() rows at least)
-// at the original size: masks (logit > 0), stability scores and, as options ask, the logits and the low-res
-// logits (which needs all low_res rows).
+private:
+    ImageFrame frame_;
+    Processing processing_;
+    int low_res_;
+    BilinearResampler to_frame_, to_original_;
+    int rows_read_;
+};
+
+// The decoder's masks that options.output keeps (low_res wide logits, the top rows_read() rows at least) at the
+// original size: masks (logit > 0), stability scores and, as options ask, the logits and the low-res logits (which
+// needs all low_res rows).
 // SAM: logits = bilinear low_res -> frame, crop to input_size, bilinear -> original size (postprocess_masks).
 // MedSAM: p = bilinear(sigmoid(low-res logits)) -> original size, masks = p > 0.5 as MedSAM thresholds, and
 // logits = log(p / (1 - p)) (limited to +-kMaxLogOdds where p rounds to 0 or 1), so masks = logits > 0 holds too.
 // Stability scores follow SAM's calculate_stability_score (threshold 0, offset 1): the number of pixels with
 // logit > 1 over the number with logit > -1, 0 when none exceeds -1.
 inline constexpr float kMaxLogOdds = 20.0f;
-MaskPrediction postprocess(const DecoderOutput& decoded, int low_res, const ImageFrame& frame, Processing processing,
+MaskPrediction postprocess(const DecoderOutput& decoded, const MaskUpsampling& upsampling,
                            const PredictOptions& options);
 
 // decode + postprocess of prompts on an image whose embedding the decoder has prepared.
-std::vector<MaskPrediction> predict_masks(const SamModel& model, Processing processing, const ImageFrame& frame,
+std::vector<MaskPrediction> predict_masks(const SamModel& model, const MaskUpsampling& upsampling,
                                           const DecoderImage& image, const std::vector<Prompt>& prompts,
                                           const PredictOptions& options);
 
