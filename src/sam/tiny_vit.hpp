@@ -66,11 +66,12 @@ using TensorLookup = std::function<const float*(const std::string& name, const s
 
 class TinyVitEncoder {
 public:
-    // With Precision::bf16 the attention stages' linear layers and the neck's two convolutions compute in bf16.
-    // The convolutional stage and the patch mergings stay fp32: with the real LiteMedSAM weights their 1x1
-    // convolutions (BatchNorm folded in) caused most of the bf16 error (embedding relative L2 2.5% -> 1.1%, worst
-    // mask IoU on three real images 0.991 -> 0.997), for little of the work. The 7 x 7 window attention, the
-    // patch embedding and the depthwise convolutions are fp32 too (ops::attention runs 14 x 14 windows in bf16).
+    // With Precision::bf16 the attention stages' linear layers, the convolutional stage's 1x1 convolutions (with
+    // centred inputs, ops::Linear) and the neck's two convolutions compute in bf16. The patch mergings' 1x1
+    // convolutions stay fp32: with the real LiteMedSAM weights the plainly rounded 1x1 convolutions (BatchNorm
+    // folded in) caused most of the bf16 error (embedding relative L2 2.5% -> 1.1%, worst mask IoU on three real
+    // images 0.991 -> 0.997), and centring the mergings' too saved no measurable time. The 7 x 7 window attention,
+    // the patch embedding and the depthwise convolutions are fp32 too (ops::attention runs 14 x 14 windows in bf16).
     TinyVitEncoder(const TensorLookup& lookup, const TinyVitParams& params, const std::string& checkpoint_path,
                    Precision precision = Precision::fp32);
     ~TinyVitEncoder();
