@@ -1,4 +1,4 @@
-// write_file_atomically: whole contents or nothing, short temporary names, no temporaries left behind by killed
+// read_file: every byte or nothing; write_file_atomically: whole contents or nothing, short temporary names, no temporaries left behind by killed
 // writers; the output-folder lock; file stamps and content hashes; non-UTF-8 names.
 #include <gtest/gtest.h>
 
@@ -38,6 +38,17 @@ TEST(IoFiles, WriteReplacesTheFileAndRemovesTemporariesOfDeadWriters) {
     size_t files = 0;
     for ([[maybe_unused]] const auto& entry : fs::directory_iterator(dir)) ++files;
     EXPECT_EQ(files, 3u) << "images.csv, the live temporary and the other file";
+}
+
+TEST(IoFiles, ReadFileReturnsEveryByteOrNothing) {
+    const fs::path dir = test::temp_dir("io_read_file");
+    constexpr char raw[] = "line one\r\nzero \0 byte, then \xff\xfe and no final newline";
+    const std::string bytes(raw, sizeof raw - 1);
+    std::ofstream(dir / "data.bin", std::ios::binary) << bytes;
+    std::ofstream(dir / "empty.txt").flush();
+    EXPECT_EQ(read_file(dir / "data.bin"), bytes);
+    EXPECT_EQ(read_file(dir / "empty.txt"), std::string());
+    EXPECT_EQ(read_file(dir / "missing.txt"), std::nullopt);
 }
 
 TEST(IoFiles, ALongestLegalNameCanBeWrittenAtomically) {

@@ -105,6 +105,8 @@ struct CsvRow {
 };
 std::vector<CsvRow> read_csv(const std::string& path);
 
+// A whole file's bytes, or nullopt when it cannot be opened.
+std::optional<std::string> read_file(const std::filesystem::path& path);
 // Replaces path's contents all at once: writes a temporary file beside it, flushes it to disk and renames it over
 // path, so a reader (or a killed run) never sees a half-written file.
 void write_file_atomically(const std::filesystem::path& path, const std::string& contents);

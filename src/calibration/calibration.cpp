@@ -5,13 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <numeric>
 #include <random>
 #include <set>
-#include <sstream>
 
 #include "sqasam/error.hpp"
 #include "sqasam/io.hpp"
@@ -342,11 +340,9 @@ void Calibration::save(const std::string& path) const {
 }
 
 Calibration Calibration::load(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(path, "cannot open the calibration file");
-    std::stringstream text;
-    text << in.rdbuf();
-    const json file = json::parse(text.str(), nullptr, false);
+    const std::optional<std::string> text = read_file(path);
+    if (!text) throw Error(path, "cannot open the calibration file");
+    const json file = json::parse(*text, nullptr, false);
     if (file.is_discarded() || !file.is_object()) throw Error(path, "not a calibration file (not JSON)");
     if (file.value("format", "") != kCalibrationFormat)
         throw Error(path, "not an sqasam calibration file (no \"format\": \"" + std::string(kCalibrationFormat) + "\")");

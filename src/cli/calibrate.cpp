@@ -1,12 +1,10 @@
 // sqasam calibrate: fits a Dice calibration on finished `sqasam score` runs that had ground truth.
 #include <charconv>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <set>
-#include <sstream>
 
 #include "cli/commands.hpp"
 #include "sqasam/calibration.hpp"
@@ -33,11 +31,9 @@ std::optional<double> parse_number(const std::string& text) {
 }
 
 json read_json(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(path.string(), "missing: is this the --out folder of a finished `sqasam score` run?");
-    std::stringstream text;
-    text << in.rdbuf();
-    json value = json::parse(text.str(), nullptr, false);
+    const std::optional<std::string> text = read_file(path);
+    if (!text) throw Error(path.string(), "missing: is this the --out folder of a finished `sqasam score` run?");
+    json value = json::parse(*text, nullptr, false);
     if (value.is_discarded()) throw Error(path.string(), "not valid JSON");
     return value;
 }

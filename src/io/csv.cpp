@@ -1,6 +1,4 @@
 // Reading CSV files (manifests, finished runs' tables).
-#include <fstream>
-#include <sstream>
 
 #include "sqasam/error.hpp"
 #include "sqasam/io.hpp"
@@ -8,11 +6,9 @@
 namespace sqasam {
 
 std::vector<CsvRow> read_csv(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(path, "cannot open the CSV file");
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    const std::string text = buffer.str();
+    const std::optional<std::string> contents = read_file(path);
+    if (!contents) throw Error(path, "cannot open the CSV file");
+    const std::string& text = *contents;
 
     std::vector<CsvRow> rows;
     CsvRow row{1, {std::string()}};

@@ -6,8 +6,10 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <string_view>
 
 #include "sqasam/error.hpp"
@@ -64,6 +66,14 @@ int write_all(int fd, const std::string& contents) {
 }
 
 }  // namespace
+
+std::optional<std::string> read_file(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return std::nullopt;
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
 
 void write_file_atomically(const std::filesystem::path& path, const std::string& contents) {
     const std::filesystem::path temporary = temporary_beside(path);

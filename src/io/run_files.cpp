@@ -9,7 +9,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 #include <openssl/evp.h>
@@ -125,10 +124,7 @@ std::string file_sha256(const std::string& path) {
     const fs::path cache_path = hash_cache_path();
     nlohmann::json cache = nlohmann::json::object();
     if (!cache_path.empty()) {
-        std::ifstream in(cache_path);
-        std::stringstream text;
-        text << in.rdbuf();
-        cache = nlohmann::json::parse(text.str(), nullptr, false);
+        cache = nlohmann::json::parse(read_file(cache_path).value_or(""), nullptr, false);
         if (!cache.is_object()) cache = nlohmann::json::object();
         const nlohmann::json entry = cache.value(key, nlohmann::json());
         if (entry.is_object() && entry.value("stamp", nlohmann::json()) == stamp && entry.value("sha256", nlohmann::json()).is_string())

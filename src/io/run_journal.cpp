@@ -1,24 +1,17 @@
 // The run journal behind --resume (see RunJournal in run_journal.hpp).
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <set>
 #include <sstream>
 
 #include "sqasam/error.hpp"
+#include "sqasam/io.hpp"
 #include "sqasam/run_journal.hpp"
 
 namespace sqasam {
 namespace fs = std::filesystem;
 using nlohmann::json;
 namespace {
-
-std::string read_text(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
 
 // The top-level settings that differ between an earlier and this run's configuration, with both values.
 std::string differences(const json& earlier, const json& now) {
@@ -48,7 +41,7 @@ json parse_shallow(const std::string& text) {
 // A run's config.json; discarded (is_discarded()) when it is not JSON or nests too deep.
 json read_config(const fs::path& path) {
     try {
-        return parse_shallow(read_text(path));
+        return parse_shallow(read_file(path).value_or(""));
     } catch (const std::exception&) {
         return json(json::value_t::discarded);
     }
@@ -121,7 +114,7 @@ RunJournal::RunJournal(const fs::path& out_dir, const json& config, bool resume,
 
     std::map<std::string, std::pair<json, std::string>> latest;  // name -> record, its line
     std::vector<std::string> order;
-    std::istringstream lines(continuing ? read_text(journal_path) : "");
+    std::istringstream lines(continuing ? read_file(journal_path).value_or("") : "");
     std::string line;
     for (size_t number = 1; std::getline(lines, line); ++number) {
         if (lines.eof()) break;  // no newline after it: torn
