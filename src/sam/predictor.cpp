@@ -124,8 +124,8 @@ const sam::SamModel& Sam::model() const { return *model_; }
 // ---- SamPredictor ----
 
 struct SamPredictor::State {
-    bool has_image = false;
-    std::optional<sam::MaskUpsampling> upsampling;  // the image's frame and how its masks come out
+    // The image's frame and how its masks come out; set last, so it holds a value when an image is set.
+    std::optional<sam::MaskUpsampling> upsampling;
     std::vector<float> embedding;
     sam::DecoderImage decoder_image;  // the decoder's per-image work, shared by all prompts
 };
@@ -135,23 +135,23 @@ SamPredictor::~SamPredictor() = default;
 
 void SamPredictor::set_image(const cv::Mat& rgb) {
     const sam::SamHyperParams& hp = sam_.model().hyper_params();
-    const sam::ModelInput input = sam::model_input(rgb, hp.image_size, sam::processing_for(sam_.info().type));
-    state_->has_image = false;
+    const sam::Processing processing = sam::processing_for(sam_.info().type);
+    const sam::ModelInput input = sam::model_input(rgb, hp.image_size, processing);
+    state_->upsampling.reset();
     state_->embedding.resize(static_cast<size_t>(hp.prompt_embed_dim) * hp.embedding_size() * hp.embedding_size());
     sam_.model().encode_image(input.tensor.data(), state_->embedding.data());
     state_->decoder_image = sam_.model().prepare_decoder(state_->embedding.data());
-    state_->upsampling.emplace(input.frame, hp.low_res_size(), sam::processing_for(sam_.info().type));
-    state_->has_image = true;
+    state_->upsampling.emplace(input.frame, hp.low_res_size(), processing);
 }
 
-bool SamPredictor::has_image() const { return state_->has_image; }
+bool SamPredictor::has_image() const { return state_->upsampling.has_value(); }
 
 cv::Size SamPredictor::original_size() const {
     return state_->upsampling ? state_->upsampling->frame().original_size : cv::Size();
 }
 
 const std::vector<float>& SamPredictor::image_embedding() const {
-    if (!state_->has_image) throw Error("", "image_embedding() called before set_image()");
+    if (!has_image()) throw Error("", "image_embedding() called before set_image()");
     return state_->embedding;
 }
 
@@ -161,7 +161,7 @@ MaskPrediction SamPredictor::predict(const Prompt& prompt, const PredictOptions&
 
 std::vector<MaskPrediction> SamPredictor::predict(const std::vector<Prompt>& prompts,
                                                   const PredictOptions& options) const {
-    if (!state_->has_image) throw Error("", "predict() called before set_image()");
+    if (!has_image()) throw Error("", "predict() called before set_image()");
     return sam::predict_masks(sam_.model(), *state_->upsampling, state_->decoder_image, prompts, options);
 }
 
