@@ -135,8 +135,9 @@ void BM_LayerNorm(benchmark::State& state) {
     std::vector<uint16_t> y_bf16(x.size()), y_plus_bf16(x.size());
     for (auto _ : state) {
         sqasam::ops::layer_norm(x.data(), gamma.data(), beta.data(), y.data(), rows, dim, 1e-6f,
-                                norm4 ? positions.data() : nullptr, nullptr, norm4 ? y_bf16.data() : nullptr,
-                                norm4 ? y_plus_bf16.data() : nullptr);
+                                {.addend = norm4 ? positions.data() : nullptr,
+                                 .y_bf16 = norm4 ? y_bf16.data() : nullptr,
+                                 .y_plus_bf16 = norm4 ? y_plus_bf16.data() : nullptr});
         benchmark::DoNotOptimize(y.data());
     }
     state.SetBytesProcessed(state.iterations() * int64_t(2 * x.size() * sizeof(float)));

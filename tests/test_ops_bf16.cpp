@@ -257,31 +257,30 @@ TEST(LayerNormBf16, WritesTheRoundedOutputsInTheSamePass) {
     auto x = random_values(rows * dim, 23, -3, 3), g = random_values(dim, 24), b = random_values(dim, 25);
     const auto addend = random_values(rows * dim, 26);
     std::vector<float> y(x.size()), plus(x.size()), expected_y(x.size()), expected_plus(x.size());
-    layer_norm(x.data(), g.data(), b.data(), expected_y.data(), rows, dim, 1e-5f, addend.data(), expected_plus.data());
+    layer_norm(x.data(), g.data(), b.data(), expected_y.data(), rows, dim, 1e-5f,
+               {.addend = addend.data(), .y_plus = expected_plus.data()});
     std::vector<uint16_t> y_bf16(x.size()), plus_bf16(x.size());
-    layer_norm(x.data(), g.data(), b.data(), y.data(), rows, dim, 1e-5f, addend.data(), plus.data(), y_bf16.data(),
-               plus_bf16.data());
+    layer_norm(x.data(), g.data(), b.data(), y.data(), rows, dim, 1e-5f,
+               {.addend = addend.data(), .y_plus = plus.data(), .y_bf16 = y_bf16.data(), .y_plus_bf16 = plus_bf16.data()});
     EXPECT_EQ(y, expected_y);
     EXPECT_EQ(plus, expected_plus);
     EXPECT_EQ(y_bf16, bf16_bits(y));
     EXPECT_EQ(plus_bf16, bf16_bits(plus));
     std::fill(y_bf16.begin(), y_bf16.end(), 0);  // the rounded rows alone, without an addend
-    layer_norm(x.data(), g.data(), b.data(), y.data(), rows, dim, 1e-5f, nullptr, nullptr, y_bf16.data());
+    layer_norm(x.data(), g.data(), b.data(), y.data(), rows, dim, 1e-5f, {.y_bf16 = y_bf16.data()});
     EXPECT_EQ(y_bf16, bf16_bits(expected_y));
     std::fill(y_bf16.begin(), y_bf16.end(), 0);  // the rounded rows alone, without the float ones
-    layer_norm(x.data(), g.data(), b.data(), nullptr, rows, dim, 1e-5f, nullptr, nullptr, y_bf16.data());
+    layer_norm(x.data(), g.data(), b.data(), nullptr, rows, dim, 1e-5f, {.y_bf16 = y_bf16.data()});
     EXPECT_EQ(y_bf16, bf16_bits(expected_y));
     std::fill(plus_bf16.begin(), plus_bf16.end(), 0);  // y + addend rounded, without its float copy
-    layer_norm(x.data(), g.data(), b.data(), y.data(), rows, dim, 1e-5f, addend.data(), nullptr, nullptr,
-               plus_bf16.data());
+    layer_norm(x.data(), g.data(), b.data(), y.data(), rows, dim, 1e-5f,
+               {.addend = addend.data(), .y_plus_bf16 = plus_bf16.data()});
     EXPECT_EQ(plus_bf16, bf16_bits(expected_plus));
     // GELU(LayerNorm(x)) rounded alone, as the mask decoder's upscaling writes it
     std::vector<float> expected_gelu(x.size());
-    layer_norm(x.data(), g.data(), b.data(), expected_gelu.data(), rows, dim, 1e-5f, nullptr, nullptr, nullptr,
-               nullptr, true);
+    layer_norm(x.data(), g.data(), b.data(), expected_gelu.data(), rows, dim, 1e-5f, {.gelu = true});
     std::fill(y_bf16.begin(), y_bf16.end(), 0);
-    layer_norm(x.data(), g.data(), b.data(), nullptr, rows, dim, 1e-5f, nullptr, nullptr, y_bf16.data(), nullptr,
-               true);
+    layer_norm(x.data(), g.data(), b.data(), nullptr, rows, dim, 1e-5f, {.y_bf16 = y_bf16.data(), .gelu = true});
     EXPECT_EQ(y_bf16, bf16_bits(expected_gelu));
 }
 

@@ -106,15 +106,27 @@ TEST(Elementwise, LayerNormMatchesReference) {
         const auto addend = random_values(rows * dim, 11, -2, 2);
         std::vector<float> plus(x.size()), expected_plus = reference;
         ref::add(expected_plus.data(), addend.data(), rows * dim);
-        layer_norm(x.data(), g.data(), b.data(), fast.data(), rows, dim, 1e-6f, addend.data(), plus.data());
+        layer_norm(x.data(), g.data(), b.data(), fast.data(), rows, dim, 1e-6f,
+                   {.addend = addend.data(), .y_plus = plus.data()});
         expect_close(fast, reference, 1e-5);
         expect_close(plus, expected_plus, 1e-5);
         // followed by GELU, in place
         auto with_gelu = x;
         ref::gelu(reference.data(), rows * dim);
-        layer_norm(with_gelu.data(), g.data(), b.data(), with_gelu.data(), rows, dim, 1e-6f, nullptr, nullptr,
-                   nullptr, nullptr, true);
+        layer_norm(with_gelu.data(), g.data(), b.data(), with_gelu.data(), rows, dim, 1e-6f, {.gelu = true});
         expect_close(with_gelu, reference, 1e-5);
+        // of x + residual, in place, with the addend: the sum is normalised, and neither input is written
+        const auto residual = random_values(rows * dim, 12, -4, 4);
+        auto sum = x;
+        ref::add(sum.data(), residual.data(), rows * dim);
+        ref::layer_norm(sum.data(), g.data(), b.data(), reference.data(), rows, dim, 1e-6f, addend.data(),
+                        expected_plus.data());
+        auto in_place = x;
+        layer_norm(in_place.data(), g.data(), b.data(), in_place.data(), rows, dim, 1e-6f,
+                   {.residual = residual.data(), .addend = addend.data(), .y_plus = plus.data()});
+        expect_close(in_place, reference, 1e-5);
+        expect_close(plus, expected_plus, 1e-5);
+        EXPECT_EQ(residual, random_values(rows * dim, 12, -4, 4));
         ref::layer_norm(x.data(), g.data(), b.data(), reference.data(), rows, dim, 1e-6f);
         layer_norm(x.data(), g.data(), b.data(), x.data(), rows, dim, 1e-6f);  // in place
         expect_close(x, reference, 1e-5);

@@ -156,14 +156,6 @@ namespace {
 
 inline float gelu_value(float x) { return 0.5f * x * (1.0f + fast_erf(x * 0.70710678118654752f)); }
 
-// Where a LayerNorm writes (any may be null; an addend goes with y_plus or y_plus_bf16).
-struct NormOutputs {
-    float* y;
-    uint16_t* y_bf16;
-    const float* addend;
-    float* y_plus;
-    uint16_t* y_plus_bf16;
-};
 
 // The sum of row[i] - shift, or of its squares. With AVX-512, in two vector accumulators reduced by a tree at the
 // end: the scalar reduction a vectorising compiler emits (16 dependent additions per row) took most of the time of
@@ -193,12 +185,19 @@ inline float row_sum(const float* row, int64_t n, float shift, bool squares) {
 }
 
 // Rows [first, last): per row its mean and inverse deviation, then every output from one evaluation of the
-// normalised value (the outputs wanted are template flags, so the loop carries no tests).
-template <bool kY, bool kYBf16, bool kPlus, bool kPlusBf16, bool kGelu>
-void normalise_rows(const float* x, const float* gamma, const float* beta, int64_t first, int64_t last, int64_t dim,
-                    float eps, const NormOutputs& out) {
+// normalised value (the inputs and outputs wanted are template flags, so the loop carries no tests).
+template <bool kResidual, bool kY, bool kYBf16, bool kPlus, bool kPlusBf16, bool kGelu>
+void normalise_rows(const float* x, const float* gamma, const float* beta, float* y, int64_t first, int64_t last,
+                    int64_t dim, float eps, const NormExtras& out) {
+    std::vector<float> sum(kResidual ? dim : 0);  // x + residual of the row, read three times while in L1
     for (int64_t r = first; r < last; ++r) {
         const float* in = x + r * dim;
+        if constexpr (kResidual) {
+            const float* residual = out.residual + r * dim;
+#pragma omp simd
+            for (int64_t i = 0; i < dim; ++i) sum[i] = in[i] + residual[i];
+            in = sum.data();
+        }
         const float mean = row_sum(in, dim, 0.0f, false) / dim;
         const float inv_std = 1.0f / std::sqrt(row_sum(in, dim, mean, true) / dim + eps);
         const int64_t offset = r * dim;
@@ -213,7 +212,7 @@ void normalise_rows(const float* x, const float* gamma, const float* beta, int64
                 if constexpr (kPlus) out.y_plus[offset + i] = plus;
                 if constexpr (kPlusBf16) out.y_plus_bf16[offset + i] = to_bf16(plus);
             }
-            if constexpr (kY) out.y[offset + i] = value;
+            if constexpr (kY) y[offset + i] = value;
         }
     }
 }
@@ -232,18 +231,18 @@ void with_flags(Fn&& fn, bool flag, Rest... rest) {
 }  // namespace
 
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps,
-                const float* addend, float* y_plus, uint16_t* y_bf16, uint16_t* y_plus_bf16, bool gelu) {
+                const NormExtras& extras) {
     ProfileScope scope(OpClass::layer_norm);
-    const NormOutputs out{y, y_bf16, addend, addend ? y_plus : nullptr, addend ? y_plus_bf16 : nullptr};
+    const bool plus = extras.addend && extras.y_plus, plus_bf16 = extras.addend && extras.y_plus_bf16;
     with_flags(
-        [&](auto has_y, auto has_y_bf16, auto has_plus, auto has_plus_bf16, auto apply_gelu) {
+        [&](auto has_residual, auto has_y, auto has_y_bf16, auto has_plus, auto has_plus_bf16, auto apply_gelu) {
             const int64_t threads = rows * dim >= kParallelGrain ? num_threads() : 1;
 #pragma omp parallel for schedule(static) if (threads > 1)
             for (int64_t t = 0; t < threads; ++t)
-                normalise_rows<has_y(), has_y_bf16(), has_plus(), has_plus_bf16(), apply_gelu()>(
-                    x, gamma, beta, rows * t / threads, rows * (t + 1) / threads, dim, eps, out);
+                normalise_rows<has_residual(), has_y(), has_y_bf16(), has_plus(), has_plus_bf16(), apply_gelu()>(
+                    x, gamma, beta, y, rows * t / threads, rows * (t + 1) / threads, dim, eps, extras);
         },
-        y != nullptr, y_bf16 != nullptr, out.y_plus != nullptr, out.y_plus_bf16 != nullptr, gelu);
+        extras.residual != nullptr, y != nullptr, extras.y_bf16 != nullptr, plus, plus_bf16, extras.gelu);
 }
 
 void add(float* y, const float* x, int64_t n) {

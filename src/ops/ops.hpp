@@ -111,14 +111,24 @@ void matmul(const float* a, const float* b, float* c, int64_t m, int64_t n, int6
 // bf16_supported().
 void matmul(const float* a, const uint16_t* b, float* c, int64_t m, int64_t n, int64_t k, int64_t ldb);
 
-// Row-wise LayerNorm over the last dimension (also LayerNorm2d on channels-last data). y may alias x. With an
-// addend (rows x dim), also y_plus = y + addend in the same pass (the mask decoder's image rows and their copy with
-// the positional encoding). y_bf16 / y_plus_bf16, where given, receive to_bf16 of y / y + addend in the same pass
-// (left operands of bf16 products that would otherwise convert them on every call); y and y_plus may then be null
-// (rows only a bf16 product reads). With gelu, y = GELU(LayerNorm(x)) (as gelu()), in every output.
+// What layer_norm reads besides x and writes besides y, each optional; all rows x dim.
+struct NormExtras {
+    // LayerNorm(x + residual) instead of LayerNorm(x): a residual connection whose sum only the norm reads.
+    const float* residual = nullptr;
+    // y_plus = y + addend (the mask decoder's image rows and their copy with the positional encoding).
+    const float* addend = nullptr;
+    float* y_plus = nullptr;
+    // to_bf16 of y / of y + addend (left operands of bf16 products that would otherwise convert them on every call);
+    // y and y_plus may then be null (rows only a bf16 product reads).
+    uint16_t* y_bf16 = nullptr;
+    uint16_t* y_plus_bf16 = nullptr;
+    bool gelu = false;  // y = GELU(LayerNorm(x)) (as gelu()), in every output
+};
+
+// Row-wise LayerNorm over the last dimension (also LayerNorm2d on channels-last data), y may alias x, with every
+// output of `extras` written in the same pass.
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t dim, float eps,
-                const float* addend = nullptr, float* y_plus = nullptr, uint16_t* y_bf16 = nullptr,
-                uint16_t* y_plus_bf16 = nullptr, bool gelu = false);
+                const NormExtras& extras = {});
 // out = x rounded to bfloat16 (to nearest, ties to even, as ref::round_to_bf16), as bit patterns: the upper half
 // of the float's bits, the form PackedMatrix::multiply takes.
 void to_bf16(const float* x, uint16_t* out, int64_t n);

@@ -97,19 +97,16 @@ struct LayerNorm {
     LayerNorm() = default;
     LayerNorm(WeightReader& weights, const std::string& prefix, int64_t dim, float eps)
         : gamma(weights.copy(prefix + ".weight", {dim})), beta(weights.copy(prefix + ".bias", {dim})), eps(eps) {}
-    void operator()(const float* x, float* y, int64_t rows, const float* addend = nullptr, float* y_plus = nullptr,
-                    uint16_t* y_bf16 = nullptr, uint16_t* y_plus_bf16 = nullptr) const {
-        ops::layer_norm(x, gamma.data(), beta.data(), y, rows, int64_t(gamma.size()), eps, addend, y_plus, y_bf16,
-                        y_plus_bf16);
+    void operator()(const float* x, float* y, int64_t rows, const ops::NormExtras& extras = {}) const {
+        ops::layer_norm(x, gamma.data(), beta.data(), y, rows, int64_t(gamma.size()), eps, extras);
     }
     void operator()(const float* x, uint16_t* y_bf16, int64_t rows) const {  // rows only a bf16 product reads
-        ops::layer_norm(x, gamma.data(), beta.data(), nullptr, rows, int64_t(gamma.size()), eps, nullptr, nullptr,
-                        y_bf16);
+        ops::layer_norm(x, gamma.data(), beta.data(), nullptr, rows, int64_t(gamma.size()), eps, {.y_bf16 = y_bf16});
     }
     // GELU(LayerNorm(x)) into y, or only rounded to bf16 into y_bf16 where given.
     void with_gelu(const float* x, float* y, uint16_t* y_bf16, int64_t rows) const {
-        ops::layer_norm(x, gamma.data(), beta.data(), y_bf16 ? nullptr : y, rows, int64_t(gamma.size()), eps, nullptr,
-                        nullptr, y_bf16, nullptr, true);
+        ops::layer_norm(x, gamma.data(), beta.data(), y_bf16 ? nullptr : y, rows, int64_t(gamma.size()), eps,
+                        {.y_bf16 = y_bf16, .gelu = true});
     }
 };
 
@@ -584,12 +581,13 @@ public:
         } else {
             ws.folded_packed.multiply(x, ws.weights.data(), image, 1.0f, ws.folded_bias.data());
         }
-        attend_to_tokens(image, v, n, out, ws);
+        attend_to_tokens(image, v, n, out, ops::Epilogue::accumulate, ws);
     }
 
     // The same where the image's queries are already projected (q_proj of the image rows, E*E x internal; with
     // bf16 products q_bf16, the same rounded), as in the first layer, whose image rows do not depend on the prompt:
-    // the logits are then products over the internal width (half the image's) with the token keys per head.
+    // the logits are then products over the internal width (half the image's) with the token keys per head. Writes
+    // out = out_proj(attention), without the residual (the first layer's norm4 adds the image rows it reads anyway).
     void image_to_token_projected(const float* q, const uint16_t* q_bf16, int64_t image, const float* k,
                                   const float* v, int64_t n, float* out, DecoderWorkspace& ws) const {
         const int64_t rows = n * heads;
@@ -601,7 +599,7 @@ public:
         } else {
             ws.folded_packed.multiply(q, ws.weights.data(), image, scale);
         }
-        attend_to_tokens(image, v, n, out, ws);
+        attend_to_tokens(image, v, n, out, ops::Epilogue::store, ws);
     }
 
     // q_proj of the image rows x (E*E x dim) for image_to_token_projected.
@@ -612,15 +610,17 @@ private:
     std::vector<float> q_bias, out_bias;
     Precision image_precision = Precision::fp32;
 
-    // The image-to-token attention from its logits in ws.weights (E*E x (h, j)): out += out_proj(softmax . v).
-    void attend_to_tokens(int64_t image, const float* v, int64_t n, float* out, DecoderWorkspace& ws) const {
+    // The image-to-token attention from its logits in ws.weights (E*E x (h, j)): out += out_proj(softmax . v) with
+    // Epilogue::accumulate, out = that with Epilogue::store.
+    void attend_to_tokens(int64_t image, const float* v, int64_t n, float* out, ops::Epilogue epilogue,
+                          DecoderWorkspace& ws) const {
         const int64_t dim = q_weight.cols(), rows = n * heads;
         ops::softmax_short_rows(ws.weights.data(), image * heads, n);  // columns are (h, j): n per head
         // Row (h, j): Wo_h v_j, so that out += weights . rows + out_proj's bias.
         spread_heads(v, n, false, ws.head_rows.data());
         out_weight.multiply(ws.head_rows.data(), ws.products.data(), rows);
         ws.folded_packed.pack(ws.products.data(), rows, dim, dim, false, image_precision);
-        ws.folded_packed.multiply(ws.weights.data(), out, image, 1.0f, out_bias.data(), ops::Epilogue::accumulate);
+        ws.folded_packed.multiply(ws.weights.data(), out, image, 1.0f, out_bias.data(), epilogue);
     }
 
     // n x internal rows to n * heads rows that keep one head's columns each (zeros elsewhere), ordered (j, h)
@@ -664,15 +664,9 @@ struct Mlp {
     }
 };
 
-// x + pe into sum (x alone without pe), in one pass; on all threads for the image's rows (a lone prompt), on the
-// caller's alone inside prompts decoded side by side.
+// x + pe into sum in one pass; on all threads for the image's rows, on one for a few token rows.
 void add_positions(float* sum, const float* x, const float* pe, int64_t count) {
     ops::ProfileScope scope(ops::OpClass::elementwise);
-    if (!pe) {
-#pragma omp parallel for simd schedule(static) if (count >= kParallelElements)
-        for (int64_t i = 0; i < count; ++i) sum[i] = x[i];
-        return;
-    }
 #pragma omp parallel for simd schedule(static) if (count >= kParallelElements)
     for (int64_t i = 0; i < count; ++i) sum[i] = x[i] + pe[i];
 }
@@ -793,7 +787,6 @@ public:
         uint16_t* keys_pe_bf16 = bf16 ? ws.keys_pe_bf16.data() : nullptr;
         uint16_t* keys_bf16 = bf16 ? ws.keys_bf16.data() : nullptr;
         std::copy(token_rows.begin(), token_rows.end(), queries);
-        add_positions(keys, image_data.src.data(), nullptr, image * dim_);  // a copy, on every thread
         for (size_t i = 0; i < layers_.size(); ++i) {
             const TwoWayLayer& l = layers_[i];
             const bool first = i == 0;
@@ -839,8 +832,12 @@ public:
             // keys and keys_pe: what the next attentions and the upscaling read (with bf16 products they read the
             // bf16 copies alone, and the float keys only as the next layer's residual)
             const bool last = i + 1 == layers_.size();
-            l.norm4(keys, bf16 && last ? nullptr : keys, image, key_pe, bf16 ? nullptr : keys_pe, keys_bf16,
-                    keys_pe_bf16);
+            l.norm4(keys, bf16 && last ? nullptr : keys, image,
+                    {.residual = first ? image_data.src.data() : nullptr,
+                     .addend = key_pe,
+                     .y_plus = bf16 ? nullptr : keys_pe,
+                     .y_bf16 = keys_bf16,
+                     .y_plus_bf16 = keys_pe_bf16});
         }
         add_positions(q, queries, query_pe, n * dim_);
         final_attn_.q_proj.forward(q, ws.q.data(), n);

@@ -146,8 +146,7 @@ struct LayerNorm {
         ops::layer_norm(x, gamma.data(), beta.data(), y, rows, int64_t(gamma.size()), eps);
     }
     void operator()(const float* x, uint16_t* y_bf16, int64_t rows) const {  // rows only a bf16 product reads
-        ops::layer_norm(x, gamma.data(), beta.data(), nullptr, rows, int64_t(gamma.size()), eps, nullptr, nullptr,
-                        y_bf16);
+        ops::layer_norm(x, gamma.data(), beta.data(), nullptr, rows, int64_t(gamma.size()), eps, {.y_bf16 = y_bf16});
     }
 };
 
