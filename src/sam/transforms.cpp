@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -97,6 +98,48 @@ RowRange row_range(const float* row, int n) {
         range.has_nan = range.has_nan || std::isnan(row[x]);
     }
     return range;
+}
+
+// A row's pixels with logit > 1 and with logit > -1 (the stability score's counts).
+struct RowCounts {
+    int above_plus_one = 0, above_minus_one = 0;
+};
+
+// One output row of SAM's pipeline from the x passes of its two source rows: logit = blend(first, second, w0, w1),
+// mask = logit > 0, counted for the stability score; the logits stored too where `logits` is given. With AVX-512
+// the comparisons' bit masks are stored and counted as they come (the vectorised loop below widens each comparison
+// to a vector of counts, and took more time than both resamplings' x passes together).
+RowCounts threshold_row(const float* first, const float* second, float w0, float w1, int width, uint8_t* masks,
+                        float* logits) {
+    RowCounts counts;
+    int x = 0;
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    const __m512 weight0 = _mm512_set1_ps(w0), weight1 = _mm512_set1_ps(w1);
+    const __m512 zero = _mm512_setzero_ps(), plus_one = _mm512_set1_ps(1.0f), minus_one = _mm512_set1_ps(-1.0f);
+    const __m128i ones = _mm_set1_epi8(1);
+    for (; x + 16 <= width; x += 16) {
+        const __m512 logit =
+            _mm512_fmadd_ps(_mm512_loadu_ps(second + x), weight1, _mm512_mul_ps(_mm512_loadu_ps(first + x), weight0));
+        if (logits) _mm512_storeu_ps(logits + x, logit);
+        // ordered comparisons: false for NaN, as the scalar > is
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(masks + x),
+                         _mm_maskz_mov_epi8(_mm512_cmp_ps_mask(logit, zero, _CMP_GT_OQ), ones));
+        counts.above_plus_one += std::popcount(unsigned(_mm512_cmp_ps_mask(logit, plus_one, _CMP_GT_OQ)));
+        counts.above_minus_one += std::popcount(unsigned(_mm512_cmp_ps_mask(logit, minus_one, _CMP_GT_OQ)));
+    }
+#endif
+    int plus = 0, minus = 0;
+#pragma omp simd reduction(+ : plus, minus)
+    for (int i = x; i < width; ++i) {
+        const float logit = blend(first[i], second[i], w0, w1);
+        if (logits) logits[i] = logit;
+        masks[i] = logit > 0.0f;
+        plus += logit > 1.0f;
+        minus += logit > -1.0f;
+    }
+    counts.above_plus_one += plus;
+    counts.above_minus_one += minus;
+    return counts;
 }
 
 // Per row of a rows x low logit image, the band all its values share, or Mixed. Bands are intervals: a row lies in
@@ -330,17 +373,6 @@ MaskPrediction postprocess(const DecoderOutput& decoded, const MaskUpsampling& u
                     continue;
                 }
                 int row_plus = 0, row_minus = 0;
-                // SAM: each logit of the row made, thresholded and counted for the stability score in one pass
-                // (logit_at stores it where logits are kept).
-                auto threshold = [&](auto logit_at) {
-#pragma omp simd reduction(+ : row_plus, row_minus)
-                    for (int x = 0; x < width; ++x) {
-                        const float logit = logit_at(x);
-                        masks[x] = logit > 0.0f;
-                        row_plus += logit > 1.0f;
-                        row_minus += logit > -1.0f;
-                    }
-                };
                 if (medsam) {
                     original_rows.row(y, probability_row, logits);
                     for (int x = 0; x < width; ++x) {
@@ -357,10 +389,10 @@ MaskPrediction postprocess(const DecoderOutput& decoded, const MaskUpsampling& u
                 } else {
                     const auto [first, second] = original_rows.source_rows(y, frame_row_at);
                     const auto [w0, w1] = to_original.y_weights(y);
-                    if (return_logits)
-                        threshold([&](int x) { return logits[x] = blend(first[x], second[x], w0, w1); });
-                    else
-                        threshold([&](int x) { return blend(first[x], second[x], w0, w1); });
+                    const RowCounts counts =
+                        threshold_row(first, second, w0, w1, width, masks, return_logits ? logits : nullptr);
+                    row_plus = counts.above_plus_one;
+                    row_minus = counts.above_minus_one;
                 }
                 plus += row_plus;
                 minus += row_minus;
