@@ -9,7 +9,9 @@ output of one round (its last line is the JSON object the program printed), so a
 and each metric is its median over them, followed by the range (min..max): on a shared machine the load changes
 from minute to minute. The encoder ratio is this / sqasam in the same precision class (fp32: fp32 and f32;
 reduced: bf16, int8, ...), above 1 meaning ours is faster; where sqasam did not run in that class, against the
-sqasam run listed first. --masks saves of the peers are compared with the reference's (the official PyTorch code):
+sqasam run listed first. It is taken per round (the k-th result of each NAME: programs a few minutes apart) and
+given as the median over rounds with its range, so that a machine whose speed drifts between rounds moves both
+sides of each ratio. --masks saves of the peers are compared with the reference's (the official PyTorch code):
 the worst IoU over prompts and masks, so that a broken export is not a fast peer.
 """
 import argparse
@@ -66,6 +68,15 @@ def cell(rounds, key, decimals):
     return text
 
 
+def ratio_cell(ratios):
+    if not ratios:
+        return "-"
+    text = f"{statistics.median(ratios):.2f}"
+    if len(ratios) > 1:
+        text += f" ({min(ratios):.2f}..{max(ratios):.2f})"
+    return text
+
+
 def precision_class(result):
     return "fp32" if result["precision"] in FULL_PRECISION else "reduced"
 
@@ -107,17 +118,17 @@ def main():
         reference = load_masks(masks[args.reference])
         ious = {name: worst_iou(reference, load_masks(path)) for name, path in masks.items() if name != args.reference}
 
-    ours = {precision_class(rounds[0]): statistics.median(r["encoder_ms"] for r in rounds)
-            for name, rounds in runs.items() if rounds[0]["implementation"] == "sqasam"}
+    ours = {}  # precision class -> the first sqasam run of that class, its rounds
+    for rounds in runs.values():
+        if rounds[0]["implementation"] == "sqasam":
+            ours.setdefault(precision_class(rounds[0]), rounds)
     first_ours = next(iter(ours.values()), None)
     header = ["program", "precision"] + [column for column, _, _ in METRICS] + \
-             ["encoder: this / sqasam", "worst mask IoU vs official", "products ran on"]
+             ["encoder: this / sqasam, per round", "worst mask IoU vs official", "products ran on"]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(METRICS) + 2) + "---|"]
     for name, rounds in runs.items():
-        encoder = statistics.median(r["encoder_ms"] for r in rounds)
-        cls = precision_class(rounds[0])
-        base = ours.get(cls, first_ours)
-        ratio = f"{encoder / base:.2f}" if base else "-"
+        base = ours.get(precision_class(rounds[0]), first_ours) or []
+        ratio = ratio_cell([r["encoder_ms"] / b["encoder_ms"] for r, b in zip(rounds, base)])
         iou = ious.get(name)
         iou_text = "reference" if name == args.reference else (f"{iou:.4f}" if iou is not None else "-")
         row = [name, rounds[0]["precision"]] + [cell(rounds, key, d) for _, key, d in METRICS] + \
