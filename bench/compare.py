@@ -58,8 +58,8 @@ def median_or_none(values):
     return statistics.median(values) if values else None
 
 
-def cell(rounds, key, decimals):
-    values = [r.get(key) for r in rounds if r.get(key) is not None]
+def median_and_range(values, decimals):
+    """'median (min..max)' of the values, the median alone for one, '-' for none."""
     if not values:
         return "-"
     text = f"{statistics.median(values):.{decimals}f}"
@@ -68,13 +68,8 @@ def cell(rounds, key, decimals):
     return text
 
 
-def ratio_cell(ratios):
-    if not ratios:
-        return "-"
-    text = f"{statistics.median(ratios):.2f}"
-    if len(ratios) > 1:
-        text += f" ({min(ratios):.2f}..{max(ratios):.2f})"
-    return text
+def cell(rounds, key, decimals):
+    return median_and_range([r.get(key) for r in rounds if r.get(key) is not None], decimals)
 
 
 def precision_class(result):
@@ -128,7 +123,7 @@ def main():
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(METRICS) + 2) + "---|"]
     for name, rounds in runs.items():
         base = ours.get(precision_class(rounds[0]), first_ours) or []
-        ratio = ratio_cell([r["encoder_ms"] / b["encoder_ms"] for r, b in zip(rounds, base)])
+        ratio = median_and_range([r["encoder_ms"] / b["encoder_ms"] for r, b in zip(rounds, base)], 2)
         iou = ious.get(name)
         iou_text = "reference" if name == args.reference else (f"{iou:.4f}" if iou is not None else "-")
         row = [name, rounds[0]["precision"]] + [cell(rounds, key, d) for _, key, d in METRICS] + \
