@@ -53,11 +53,6 @@ def named(pairs, option):
     return out
 
 
-def median_or_none(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
 def median_and_range(values, decimals):
     """'median (min..max)' of the values, the median alone for one, '-' for none."""
     if not values:
