@@ -156,7 +156,6 @@ namespace {
 
 inline float gelu_value(float x) { return 0.5f * x * (1.0f + fast_erf(x * 0.70710678118654752f)); }
 
-
 // The sum of row[i] - shift, or of its squares. With AVX-512, in two vector accumulators reduced by a tree at the
 // end: the scalar reduction a vectorising compiler emits (16 dependent additions per row) took most of the time of
 // a LayerNorm over 64 channels.
@@ -188,12 +187,12 @@ inline float row_sum(const float* row, int64_t n, float shift, bool squares) {
 // normalised value (the inputs and outputs wanted are template flags, so the loop carries no tests).
 template <bool kResidual, bool kY, bool kYBf16, bool kPlus, bool kPlusBf16, bool kGelu>
 void normalise_rows(const float* x, const float* gamma, const float* beta, float* y, int64_t first, int64_t last,
-                    int64_t dim, float eps, const NormExtras& out) {
+                    int64_t dim, float eps, const NormExtras& extras) {
     std::vector<float> sum(kResidual ? dim : 0);  // x + residual of the row, read three times while in L1
     for (int64_t r = first; r < last; ++r) {
         const float* in = x + r * dim;
         if constexpr (kResidual) {
-            const float* residual = out.residual + r * dim;
+            const float* residual = extras.residual + r * dim;
 #pragma omp simd
             for (int64_t i = 0; i < dim; ++i) sum[i] = in[i] + residual[i];
             in = sum.data();
@@ -206,11 +205,11 @@ void normalise_rows(const float* x, const float* gamma, const float* beta, float
         for (int64_t i = 0; i < dim; ++i) {
             float value = (in[i] - mean) * inv_std * gamma[i] + beta[i];
             if constexpr (kGelu) value = gelu_value(value);
-            if constexpr (kYBf16) out.y_bf16[offset + i] = to_bf16(value);
+            if constexpr (kYBf16) extras.y_bf16[offset + i] = to_bf16(value);
             if constexpr (kPlus || kPlusBf16) {
-                const float plus = value + out.addend[offset + i];
-                if constexpr (kPlus) out.y_plus[offset + i] = plus;
-                if constexpr (kPlusBf16) out.y_plus_bf16[offset + i] = to_bf16(plus);
+                const float plus = value + extras.addend[offset + i];
+                if constexpr (kPlus) extras.y_plus[offset + i] = plus;
+                if constexpr (kPlusBf16) extras.y_plus_bf16[offset + i] = to_bf16(plus);
             }
             if constexpr (kY) y[offset + i] = value;
         }
