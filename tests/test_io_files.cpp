@@ -1,5 +1,5 @@
-// read_file: every byte or nothing; write_file_atomically: whole contents or nothing, short temporary names, no temporaries left behind by killed
-// writers; the output-folder lock; file stamps and content hashes; non-UTF-8 names.
+// read_file: every byte or nothing; write_file_atomically: whole contents or nothing, short temporary names, no
+// temporaries left behind by killed writers; the output-folder lock; file stamps and content hashes; non-UTF-8 names.
 #include <gtest/gtest.h>
 
 #include <unistd.h>
