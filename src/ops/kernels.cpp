@@ -188,14 +188,14 @@ inline float row_sum(const float* row, int64_t n, float shift, bool squares) {
 template <bool kResidual, bool kY, bool kYBf16, bool kPlus, bool kPlusBf16, bool kGelu>
 void normalise_rows(const float* x, const float* gamma, const float* beta, float* y, int64_t first, int64_t last,
                     int64_t dim, float eps, const NormExtras& extras) {
-    std::vector<float> sum(kResidual ? dim : 0);  // x + residual of the row, read three times while in L1
+    float* sum = kResidual ? thread_scratch(dim) : nullptr;  // x + residual of the row, read three times from L1
     for (int64_t r = first; r < last; ++r) {
         const float* in = x + r * dim;
         if constexpr (kResidual) {
             const float* residual = extras.residual + r * dim;
 #pragma omp simd
             for (int64_t i = 0; i < dim; ++i) sum[i] = in[i] + residual[i];
-            in = sum.data();
+            in = sum;
         }
         const float mean = row_sum(in, dim, 0.0f, false) / dim;
         const float inv_std = 1.0f / std::sqrt(row_sum(in, dim, mean, true) / dim + eps);
