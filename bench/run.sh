@@ -70,6 +70,17 @@ sqasam="$build/sqasam"
 [ -f "$image" ] || { echo "bench/run.sh: image $image not found" >&2; exit 1; }
 openblas=/usr/lib/x86_64-linux-gnu/openblas-openmp
 [ -d "$openblas" ] || { echo "bench/run.sh: $openblas missing (bash scripts/deps.sh installs it)" >&2; exit 1; }
+# OpenBLAS picks its kernels by CPU model, and Debian 12's 0.3.21 does not know newer ones (Intel Xeon model 207
+# here): it falls back to its generic SSE3 kernels, "Prescott", 4x slower for the encoder's Linear layers
+# (bench/NOTES.md). There the peer gets the AVX-512 kernels (SkylakeX) or the AVX2 ones (Haswell) that the CPU runs.
+openblas_core=$("$python" -c "import ctypes; blas = ctypes.CDLL('$openblas/libopenblas.so.0')
+blas.openblas_get_corename.restype = ctypes.c_char_p; print(blas.openblas_get_corename().decode())")
+openblas_env=(-u OPENBLAS_CORETYPE)
+if [ "$openblas_core" = Prescott ]; then
+  if grep -qw avx512bw /proc/cpuinfo; then openblas_env=(OPENBLAS_CORETYPE=SkylakeX)
+  elif grep -qw avx2 /proc/cpuinfo; then openblas_env=(OPENBLAS_CORETYPE=Haswell)
+  fi
+fi
 random_weights=false
 if [ -z "$checkpoint" ]; then
   checkpoint="$build/bench/${model_type}_random_seed0.pth"
@@ -114,9 +125,10 @@ for ((round = 1; round <= rounds; round++)); do
     case "$peer" in
       # The official code under its best conditions (bench/NOTES.md has the measurements): OpenBLAS's OpenMP
       # build, which shares torch's OpenMP threads (the pthread build oversubscribes the cores), left to pick its
-      # own kernels; jemalloc with decay off (freed pages stay mapped for the next pass).
+      # own kernels unless it knows no better than generic ones (above); jemalloc with decay off (freed pages stay
+      # mapped for the next pass).
       pytorch)
-        run_peer pytorch env -u OPENBLAS_CORETYPE LD_LIBRARY_PATH="$openblas${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+        run_peer pytorch env "${openblas_env[@]}" LD_LIBRARY_PATH="$openblas${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
           LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \
           "$python" "$repo/bench/peer_pytorch.py" "${common[@]}" --model-type "$model_type" --masks-out "$work/$peer.npz" ;;
       *)
