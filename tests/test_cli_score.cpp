@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <sstream>
 
 #include <opencv2/imgcodecs.hpp>
@@ -229,6 +230,17 @@ TEST_F(CliScore, AnotherRunIntoAUsedOutFolderIsRefusedAndTouchesNothing) {
     EXPECT_EQ(run_cli(with(score_args(out), {"--reducer", "min"}), log), 1);
     EXPECT_NE(read_text(log).find("settings are unknown"), std::string::npos) << read_text(log);
     EXPECT_EQ(snapshot(out), without_journal);
+}
+
+// The run's settings (summary.json, and what a resume must match) hold the precision that ran, not "auto".
+TEST_F(CliScore, PrecisionAutoRecordsThePrecisionThatRan) {
+    const fs::path out = root / "out_auto", log = root / "auto.log";
+    ASSERT_EQ(run_cli(with(score_args(out), {"--precision", "auto"}), log), 0) << read_text(log);
+    std::smatch chosen;
+    const std::string printed = read_text(log);
+    ASSERT_TRUE(std::regex_search(printed, chosen, std::regex("--precision auto: (fp32|bf16)"))) << printed;
+    EXPECT_NE(read_text(out / "summary.json").find("\"precision\": \"" + chosen[1].str() + "\""), std::string::npos)
+        << read_text(out / "summary.json");
 }
 
 TEST_F(CliScore, PredictionsNamedUnlikeTheImagesStopTheRunAndNameTheClosest) {

@@ -17,6 +17,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/progress.hpp"
+#include "sam/sam_model.hpp"
 #include "sqasam/calibration.hpp"
 #include "sqasam/error.hpp"
 #include "sqasam/eval.hpp"
@@ -115,7 +116,8 @@ void check_pairing(const Dataset& dataset, const ScoreCommandOptions& o) {
 
 // Everything that changes the journaled results; a resumed run must match it.
 // The checkpoint counts by its content (SHA-256, cached by file_sha256), not by its path or size.
-nlohmann::json run_config(const ScoreCommandOptions& o, const Dataset& dataset, const PipelineOptions& pipeline) {
+nlohmann::json run_config(const ScoreCommandOptions& o, const Dataset& dataset, const PipelineOptions& pipeline,
+                          Precision precision) {
     nlohmann::json models = nlohmann::json::array();
     for (const SegmentationModel& model : dataset.models) models.push_back(model.name);
     nlohmann::json folders = nlohmann::json::array();
@@ -123,7 +125,7 @@ nlohmann::json run_config(const ScoreCommandOptions& o, const Dataset& dataset, 
         folders.push_back({{"pred", absolute_path(folder.pred)}, {"prob", absolute_path(folder.prob)}});
     return {{"checkpoint_sha256", file_sha256(o.model.checkpoint)},
             {"model_type", o.model.model_type},
-            {"precision", o.model.precision},
+            {"precision", to_string(precision)},  // what ran, after auto and any fallback
             {"images", absolute_path(o.images)},
             {"models", models},
             {"predictions", folders},
@@ -255,7 +257,7 @@ void run_score(const ScoreCommandOptions& o) {
     pipeline.max_pixels = o.max_pixels;
     pipeline.max_objects = o.max_objects;
 
-    const nlohmann::json config = run_config(o, dataset, pipeline);
+    const nlohmann::json config = run_config(o, dataset, pipeline, sam.model().encoder_precision());
     const std::optional<Calibration> calibration = load_calibration(o.calibration, config, sam.info().type);
     if (!o.overwrite) check_output_folder(o.out, config);
     Journal journal(o.out, config, o.resume);

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "cli/commands.hpp"
+#include "sam/sam_model.hpp"
 #include "sqasam/error.hpp"
 #include "sqasam/io.hpp"
 #include "sqasam/volume.hpp"
@@ -52,13 +53,14 @@ WindowRule parse_window(const std::string& modality, const std::string& window) 
 }
 
 // Everything that changes the journaled results; a resumed run must match it. The checkpoint counts by its content.
-nlohmann::json run_config(const ScoreVolumesOptions& o, const VolumeDataset& dataset, const VolumeRunOptions& run) {
+nlohmann::json run_config(const ScoreVolumesOptions& o, const VolumeDataset& dataset, const VolumeRunOptions& run,
+                          Precision precision) {
     nlohmann::json preds = nlohmann::json::object();
     for (const VolumeModel& model : dataset.models) preds[model.name] = absolute_path(model.folder);
     return {{"command", "score-volumes"},
             {"checkpoint_sha256", file_sha256(o.model.checkpoint)},
             {"model_type", o.model.model_type},
-            {"precision", o.model.precision},
+            {"precision", to_string(precision)},  // what ran, after auto and any fallback
             {"images", absolute_path(o.images)},
             {"pred", preds},
             {"gt", absolute_path(o.gt)},
@@ -113,7 +115,7 @@ void run_score_volumes(const ScoreVolumesOptions& o) {
     report.score = run.score;
     report.prompting_reason = defaults.reason;
     report.eval_options.failure_threshold = o.failure_dice;
-    report.config = run_config(o, dataset, run);
+    report.config = run_config(o, dataset, run, sam.model().encoder_precision());
     report.model = {{"checkpoint", absolute_path(o.model.checkpoint)},
                     {"type", to_string(sam.info().type)},
                     {"description", sam.info().describe()}};
