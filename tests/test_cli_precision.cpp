@@ -44,12 +44,14 @@ TEST(CliPrecision, BenchRunsBf16AndReportsIt) {
     const bool native = sqasam::ops::bf16_supported();
     EXPECT_EQ(bench_json(result)["precision"], native ? "bf16" : "fp32") << result.output;
     EXPECT_EQ(result.output.find(kWarning) != std::string::npos, !native) << result.output;
+    EXPECT_EQ(bench_json(result)["bf16_speedup"].get<double>() > 0, native) << result.output;
 }
 
 TEST(CliPrecision, Bf16FallsBackToFp32WithOneWarningWithoutTheInstructions) {
     const CliResult result = run_cli(bench_arguments("bf16"), "DNNL_MAX_CPU_ISA=AVX512_CORE");
     ASSERT_EQ(result.exit_code, 0) << result.output;
     EXPECT_EQ(bench_json(result)["precision"], "fp32") << result.output;
+    EXPECT_EQ(bench_json(result)["bf16_speedup"].get<double>(), 0.0) << result.output;
     const size_t first = result.output.find(kWarning);
     ASSERT_NE(first, std::string::npos) << result.output;
     EXPECT_EQ(result.output.find(kWarning, first + 1), std::string::npos) << "warned more than once:\n" << result.output;

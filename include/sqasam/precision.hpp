@@ -13,7 +13,7 @@ std::string to_string(Precision precision);            // "fp32", "bf16"
 Precision precision_from_string(const std::string& name);  // throws sqasam::Error for any other name
 
 // How many times faster bf16 matrix products run than fp32 ones on this CPU at the current thread count (fp32
-// time / bf16 time of one ViT-B-sized product), measured once per process in a few milliseconds; 0 where the CPU
+// time / bf16 time of one ViT-B-sized product), measured once per process in under 0.1 s; 0 where the CPU
 // has no bfloat16 matrix instructions. Having them is not enough: AMD Zen 4 and 5 (AVX512-BF16) run bf16 about
 // 1.7x as fast, Intel Xeons with AMX faster still, but Intel Xeons without AMX (AVX512-BF16 alone) at about half
 // the fp32 rate (bench/NOTES.md).

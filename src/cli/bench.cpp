@@ -224,6 +224,7 @@ void run_bench(const BenchOptions& options) {
         {"threads", ops::num_threads()},
         {"precision", to_string(sam.model().encoder_precision())},  // after any fallback to fp32
         {"isa", ops::product_implementation(sam.model().encoder_precision())},
+        {"bf16_speedup", rounded(bf16_speedup(), 2)},  // whether bf16 pays on this CPU, whatever ran
     };
     std::cout << "sqasam bench: " << sam.info().describe() << "\n"
               << "encoder " << result["encoder_ms"] << " ms, decoder " << result["decoder_ms_per_prompt"]

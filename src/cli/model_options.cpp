@@ -19,10 +19,10 @@ void add_model_options(CLI::App& cmd, ModelOptions& options) {
         ->check(CLI::IsMember({"auto", "vit_b", "vit_l", "vit_h", "medsam", "vit_t", "lite_medsam"}))
         ->capture_default_str();
     cmd.add_option("--precision", options.precision,
-                   "arithmetic of SAM's large matrix products: fp32 (exact); bf16 (masks within 1-1.5% IoU; faster only "
-                   "where the CPU's bf16 products are: AMD Zen 4/5, Intel with AMX; falls back to fp32 with a warning "
-                   "without bf16 instructions); or auto (bf16 where its products measure at least 1.25x as fast here, "
-                   "else fp32)")
+                   "arithmetic of SAM's large matrix products: fp32 (exact); bf16 (masks within 1-1.5% IoU; "
+                   "faster only where the CPU's bf16 products are: AMD Zen 4/5, Intel with AMX; falls back to fp32 "
+                   "with a warning without bf16 instructions); or auto (bf16 where its products measure at least "
+                   "1.25x as fast here, else fp32)")
         ->check(CLI::IsMember({"fp32", "bf16", "auto"}))
         ->capture_default_str();
     cmd.add_option("--threads", options.threads, "compute threads (default: OpenMP's default)")

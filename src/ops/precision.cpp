@@ -23,8 +23,8 @@ double bf16_speedup() {
     static const double speedup = [] {
         if (!ops::bf16_supported()) return 0.0;
         // A ViT-B-sized product (512 of the encoder's 768-wide rows by a 768 x 768 weight, 0.6 GFLOP): big enough
-        // that the kernels' inner loops decide its time, small enough to cost a few milliseconds. Calls alternate
-        // between the precisions and each keeps its fastest, so a passing load on the machine hits both alike.
+        // that the kernels' inner loops decide its time, small enough that the measurement takes under 0.1 s.
+        // Calls alternate between the precisions and each keeps its fastest, so a passing load hits both alike.
         constexpr int64_t kRows = 512, kDim = 768;
         constexpr int kCalls = 5;
         std::mt19937 rng(0);
