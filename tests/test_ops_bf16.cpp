@@ -59,8 +59,8 @@ TEST(Precision, NamesRoundTrip) {
     EXPECT_THROW(precision_from_string("fp16"), std::runtime_error);
 }
 
-// The speed-up is a measurement (its value depends on the CPU: about 0.5 on Intel Xeons without AMX, 1.7 on AMD Zen 4),
-// taken once; auto's choice follows it.
+// The speed-up is a measurement, taken once (its value depends on the CPU: about 0.5 on Intel Xeons without AMX,
+// about 1.9 on AMD Zen 4); auto's choice follows it.
 TEST(Precision, Bf16SpeedupIsMeasuredOnceWhereSupportedAndDecidesTheFastest) {
     const double speedup = bf16_speedup();
     if (bf16_supported()) {

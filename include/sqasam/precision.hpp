@@ -14,9 +14,9 @@ Precision precision_from_string(const std::string& name);  // throws sqasam::Err
 
 // How many times faster bf16 matrix products run than fp32 ones on this CPU at the current thread count (fp32
 // time / bf16 time of one ViT-B-sized product), measured once per process in under 0.1 s; 0 where the CPU
-// has no bfloat16 matrix instructions. Having them is not enough: AMD Zen 4 and 5 (AVX512-BF16) run bf16 about
-// 1.7x as fast, Intel Xeons with AMX faster still, but Intel Xeons without AMX (AVX512-BF16 alone) at about half
-// the fp32 rate (bench/NOTES.md).
+// has no bfloat16 matrix instructions. Having them is not enough: AMD Zen 4 (AVX512-BF16) runs bf16 products
+// about 1.9x as fast, Intel Xeons with AMX faster still, but Intel Xeons without AMX (AVX512-BF16 alone) at about
+// half the fp32 rate (bench/NOTES.md).
 double bf16_speedup();
 // The least bf16_speedup() for which bf16 is worth its rounding error.
 constexpr double kBf16WorthwhileSpeedup = 1.25;
