@@ -127,11 +127,15 @@ def main():
     text = "\n".join(lines)
     with open(args.conditions) as handle:
         conditions = json.load(handle)
+    # Whether bf16 pays on this CPU at all (sqasam measures it in every run; 0 without bf16 instructions).
+    speedups = [r["bf16_speedup"] for rounds in ours.values() for r in rounds if "bf16_speedup" in r]
+    speedup_text = f"; bf16 products at {median_and_range(speedups, 2)} x the fp32 rate here" if speedups else ""
     print(text)
     print(f"{next(iter(model_types))} on {conditions.get('cpu', '?')}; {max(len(r) for r in runs.values())} round(s), "
           f"medians over rounds (min..max); threads: " +
           ", ".join(f"{name} {rounds[0]['threads']}" for name, rounds in runs.items()) +
-          f"; 1-minute load {min(conditions['load_average']):.1f}..{max(conditions['load_average']):.1f}")
+          f"; 1-minute load {min(conditions['load_average']):.1f}..{max(conditions['load_average']):.1f}" +
+          speedup_text)
     with open(args.out, "w") as handle:
         json.dump({"conditions": conditions, "table": lines, "mask_iou_vs_reference": ious, "runs": runs}, handle,
                   indent=2)
