@@ -101,9 +101,10 @@ BENCHMARK(BM_EncoderAttention)
     ->UseRealTime();
 
 // The mask decoder's cross attention (8 heads, internal width 128): tokens to image and image to tokens.
-// Arguments: queries, keys.
+// Arguments: queries, keys, 1 = keys transposed and values head by head, as the first layer's cached image side.
 void BM_DecoderCrossAttention(benchmark::State& state) {
     const int64_t queries = state.range(0), keys = state.range(1), heads = 8, head_dim = 16, dim = heads * head_dim;
+    const bool per_head = state.range(2) != 0;
     const std::vector<float> q = random_values(queries * dim), k = random_values(keys * dim),
                              v = random_values(keys * dim);
     std::vector<float> out(queries * dim);
@@ -112,6 +113,12 @@ void BM_DecoderCrossAttention(benchmark::State& state) {
     shape.q_row_stride = shape.k_row_stride = shape.v_row_stride = shape.out_row_stride = dim;
     shape.q_batch_stride = queries * dim, shape.k_batch_stride = shape.v_batch_stride = keys * dim;
     shape.out_batch_stride = queries * dim;
+    if (per_head) {  // the heads as batch items, as MaskDecoder's attend_per_head
+        shape.batch = heads, shape.heads = 1, shape.k_transposed = true;
+        shape.k_row_stride = keys, shape.v_row_stride = head_dim;
+        shape.q_batch_stride = shape.out_batch_stride = head_dim;
+        shape.k_batch_stride = shape.v_batch_stride = head_dim * keys;
+    }
     for (auto _ : state) {
         sqasam::ops::attention(q.data(), k.data(), v.data(), out.data(), shape, 0.25f);
         benchmark::DoNotOptimize(out.data());
@@ -119,9 +126,32 @@ void BM_DecoderCrossAttention(benchmark::State& state) {
     set_flops(state, 4.0 * heads * queries * keys * head_dim);
 }
 BENCHMARK(BM_DecoderCrossAttention)
-    ->ArgNames({"queries", "keys"})
-    ->Args({7, kTokens})  // token to image (5 output tokens + point + box)
-    ->Args({kTokens, 7})  // image to token
+    ->ArgNames({"queries", "keys", "per_head"})
+    ->Args({7, kTokens, 0})  // token to image (5 output tokens + point + box)
+    ->Args({7, kTokens, 1})
+    ->Args({kTokens, 7, 0})  // image to token
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// The mask decoder's image-to-token softmax: a row per image token, a column per prompt token, 8 heads interleaved.
+// Arguments: rows, columns.
+void BM_SoftmaxInterleaved(benchmark::State& state) {
+    const int64_t rows = state.range(0), cols = state.range(1), heads = 8;
+    const std::vector<float> logits = random_values(rows * cols * heads);
+    std::vector<float> x(logits.size());
+    for (auto _ : state) {
+        state.PauseTiming();
+        x = logits;
+        state.ResumeTiming();
+        sqasam::ops::softmax_interleaved(x.data(), rows, cols, heads);
+        benchmark::DoNotOptimize(x.data());
+    }
+    state.SetItemsProcessed(state.iterations() * rows * cols * heads);
+}
+BENCHMARK(BM_SoftmaxInterleaved)
+    ->ArgNames({"rows", "cols"})
+    ->Args({kTokens, 7})  // a point or a box prompt: 5 output tokens + 2
+    ->Args({kTokens, 8})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
 

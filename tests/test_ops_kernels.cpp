@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <cmath>
 #include <random>
+#include <stdexcept>
 #include <tuple>
 #include <vector>
 
@@ -229,6 +231,63 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionTest,
                                            AttentionCase{2, 3, 30, 10, 5, 12, false, true},    // few keys, bias
                                            AttentionCase{2, 3, 5, 7, 35, 12, true, true},      // both terms
                                            AttentionCase{1, 2, 32, 40, 1280, 8, false, true})); // bias over tiles
+
+struct TransposedKeysCase {
+    int64_t batch, heads, queries, keys, head_dim;
+};
+
+class TransposedKeysTest : public ::testing::TestWithParam<TransposedKeysCase> {};
+
+// Keys given transposed (heads * head_dim rows of `keys` values) give what the same keys as rows give, in the
+// fast path and in the reference, and the fast path runs on each calling thread alone inside a parallel region.
+TEST_P(TransposedKeysTest, MatchesTheReferenceOnKeyRows) {
+    auto [batch, heads, queries, keys, head_dim] = GetParam();
+    const int64_t dim = heads * head_dim, key_stride = keys + 3;  // a gap after each transposed row
+    const auto q = random_values(batch * queries * dim, 30, -2, 2), v = random_values(batch * keys * dim, 31);
+    const auto k = random_values(batch * keys * dim, 32, -2, 2);
+    std::vector<float> k_t(batch * dim * key_stride, 1e30f);  // the gaps would poison any sum that read them
+    for (int64_t b = 0; b < batch; ++b)
+        transpose(k.data() + b * keys * dim, k_t.data() + b * dim * key_stride, keys, dim, dim, key_stride);
+    AttentionShape rows{.batch = batch, .heads = heads, .queries = queries, .keys = keys, .head_dim = head_dim,
+                        .q_row_stride = dim, .k_row_stride = dim, .v_row_stride = dim, .out_row_stride = dim + 1,
+                        .q_batch_stride = queries * dim, .k_batch_stride = keys * dim, .v_batch_stride = keys * dim,
+                        .out_batch_stride = queries * (dim + 1)};
+    AttentionShape transposed = rows;
+    transposed.k_transposed = true;
+    transposed.k_row_stride = key_stride;
+    transposed.k_batch_stride = dim * key_stride;
+    const float scale = 1.0f / std::sqrt(float(head_dim));
+    std::vector<float> reference(batch * queries * (dim + 1), 0.0f), reference_t = reference, fast = reference;
+    ref::attention(q.data(), k.data(), v.data(), reference.data(), rows, scale);
+    ref::attention(q.data(), k_t.data(), v.data(), reference_t.data(), transposed, scale);
+    EXPECT_EQ(reference_t, reference);
+    attention(q.data(), k_t.data(), v.data(), fast.data(), transposed, scale);
+    expect_close(fast, reference, 2e-5);
+
+    std::vector<std::vector<float>> nested(2, std::vector<float>(fast.size(), 0.0f));
+#pragma omp parallel for num_threads(2)
+    for (int i = 0; i < 2; ++i) attention(q.data(), k_t.data(), v.data(), nested[i].data(), transposed, scale);
+    for (const auto& result : nested) expect_close(result, reference, 2e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, TransposedKeysTest,
+                         ::testing::Values(TransposedKeysCase{1, 8, 7, 4096, 16},   // the decoder's first layer
+                                           TransposedKeysCase{1, 8, 8, 4096, 16},   // one whole query group
+                                           TransposedKeysCase{2, 3, 11, 37, 12},    // groups of 8 and 3, tails
+                                           TransposedKeysCase{1, 2, 1, 5, 20},      // fewer keys than a register
+                                           TransposedKeysCase{2, 1, 17, 64, 32}));  // three groups, wide heads
+
+TEST(TransposedKeys, RejectLogitTermsAndBf16) {
+    const std::vector<float> data(64, 0.5f);
+    std::vector<float> out(64);
+    AttentionShape shape{.queries = 2, .keys = 4, .head_dim = 4, .q_row_stride = 4, .k_row_stride = 4,
+                         .v_row_stride = 4, .out_row_stride = 4, .k_transposed = true};
+    const std::vector<float> bias(8, 0.0f);
+    EXPECT_THROW(attention(data.data(), data.data(), data.data(), out.data(), shape, 1.0f, nullptr,
+                           Precision::bf16), std::invalid_argument);
+    EXPECT_THROW(attention(data.data(), data.data(), data.data(), out.data(), shape, 1.0f, nullptr,
+                           Precision::fp32, bias.data()), std::invalid_argument);
+}
 
 }  // namespace
 }  // namespace sqasam::ops

@@ -3,6 +3,9 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <utility>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -482,6 +485,106 @@ void attention_short(const float* q, const float* k, const float* v, float* out,
     }
 }
 
+// Queries whose logits (a register of keys each) or outputs (a register of channels each) accumulate at once in
+// attention_transposed_keys: eight independent sums keep both FMA units busy.
+constexpr int64_t kQueryGroup = 8;
+
+// Calls fn with std::integral_constant<int, rows> for rows in 1 .. kQueryGroup: a group's size as a template
+// argument, so that its sums live in registers.
+template <class Fn, int... kCounts>
+void with_group_size(int64_t rows, Fn&& fn, std::integer_sequence<int, kCounts...>) {
+    ((rows == kCounts + 1 ? (fn(std::integral_constant<int, kCounts + 1>{}), true) : false) || ...);
+}
+template <class Fn>
+void with_group_size(int64_t rows, Fn&& fn) {
+    with_group_size(rows, fn, std::make_integer_sequence<int, int(kQueryGroup)>{});
+}
+
+// logits[r * ld + i] = q_r . k_i for kRows queries (kRows x hd, dense, scaled) and one head's keys given transposed
+// (hd rows of `keys` values, kt_stride apart): a register of keys at a time, from contiguous rows, with the kRows
+// sums in registers. The keys of a last, partial register are read from a zero-padded copy in `tail` (hd x kLanes).
+template <int kRows>
+void transposed_key_logits(const float* q, const float* kt, int64_t kt_stride, int64_t hd, int64_t keys,
+                           float* logits, int64_t ld, float* tail) {
+    ProfileScope scope(OpClass::attention_product, 2.0 * kRows * keys * hd);
+    auto block = [&](const float* columns, int64_t stride, int64_t i0) {
+        Lanes sums[kRows] = {};
+        for (int64_t c = 0; c < hd; ++c) {
+            const Lanes key = load(columns + c * stride);
+            for (int r = 0; r < kRows; ++r) sums[r] += q[r * hd + c] * key;
+        }
+        for (int r = 0; r < kRows; ++r) store(logits + r * ld + i0, sums[r]);
+    };
+    const int64_t whole = keys / kLanes * kLanes;
+    for (int64_t i0 = 0; i0 < whole; i0 += kLanes) block(kt + i0, kt_stride, i0);
+    if (whole == keys) return;
+    for (int64_t c = 0; c < hd; ++c)
+        for (int64_t i = 0; i < kLanes; ++i)
+            tail[c * kLanes + i] = whole + i < keys ? kt[c * kt_stride + whole + i] : 0.0f;
+    block(tail, kLanes, whole);
+}
+
+// out[r * hd + c] = sum_i weights[r * ld + i] v_i[c] for kRows rows of weights and one head's values (rows
+// v_stride apart, hd channels): each value row is read once per register of channels, the kRows sums in registers;
+// a last, narrower block of channels is copied into a padded register first.
+template <int kRows>
+void weighted_values(const float* weights, int64_t ld, const float* v, int64_t v_stride, int64_t hd, int64_t keys,
+                     float* out) {
+    ProfileScope scope(OpClass::attention_product, 2.0 * kRows * keys * hd);
+    for (int64_t c0 = 0; c0 < hd; c0 += kLanes) {
+        const int64_t width = std::min(kLanes, hd - c0);
+        Lanes sums[kRows] = {};
+        for (int64_t i = 0; i < keys; ++i) {
+            const float* row = v + i * v_stride + c0;
+            Lanes value = {};
+            if (width == kLanes) {
+                value = load(row);
+            } else {
+                for (int64_t c = 0; c < width; ++c) value[c] = row[c];
+            }
+            for (int r = 0; r < kRows; ++r) sums[r] += weights[r * ld + i] * value;
+        }
+        for (int r = 0; r < kRows; ++r)
+            for (int64_t c = 0; c < width; ++c) out[r * hd + c0 + c] = sums[r][c];
+    }
+}
+
+// Attention with the keys given transposed (AttentionShape::k_transposed): per batch item and head, kQueryGroup
+// queries at a time, their logits against every key, the softmax along each row, then the weighted sums of the
+// values divided by the row sums. Without matrix-product calls: a few queries leave oneDNN's kernels at a fifth of
+// their rate, while these loops read each key and value once per group at the cores' FMA rate.
+void attention_transposed_keys(const float* q, const float* k, const float* v, float* out, const AttentionShape& s,
+                               float scale) {
+    const int64_t hd = s.head_dim, keys = s.keys, ld = round_up(keys, kLanes), tasks = s.batch * s.heads;
+#pragma omp parallel for schedule(static) if (tasks > 1 && tasks * s.queries * keys * hd >= kParallelGrain)
+    for (int64_t task = 0; task < tasks; ++task) {
+        ProfileScope scope(OpClass::attention_other);
+        const int64_t b = task / s.heads, h = task % s.heads;
+        float* logits = thread_scratch(size_t(kQueryGroup * (ld + hd) + hd * kLanes));
+        float* rows = logits + kQueryGroup * ld;  // the group's scaled queries, then its weighted sums
+        float* tail = rows + kQueryGroup * hd;
+        const float* kt = k + b * s.k_batch_stride + h * hd * s.k_row_stride;
+        const float* v_head = v + b * s.v_batch_stride + h * hd;
+        for (int64_t j0 = 0; j0 < s.queries; j0 += kQueryGroup) {
+            const int64_t group = std::min(kQueryGroup, s.queries - j0);
+            for (int64_t r = 0; r < group; ++r) {
+                const float* query = q + b * s.q_batch_stride + (j0 + r) * s.q_row_stride + h * hd;
+                for (int64_t c = 0; c < hd; ++c) rows[r * hd + c] = scale * query[c];
+            }
+            float inv_sums[kQueryGroup];
+            with_group_size(group, [&](auto size) {
+                transposed_key_logits<size()>(rows, kt, s.k_row_stride, hd, keys, logits, ld, tail);
+                for (int r = 0; r < size(); ++r) inv_sums[r] = 1.0f / exp_shifted_row(logits + r * ld, keys);
+                weighted_values<size()>(logits, ld, v_head, s.v_row_stride, hd, keys, rows);
+            });
+            for (int64_t r = 0; r < group; ++r) {
+                float* o = out + b * s.out_batch_stride + (j0 + r) * s.out_row_stride + h * hd;
+                for (int64_t c = 0; c < hd; ++c) o[c] = rows[r * hd + c] * inv_sums[r];
+            }
+        }
+    }
+}
+
 // Attention through matrix products, for many queries and many keys (the image encoder). Per batch item and
 // head, keys (transposed) and values are packed once for oneDNN's kernels;
 // queries then run in tiles whose logits stay within a core's L2: logits = scale q k^T, plus the relative-position
@@ -568,6 +671,11 @@ void attention_tiled(const float* q, const float* k, const float* v, float* out,
 void attention(const float* q, const float* k, const float* v, float* out, const AttentionShape& s, float scale,
                const RelativePosition* rel_pos, Precision precision, const float* logit_bias) {
     if (s.queries == 0 || s.batch == 0 || s.heads == 0) return;
+    if (s.k_transposed) {
+        if (rel_pos || logit_bias || precision != Precision::fp32)
+            throw std::invalid_argument("attention: transposed keys take no logit terms and fp32 only");
+        return attention_transposed_keys(q, k, v, out, s, scale);
+    }
     if (!rel_pos && !logit_bias && s.keys <= kFewKeys) return attention_few_keys(q, k, v, out, s, scale);
     if (!rel_pos && s.keys <= kShortKeys)
         return attention_short(q, k, v, out, s, scale, logit_bias);
@@ -575,41 +683,69 @@ void attention(const float* q, const float* k, const float* v, float* out, const
 }
 
 namespace {
-// Rows up to this many columns take softmax_short_rows' lane path; longer ones are softmax_rows' work.
-constexpr int64_t kShortRowMax = 32;
+// Softmaxes over up to this many values take softmax_interleaved's lane path.
+constexpr int64_t kInterleavedMaxCols = 32;
+
+// softmax_interleaved where groups = kRun divides kLanes: the groups of kLanes / kRun consecutive rows fill one
+// register per column, so that the softmax is element-wise between registers (kRun contiguous floats per row and
+// column move as one piece). The rows of a last, partial register go through the generic loop.
+template <int64_t kRun>
+int64_t softmax_interleaved_lanes(float* x, int64_t rows, int64_t cols) {
+    constexpr int64_t kRowsPerBlock = kLanes / kRun;
+    const int64_t blocks = rows / kRowsPerBlock, row_floats = cols * kRun;
+#pragma omp parallel for schedule(static) if (rows * row_floats >= kParallelGrain)
+    for (int64_t b = 0; b < blocks; ++b) {
+        float* block = x + b * kRowsPerBlock * row_floats;
+        Lanes column[kInterleavedMaxCols];
+        for (int64_t c = 0; c < cols; ++c)
+            for (int64_t r = 0; r < kRowsPerBlock; ++r)
+                std::memcpy(reinterpret_cast<float*>(&column[c]) + r * kRun, block + r * row_floats + c * kRun,
+                            kRun * sizeof(float));
+        Lanes top = column[0];
+        for (int64_t c = 1; c < cols; ++c) top = column[c] > top ? column[c] : top;
+        Lanes sum = {};
+        for (int64_t c = 0; c < cols; ++c) {
+            column[c] = fast_exp(column[c] - top);
+            sum += column[c];
+        }
+        const Lanes inv = 1.0f / sum;
+        for (int64_t c = 0; c < cols; ++c) {
+            const Lanes weights = column[c] * inv;
+            for (int64_t r = 0; r < kRowsPerBlock; ++r)
+                std::memcpy(block + r * row_floats + c * kRun, reinterpret_cast<const float*>(&weights) + r * kRun,
+                            kRun * sizeof(float));
+        }
+    }
+    return blocks * kRowsPerBlock;
+}
+
+// softmax_interleaved one row and group at a time, from row `first` on.
+void softmax_interleaved_rows(float* x, int64_t first, int64_t rows, int64_t cols, int64_t groups) {
+    std::vector<float> values(cols);
+    for (int64_t r = first; r < rows; ++r)
+        for (int64_t g = 0; g < groups; ++g) {
+            float* row = x + r * cols * groups + g;
+            for (int64_t c = 0; c < cols; ++c) values[c] = row[c * groups];
+            const float inv = 1.0f / exp_shifted_row(values.data(), cols);
+            for (int64_t c = 0; c < cols; ++c) row[c * groups] = values[c] * inv;
+        }
+}
 }  // namespace
 
-void softmax_short_rows(float* x, int64_t rows, int64_t cols) {
+void softmax_interleaved(float* x, int64_t rows, int64_t cols, int64_t groups) {
     ProfileScope scope(OpClass::softmax);
-    if (cols > kShortRowMax) return softmax_rows(x, rows, cols);
-    const int64_t blocks = rows / kLanes;
-#pragma omp parallel for schedule(static) if (rows * cols >= kParallelGrain)
-    for (int64_t b = 0; b < blocks; ++b) {
-        float* block = x + b * kLanes * cols;
-        float lanes[kShortRowMax * kLanes];  // lanes[j * kLanes + r] = block[r * cols + j]
-        for (int64_t r = 0; r < kLanes; ++r)
-            for (int64_t j = 0; j < cols; ++j) lanes[j * kLanes + r] = block[r * cols + j];
-        float top[kLanes], sum[kLanes];
-#pragma omp simd
-        for (int64_t r = 0; r < kLanes; ++r) {
-            top[r] = lanes[r];
-            sum[r] = 0;
+    int64_t done = 0;
+    if (cols <= kInterleavedMaxCols) {
+        switch (groups) {
+            case 1: done = softmax_interleaved_lanes<1>(x, rows, cols); break;
+            case 2: done = softmax_interleaved_lanes<2>(x, rows, cols); break;
+            case 4: done = softmax_interleaved_lanes<4>(x, rows, cols); break;
+            case 8: done = softmax_interleaved_lanes<8>(x, rows, cols); break;
+            case 16: done = softmax_interleaved_lanes<16>(x, rows, cols); break;
+            default: break;
         }
-        for (int64_t j = 1; j < cols; ++j)
-#pragma omp simd
-            for (int64_t r = 0; r < kLanes; ++r) top[r] = lanes[j * kLanes + r] > top[r] ? lanes[j * kLanes + r] : top[r];
-        for (int64_t j = 0; j < cols; ++j)
-#pragma omp simd
-            for (int64_t r = 0; r < kLanes; ++r) {
-                lanes[j * kLanes + r] = fast_exp(lanes[j * kLanes + r] - top[r]);
-                sum[r] += lanes[j * kLanes + r];
-            }
-#pragma omp simd
-        for (int64_t r = 0; r < kLanes; ++r) sum[r] = 1.0f / sum[r];
-        for (int64_t r = 0; r < kLanes; ++r)
-            for (int64_t j = 0; j < cols; ++j) block[r * cols + j] = lanes[j * kLanes + r] * sum[r];
     }
-    softmax_rows(x + blocks * kLanes * cols, rows - blocks * kLanes, cols);  // the last rows, fewer than kLanes
+    softmax_interleaved_rows(x, done, rows, cols, groups);
 }
 
 }  // namespace sqasam::ops

@@ -134,10 +134,12 @@ void layer_norm(const float* x, const float* gamma, const float* beta, float* y,
 void to_bf16(const float* x, uint16_t* out, int64_t n);
 void gelu(float* x, int64_t n);  // exact (erf) GELU, in place
 void softmax_rows(float* x, int64_t rows, int64_t cols);
-// softmax_rows (same reference, ref::softmax_rows) for many rows of a few columns (the mask decoder's
-// image-to-token weights: a row per image pixel and head, a column per token): 16 rows at a time across vector
-// lanes, where a row-wise loop would spend its time in reductions over a fraction of a vector.
-void softmax_short_rows(float* x, int64_t rows, int64_t cols);
+// Softmaxes over `cols` values interleaved with others: in each of `rows` rows of cols * groups floats, for each
+// g < groups, over the values at c * groups + g (as ref::softmax_rows would over them gathered into a row). For the
+// mask decoder's image-to-token weights (a row per image pixel, a column per token, the heads interleaved): where
+// groups divides the vector width, the groups of one or more rows share a register per column, so the softmax is
+// element-wise between registers, where a row-wise loop would spend its time in reductions over a few values.
+void softmax_interleaved(float* x, int64_t rows, int64_t cols, int64_t groups);
 void add(float* y, const float* x, int64_t n);  // y += x
 void exp(float* x, int64_t n);                  // in place; the exponential the attention softmax uses
 // dst[c, r] = src[r, c] for a rows x cols matrix; strides are row strides in floats.
@@ -149,6 +151,10 @@ struct AttentionShape {
     int64_t batch = 1, heads = 1, queries = 0, keys = 0, head_dim = 0;
     int64_t q_row_stride = 0, k_row_stride = 0, v_row_stride = 0, out_row_stride = 0;
     int64_t q_batch_stride = 0, k_batch_stride = 0, v_batch_stride = 0, out_batch_stride = 0;
+    // Keys given transposed: per batch item, heads * head_dim rows of `keys` values (row stride k_row_stride),
+    // channel c of head h in row h * head_dim + c. For a few queries against many keys whose transpose is made once
+    // and read many times (the mask decoder's first attention to the image); fp32, without logit terms.
+    bool k_transposed = false;
 };
 
 // Decomposed relative-position terms (MViTv2, as in SAM's image encoder): queries and keys are the same

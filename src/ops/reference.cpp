@@ -91,9 +91,12 @@ void attention(const float* q, const float* k, const float* v, float* out, const
             for (int64_t i = 0; i < s.queries; ++i) {
                 const float* qi = q + b * s.q_batch_stride + i * s.q_row_stride + h * s.head_dim;
                 for (int64_t j = 0; j < s.keys; ++j) {
-                    const float* kj = k + b * s.k_batch_stride + j * s.k_row_stride + h * s.head_dim;
                     double dot = 0;
-                    for (int64_t c = 0; c < s.head_dim; ++c) dot += double(qi[c]) * kj[c];
+                    for (int64_t c = 0; c < s.head_dim; ++c) {
+                        const int64_t channel = h * s.head_dim + c;
+                        const int64_t at = s.k_transposed ? channel * s.k_row_stride + j : j * s.k_row_stride + channel;
+                        dot += double(qi[c]) * k[b * s.k_batch_stride + at];
+                    }
                     logits[j] = scale * dot;
                     if (rel_pos) {
                         int64_t qh = i / rel_pos->grid_w, qw = i % rel_pos->grid_w;

@@ -483,38 +483,19 @@ public:
         out_proj.forward(ws.attended.data(), out, query_count, epilogue);
     }
 
-    // Per head, projected image rows packed as the right-hand sides of the tokens' products (once per image):
-    // keys transposed (head_dim x E*E) and values (E*E x head_dim), from rows internal wide.
-    struct PackedHeads {
-        std::vector<ops::PackedMatrix> keys_t, values;
-    };
-    PackedHeads pack_heads(const float* keys, const float* values, int64_t image) const {
+    // attended (n x internal) = attention of projected queries q (n x internal) to projected image rows given per
+    // head, as made once per image (DecoderImage): keys transposed (internal x E*E, a head's head_dim rows in turn)
+    // and values head by head (heads x E*E x head_dim), so that each head reads contiguous memory. The heads are
+    // the op's batch items.
+    void attend_per_head(const float* q, int64_t n, const float* keys_t, const float* values, int64_t image,
+                         float* attended) const {
         const int64_t head_dim = internal / heads;
-        PackedHeads packed{std::vector<ops::PackedMatrix>(heads), std::vector<ops::PackedMatrix>(heads)};
-        for (int64_t h = 0; h < heads; ++h) {
-            packed.keys_t[h].pack(keys + h * head_dim, head_dim, image, internal, true);
-            packed.values[h].pack(values + h * head_dim, image, head_dim, internal, false);
-        }
-        return packed;
-    }
-
-    // attended (n x internal) = attention of projected queries q (n x internal) to packed image heads. Heads are
-    // shared between the threads (on the caller's alone inside prompts decoded side by side).
-    void attend_packed(const float* q, int64_t n, const PackedHeads& image_heads, int64_t image, float* attended,
-                       DecoderWorkspace& ws) const {
-        const int64_t head_dim = internal / heads;
-        const float scale = 1.0f / std::sqrt(float(head_dim));
-#pragma omp parallel for schedule(static)
-        for (int64_t h = 0; h < heads; ++h) {
-            float* query = ws.head_rows.data() + h * n * head_dim;  // this head's columns, then its output
-            float* weights = ws.weights.data() + h * n * image;
-            for (int64_t j = 0; j < n; ++j) std::copy_n(q + j * internal + h * head_dim, head_dim, query + j * head_dim);
-            image_heads.keys_t[h].multiply(query, weights, n, scale);
-            ops::softmax_rows(weights, n, image);
-            image_heads.values[h].multiply(weights, query, n);
-            for (int64_t j = 0; j < n; ++j)
-                std::copy_n(query + j * head_dim, head_dim, attended + j * internal + h * head_dim);
-        }
+        ops::AttentionShape shape{.batch = heads, .queries = n, .keys = image, .head_dim = head_dim,
+                                  .q_row_stride = internal, .k_row_stride = image, .v_row_stride = head_dim,
+                                  .out_row_stride = internal, .q_batch_stride = head_dim,
+                                  .k_batch_stride = head_dim * image, .v_batch_stride = image * head_dim,
+                                  .out_batch_stride = head_dim, .k_transposed = true};
+        ops::attention(q, keys_t, values, attended, shape, 1.0f / std::sqrt(float(head_dim)));
     }
 
     // The cross attentions between a few token rows and the E*E image rows have their projections of the image
@@ -531,7 +512,7 @@ public:
                                DecoderWorkspace& ws) const {
         const int64_t head_dim = internal / heads, dim = k_weight.cols(), rows = n * heads;
         // Row (j, h): token j's query in head h's columns. Times Wk: the query folded into the image's width.
-        spread_heads(q, n, true, ws.head_rows.data());
+        spread_heads(q, n, ws.head_rows.data());
         k_weight.multiply(ws.head_rows.data(), ws.folded.data(), rows, 1.0f / std::sqrt(float(head_dim)));
         if (image_precision == Precision::bf16) {
             // The logits with the image rows on the left (E*E x rows: the packed bf16 right-hand side is then the
@@ -565,9 +546,9 @@ public:
                                int64_t n, float* out, DecoderWorkspace& ws) const {
         const int64_t dim = q_weight.cols(), rows = n * heads;
         const float scale = 1.0f / std::sqrt(float(internal / heads));
-        // Row (h, j): token j's key in head h's columns. Times Wq: the key folded into the image's width, and
+        // Row (j, h): token j's key in head h's columns. Times Wq: the key folded into the image's width, and
         // its product with q_proj's bias as a per-column bias of the logits.
-        spread_heads(k, n, false, ws.head_rows.data());
+        spread_heads(k, n, ws.head_rows.data());
         q_weight.multiply(ws.head_rows.data(), ws.folded.data(), rows, scale);
         for (int64_t r = 0; r < rows; ++r) {
             const float* key = ws.head_rows.data() + r * internal;
@@ -591,7 +572,7 @@ public:
     void image_to_token_projected(const float* q, const uint16_t* q_bf16, int64_t image, const float* k,
                                   const float* v, int64_t n, float* out, DecoderWorkspace& ws) const {
         const int64_t rows = n * heads;
-        spread_heads(k, n, false, ws.head_rows.data());
+        spread_heads(k, n, ws.head_rows.data());
         ws.folded_packed.pack(ws.head_rows.data(), internal, rows, internal, true, image_precision);
         const float scale = 1.0f / std::sqrt(float(internal / heads));
         if (image_precision == Precision::bf16) {
@@ -610,29 +591,29 @@ private:
     std::vector<float> q_bias, out_bias;
     Precision image_precision = Precision::fp32;
 
-    // The image-to-token attention from its logits in ws.weights (E*E x (h, j)): out += out_proj(softmax . v) with
-    // Epilogue::accumulate, out = that with Epilogue::store.
+    // The image-to-token attention from its logits in ws.weights (E*E x (j, h): each head's softmax over the tokens
+    // interleaved with the others'): out += out_proj(softmax . v) with Epilogue::accumulate, out = that with
+    // Epilogue::store.
     void attend_to_tokens(int64_t image, const float* v, int64_t n, float* out, ops::Epilogue epilogue,
                           DecoderWorkspace& ws) const {
         const int64_t dim = q_weight.cols(), rows = n * heads;
-        ops::softmax_short_rows(ws.weights.data(), image * heads, n);  // columns are (h, j): n per head
-        // Row (h, j): Wo_h v_j, so that out += weights . rows + out_proj's bias.
-        spread_heads(v, n, false, ws.head_rows.data());
+        ops::softmax_interleaved(ws.weights.data(), image, n, heads);
+        // Row (j, h): Wo_h v_j, so that out += weights . rows + out_proj's bias.
+        spread_heads(v, n, ws.head_rows.data());
         out_weight.multiply(ws.head_rows.data(), ws.products.data(), rows);
         ws.folded_packed.pack(ws.products.data(), rows, dim, dim, false, image_precision);
         ws.folded_packed.multiply(ws.weights.data(), out, image, 1.0f, out_bias.data(), epilogue);
     }
 
-    // n x internal rows to n * heads rows that keep one head's columns each (zeros elsewhere), ordered (j, h)
-    // with token_major, else (h, j).
-    void spread_heads(const float* rows, int64_t n, bool token_major, float* out) const {
+    // n x internal rows to n * heads rows that keep one head's columns each (zeros elsewhere), ordered (j, h).
+    void spread_heads(const float* rows, int64_t n, float* out) const {
         ops::ProfileScope scope(ops::OpClass::layout);
         const int64_t head_dim = internal / heads;
         std::fill_n(out, n * heads * internal, 0.0f);
         for (int64_t j = 0; j < n; ++j)
             for (int64_t h = 0; h < heads; ++h)
                 std::copy_n(rows + j * internal + h * head_dim, head_dim,
-                            out + (token_major ? j * heads + h : h * n + j) * internal + h * head_dim);
+                            out + (j * heads + h) * internal + h * head_dim);
     }
 };
 
@@ -679,8 +660,9 @@ struct DecoderImage::Data {
     // layer 0 image-to-token queries q_proj(src + pe) (with bf16 image products: rounded, in first_queries_bf16)
     std::vector<float> first_queries;
     std::vector<uint16_t> first_queries_bf16;
-    // layer 0 token-to-image keys k_proj(src + pe) and values v_proj(src), packed per head
-    DecoderAttention::PackedHeads first_heads;
+    // layer 0 token-to-image keys k_proj(src + pe), transposed (internal x E*E), and values v_proj(src) head by
+    // head (heads x E*E x head_dim)
+    std::vector<float> first_keys_t, first_values;
 };
 
 DecoderImage::DecoderImage() = default;
@@ -758,10 +740,17 @@ public:
             data.first_queries = {};
         }
         const DecoderAttention& first = layers_[0].token_to_image;
-        std::vector<float> keys(projected), values(projected);
-        first.k_proj.forward(src_pe.data(), keys.data(), image);
-        first.v_proj.forward(src, values.data(), image);
-        data.first_heads = first.pack_heads(keys.data(), values.data(), image);
+        std::vector<float> projection(projected);
+        first.k_proj.forward(src_pe.data(), projection.data(), image);
+        data.first_keys_t.resize(projected);
+        ops::transpose(projection.data(), data.first_keys_t.data(), image, first.internal, first.internal, image);
+        first.v_proj.forward(src, projection.data(), image);
+        data.first_values.resize(projected);
+        const int64_t head_dim = first.internal / first.heads;
+        for (int64_t h = 0; h < first.heads; ++h)
+            for (int64_t t = 0; t < image; ++t)
+                std::copy_n(projection.data() + t * first.internal + h * head_dim, head_dim,
+                            data.first_values.data() + (h * image + t) * head_dim);
         return data;
     }
 
@@ -803,7 +792,8 @@ public:
             add_positions(q, queries, query_pe, n * dim_);
             l.token_to_image.q_proj.forward(q, ws.q.data(), n);
             if (first) {
-                l.token_to_image.attend_packed(ws.q.data(), n, image_data.first_heads, image, ws.attended.data(), ws);
+                l.token_to_image.attend_per_head(ws.q.data(), n, image_data.first_keys_t.data(),
+                                                 image_data.first_values.data(), image, ws.attended.data());
             } else {
                 l.token_to_image.token_to_image_folded(ws.q.data(), n, keys_pe, keys_pe_bf16, keys, keys_bf16, image,
                                                        ws.attended.data(), ws);
