@@ -1,10 +1,16 @@
 // Google Benchmark of the op layer at the shapes SAM vit_b runs (one 1024 x 1024 image, 64 x 64 tokens of 768
 // channels; 25 windows of 14 x 14 in the windowed blocks) and the mask decoder's attention shapes. Rates are
-// reported as FLOP/s so a change's effect can be read against the machine's peak. Run:
+// reported as FLOP/s so a change's effect can be read against the machine's peak (BM_ArithmeticPeak, last). Run:
 //   build/bench/bench_ops --benchmark_min_time=1
 #include <benchmark/benchmark.h>
 
+#include <omp.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -179,6 +185,75 @@ BENCHMARK(BM_LayerNorm)
     ->Args({4 * 2 * 64, 64, 0})      // the mask decoder's upscaling, one band
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
+
+// The cores' arithmetic peak, to read the rates above against: on every thread, kChains independent chains of the
+// widest fused multiply-add (fp32: 2 FLOP per lane) or of AVX512-BF16's dot product (4 FLOP per fp32 lane: two
+// bf16 products and their sum), enough chains to hide the instruction's latency on every port that runs it. The
+// chains start from distinct values so that the compiler cannot merge them. Argument: 0 fp32 FMA, 1 bf16 dot.
+#if defined(__AVX512F__)
+using Register = __m512;
+inline Register broadcast(float x) { return _mm512_set1_ps(x); }
+inline Register fma_chain(Register acc, Register a, Register b) { return _mm512_fmadd_ps(a, b, acc); }
+#elif defined(__AVX2__) && defined(__FMA__)
+using Register = __m256;
+inline Register broadcast(float x) { return _mm256_set1_ps(x); }
+inline Register fma_chain(Register acc, Register a, Register b) { return _mm256_fmadd_ps(a, b, acc); }
+#endif
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+constexpr int kChains = 12;
+constexpr int kRegisterFloats = sizeof(Register) / sizeof(float);
+constexpr int64_t kPeakIterations = 1 << 18;  // per thread and benchmark iteration
+
+template <class Step>
+float run_chains(Step step) {
+    Register acc[kChains];
+    for (int c = 0; c < kChains; ++c) acc[c] = broadcast(1e-3f * float(c + 1));
+    for (int64_t i = 0; i < kPeakIterations; ++i)
+        for (int c = 0; c < kChains; ++c) acc[c] = step(acc[c]);
+    alignas(sizeof(Register)) float lanes[kChains][kRegisterFloats];
+    float sum = 0.0f;
+    for (int c = 0; c < kChains; ++c) {
+        std::memcpy(lanes[c], &acc[c], sizeof(Register));
+        for (float lane : lanes[c]) sum += lane;
+    }
+    return sum;
+}
+
+void BM_ArithmeticPeak(benchmark::State& state) {
+    const bool bf16 = state.range(0) != 0;
+#if !defined(__AVX512BF16__)
+    if (bf16) {
+        state.SkipWithError("this build has no AVX512-BF16 (not on this CPU, or built without SQASAM_NATIVE)");
+        return;
+    }
+#endif
+    const int threads = omp_get_max_threads();
+    float a = 1.0f, b = 1e-7f;  // acc + 1e-7 per step: no overflow, no denormals
+    benchmark::DoNotOptimize(a);
+    benchmark::DoNotOptimize(b);
+    for (auto _ : state) {
+        float sum = 0.0f;
+#pragma omp parallel reduction(+ : sum)
+        {
+#if defined(__AVX512BF16__)
+            if (bf16) {
+                const __m512bh pairs_a = _mm512_cvtne2ps_pbh(broadcast(a), broadcast(a));
+                const __m512bh pairs_b = _mm512_cvtne2ps_pbh(broadcast(b), broadcast(b));
+                sum += run_chains([&](Register acc) { return _mm512_dpbf16_ps(acc, pairs_a, pairs_b); });
+            } else
+#endif
+            {
+                const Register va = broadcast(a), vb = broadcast(b);
+                sum += run_chains([&](Register acc) { return fma_chain(acc, va, vb); });
+            }
+        }
+        benchmark::DoNotOptimize(sum);
+    }
+    set_flops(state, double(threads) * kPeakIterations * kChains * kRegisterFloats * (bf16 ? 4.0 : 2.0));
+}
+BENCHMARK(BM_ArithmeticPeak)->ArgName("bf16")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+#endif
 
 }  // namespace
 
