@@ -211,11 +211,11 @@ float run_chains(Step step) {
     for (int c = 0; c < kChains; ++c) acc[c] = broadcast(1e-3f * float(c + 1));
     for (int64_t i = 0; i < kPeakIterations; ++i)
         for (int c = 0; c < kChains; ++c) acc[c] = step(acc[c]);
-    alignas(sizeof(Register)) float lanes[kChains][kRegisterFloats];
     float sum = 0.0f;
-    for (int c = 0; c < kChains; ++c) {
-        std::memcpy(lanes[c], &acc[c], sizeof(Register));
-        for (float lane : lanes[c]) sum += lane;
+    for (const Register& chain : acc) {
+        float lanes[kRegisterFloats];
+        std::memcpy(lanes, &chain, sizeof(Register));
+        for (float lane : lanes) sum += lane;
     }
     return sum;
 }
